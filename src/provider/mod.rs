@@ -1,0 +1,179 @@
+//! Providers: the upstreams the bridge routes to, and how each is configured.
+//!
+//! A provider has a **kind** (the wire protocol family: [`ProviderKind`]) and a unique
+//! instance **name** (route prefix, metric label, record `provider_name`). Several providers
+//! of one kind may coexist, e.g. `copilot` and `copilot-business`.
+//!
+//! ```
+//! use aibridge::provider::{Anthropic, CredentialPolicy, Secret};
+//! let anthropic = Anthropic::new(Secret::new("sk-ant-test"))
+//!     .with_name("claude")
+//!     .with_base_url("http://127.0.0.1:9000".parse().unwrap())
+//!     .with_credential_policy(CredentialPolicy::ClientFirst);
+//! assert_eq!(format!("{anthropic:?}").contains("sk-ant-test"), false);
+//! ```
+
+mod anthropic;
+mod common;
+mod config;
+mod copilot;
+mod credential;
+mod openai;
+
+pub use self::anthropic::Anthropic;
+pub use self::config::{CircuitBreakerConfig, RetryConfig};
+pub use self::copilot::Copilot;
+pub use self::credential::{Credential, CredentialError, CredentialKind, CredentialPolicy, Secret};
+pub use self::openai::OpenAi;
+
+pub(crate) use self::credential::{bearer_token, credential_hint, select_credential};
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderMap, Uri};
+
+/// An upstream the bridge routes to. Object safe: the bridge stores `Arc<dyn Provider>`.
+///
+/// The built-in [`Anthropic`], [`OpenAi`] and [`Copilot`] implement it. Hosts may implement
+/// it to build variants; the bridge still picks the interceptor from [`kind`](Self::kind)
+/// and the route table.
+pub trait Provider: Send + Sync + fmt::Debug + 'static {
+    /// Wire protocol family; also the record's `provider` value.
+    fn kind(&self) -> ProviderKind;
+    /// Unique instance name: route prefix, metric label, record `provider_name`.
+    fn name(&self) -> &str;
+    /// Client-facing prefix: `/{name}` for Anthropic and Copilot, `/{name}/v1` for OpenAI.
+    fn route_prefix(&self) -> String {
+        match self.kind() {
+            ProviderKind::OpenAi => format!("/{}/v1", self.name()),
+            ProviderKind::Anthropic | ProviderKind::Copilot => format!("/{}", self.name()),
+        }
+    }
+    /// Upstream base URL (http or https; path allowed; no query, no fragment).
+    fn base_url(&self) -> &Uri;
+    /// Routes relative to [`route_prefix`](Self::route_prefix).
+    fn routes(&self) -> &[Route];
+    /// Chooses the upstream credential for one request. `Err` answers 401.
+    ///
+    /// # Errors
+    ///
+    /// [`CredentialError::Missing`] when the policy needs a client credential that is absent.
+    fn credential(&self, client_headers: &HeaderMap) -> Result<Credential, CredentialError>;
+    /// Retry policy for upstream calls.
+    fn retry(&self) -> &RetryConfig;
+    /// Circuit breaker settings; `None` disables the breaker for this provider.
+    fn circuit_breaker(&self) -> Option<&CircuitBreakerConfig>;
+    /// Send `X-Ai-Bridge-Actor-*` headers upstream (never on passthrough).
+    fn sends_actor_headers(&self) -> bool;
+    /// Added to every upstream request (bridged and passthrough), replacing same-named
+    /// client headers.
+    fn extra_headers(&self) -> &HeaderMap;
+}
+
+/// The wire protocol family of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI Chat Completions and Responses.
+    OpenAi,
+    /// GitHub Copilot (OpenAI wire formats, client tokens only).
+    Copilot,
+}
+
+impl ProviderKind {
+    /// `"anthropic"`, `"openai"` or `"copilot"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::OpenAi => "openai",
+            Self::Copilot => "copilot",
+        }
+    }
+}
+
+/// The wire protocol of a bridged route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Api {
+    /// Anthropic Messages.
+    Messages,
+    /// OpenAI Chat Completions.
+    ChatCompletions,
+    /// OpenAI Responses.
+    Responses,
+}
+
+impl Api {
+    /// `"messages"`, `"chat_completions"` or `"responses"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Messages => "messages",
+            Self::ChatCompletions => "chat_completions",
+            Self::Responses => "responses",
+        }
+    }
+}
+
+/// One entry of a provider's route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Path relative to the provider's route prefix. Subtree paths end in `/`.
+    pub path: Cow<'static, str>,
+    /// How the path matches.
+    pub matching: Match,
+    /// What the bridge does with a matching request.
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// A route with a static path.
+    pub const fn new(path: &'static str, matching: Match, kind: RouteKind) -> Self {
+        Self { path: Cow::Borrowed(path), matching, kind }
+    }
+
+    /// Does `rest` (the request path after the prefix, without query) match this route?
+    pub fn matches(&self, rest: &str) -> bool {
+        match self.matching {
+            Match::Exact => rest == self.path,
+            Match::Subtree => rest.starts_with(&*self.path),
+        }
+    }
+}
+
+/// How a [`Route`] path matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// Only this path.
+    Exact,
+    /// Every path that starts with it (the route path ends in `/`, so the path without
+    /// the trailing slash does not match).
+    Subtree,
+}
+
+/// What the bridge does with a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Parsed, recorded, possibly tool-injected.
+    Bridged(Api),
+    /// Reverse-proxied unchanged apart from credentials and hop-by-hop headers.
+    Passthrough,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtree_routes_need_something_after_the_slash() {
+        let r = Route::new("/v1/models/", Match::Subtree, RouteKind::Passthrough);
+        assert!(r.matches("/v1/models/claude"));
+        assert!(r.matches("/v1/models/"));
+        assert!(!r.matches("/v1/models"));
+        let e = Route::new("/v1/models", Match::Exact, RouteKind::Passthrough);
+        assert!(e.matches("/v1/models"));
+        assert!(!e.matches("/v1/models/x"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Server-sent events: an incremental zero-copy decoder and small encoders.
