@@ -21,7 +21,10 @@ pub struct Actor {
 impl Actor {
     /// An actor with this id. An empty id is treated as "no actor" (401) by the bridge.
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), metadata: BTreeMap::new() }
+        Self {
+            id: id.into(),
+            metadata: BTreeMap::new(),
+        }
     }
 
     /// Adds a metadata entry (copied into the interception record).

@@ -82,6 +82,7 @@ body_from!(Bytes, String, &'static str, Vec<u8>);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
 
     #[tokio::test]
     async fn from_conversions_keep_bytes() {

@@ -2,14 +2,26 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod bridge;
 pub mod provider;
 pub mod recorder;
 
 mod actor;
+mod clients;
+mod error;
+mod intercept;
+mod passthrough;
 mod sse;
+mod upstream;
 
 #[doc(inline)]
-pub use crate::{actor::Actor, body::Body, provider::Provider, recorder::Recorder};
+pub use crate::{
+    actor::Actor,
+    body::Body,
+    bridge::{RequestBridge, ShutdownReport},
+    provider::Provider,
+    recorder::Recorder,
+};
 
 /// Re-export of the `async_trait` macro, for implementing [`Recorder`].
 pub use async_trait::async_trait;

@@ -4,11 +4,23 @@ use super::common::{Common, common_setters, impl_provider, key_setters};
 use super::{Api, CredentialPolicy, Match, ProviderKind, Route, RouteKind, Secret};
 
 const ROUTES: &[Route] = &[
-    Route::new("/v1/messages", Match::Exact, RouteKind::Bridged(Api::Messages)),
+    Route::new(
+        "/v1/messages",
+        Match::Exact,
+        RouteKind::Bridged(Api::Messages),
+    ),
     Route::new("/v1/models", Match::Exact, RouteKind::Passthrough),
     Route::new("/v1/models/", Match::Subtree, RouteKind::Passthrough),
-    Route::new("/v1/messages/count_tokens", Match::Exact, RouteKind::Passthrough),
-    Route::new("/api/event_logging/", Match::Subtree, RouteKind::Passthrough),
+    Route::new(
+        "/v1/messages/count_tokens",
+        Match::Exact,
+        RouteKind::Passthrough,
+    ),
+    Route::new(
+        "/api/event_logging/",
+        Match::Subtree,
+        RouteKind::Passthrough,
+    ),
 ];
 
 /// The Anthropic Messages provider: name `anthropic`, base URL `https://api.anthropic.com`
@@ -41,7 +53,12 @@ impl Anthropic {
     /// No key: the policy is `ClientFirst` (clients must bring their own key).
     pub fn without_key() -> Self {
         Self {
-            common: Common::new("anthropic", "https://api.anthropic.com", None, CredentialPolicy::ClientFirst),
+            common: Common::new(
+                "anthropic",
+                "https://api.anthropic.com",
+                None,
+                CredentialPolicy::ClientFirst,
+            ),
         }
     }
 

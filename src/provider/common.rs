@@ -18,7 +18,12 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    pub(crate) fn new(name: &str, base_url: &'static str, key: Option<Secret>, policy: CredentialPolicy) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        base_url: &'static str,
+        key: Option<Secret>,
+        policy: CredentialPolicy,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             base_url: Uri::from_static(base_url),
@@ -61,7 +66,11 @@ macro_rules! common_setters {
             self
         }
         /// Adds a header to every upstream request, replacing a same-named client header.
-        pub fn with_extra_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        pub fn with_extra_header(
+            mut self,
+            name: http::HeaderName,
+            value: http::HeaderValue,
+        ) -> Self {
             self.common.extra_headers.insert(name, value);
             self
         }
@@ -115,6 +124,9 @@ macro_rules! impl_provider {
                     self.common.key.as_ref(),
                     client_headers,
                 )
+            }
+            fn credential_policy(&self) -> Option<$crate::provider::CredentialPolicy> {
+                Some(self.common.policy)
             }
             fn retry(&self) -> &$crate::provider::RetryConfig {
                 &self.common.retry

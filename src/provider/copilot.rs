@@ -4,8 +4,16 @@ use super::common::{Common, common_setters, impl_provider};
 use super::{Api, CredentialPolicy, Match, ProviderKind, Route, RouteKind};
 
 const ROUTES: &[Route] = &[
-    Route::new("/chat/completions", Match::Exact, RouteKind::Bridged(Api::ChatCompletions)),
-    Route::new("/responses", Match::Exact, RouteKind::Bridged(Api::Responses)),
+    Route::new(
+        "/chat/completions",
+        Match::Exact,
+        RouteKind::Bridged(Api::ChatCompletions),
+    ),
+    Route::new(
+        "/responses",
+        Match::Exact,
+        RouteKind::Bridged(Api::Responses),
+    ),
     Route::new("/models", Match::Exact, RouteKind::Passthrough),
     Route::new("/models/", Match::Subtree, RouteKind::Passthrough),
     Route::new("/agents/", Match::Subtree, RouteKind::Passthrough),

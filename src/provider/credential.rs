@@ -99,7 +99,10 @@ impl Credential {
     /// The configured key as this provider kind sends it.
     pub(crate) fn centralized(kind: ProviderKind, key: &Secret) -> Option<Self> {
         let (header, value) = match kind {
-            ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.expose().to_owned()),
+            ProviderKind::Anthropic => (
+                HeaderName::from_static("x-api-key"),
+                key.expose().to_owned(),
+            ),
             ProviderKind::OpenAi | ProviderKind::Copilot => {
                 (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             }
@@ -117,7 +120,10 @@ impl Credential {
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential").field("kind", &self.kind).field("hint", &self.hint).finish()
+        f.debug_struct("Credential")
+            .field("kind", &self.kind)
+            .field("hint", &self.hint)
+            .finish()
     }
 }
 
@@ -211,9 +217,9 @@ pub(crate) fn select_credential(
     let configured = || key.and_then(|k| Credential::centralized(kind, k));
     match policy {
         CredentialPolicy::Centralized => configured().ok_or(missing),
-        CredentialPolicy::ClientFirst => {
-            client_credential(kind, headers).or_else(configured).ok_or(missing)
-        }
+        CredentialPolicy::ClientFirst => client_credential(kind, headers)
+            .or_else(configured)
+            .ok_or(missing),
         CredentialPolicy::ClientOnly => client_credential(kind, headers).ok_or(missing),
     }
 }
@@ -250,15 +256,27 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
 
     #[test]
     fn anthropic_prefers_x_api_key_over_bearer() {
-        let h = headers(&[("x-api-key", "client-key-123456"), ("authorization", "Bearer other-token")]);
-        let c = select_credential(ProviderKind::Anthropic, CredentialPolicy::ClientFirst, None, &h).unwrap();
+        let h = headers(&[
+            ("x-api-key", "client-key-123456"),
+            ("authorization", "Bearer other-token"),
+        ]);
+        let c = select_credential(
+            ProviderKind::Anthropic,
+            CredentialPolicy::ClientFirst,
+            None,
+            &h,
+        )
+        .unwrap();
         assert_eq!(c.kind(), CredentialKind::Byok);
         assert_eq!(c.header().0, "x-api-key");
         assert_eq!(c.hint(), "cl...56");
@@ -267,7 +285,8 @@ mod tests {
     #[test]
     fn openai_ignores_client_x_api_key() {
         let h = headers(&[("x-api-key", "client-key")]);
-        let err = select_credential(ProviderKind::OpenAi, CredentialPolicy::ClientOnly, None, &h).unwrap_err();
+        let err = select_credential(ProviderKind::OpenAi, CredentialPolicy::ClientOnly, None, &h)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "aibridge: this provider requires your own token in the Authorization header (Bearer)"
@@ -280,17 +299,25 @@ mod tests {
         let with_client = headers(&[("authorization", "Bearer client-token-xyz")]);
         let none = HeaderMap::new();
         let k = ProviderKind::OpenAi;
-        let c = select_credential(k, CredentialPolicy::Centralized, Some(&key), &with_client).unwrap();
+        let c =
+            select_credential(k, CredentialPolicy::Centralized, Some(&key), &with_client).unwrap();
         assert_eq!(c.kind(), CredentialKind::Centralized);
         assert_eq!(c.header().1, "Bearer sk-central-key-0123456789");
-        let c = select_credential(k, CredentialPolicy::ClientFirst, Some(&key), &with_client).unwrap();
+        let c =
+            select_credential(k, CredentialPolicy::ClientFirst, Some(&key), &with_client).unwrap();
         assert_eq!(c.kind(), CredentialKind::Byok);
         assert_eq!(c.header().1, "Bearer client-token-xyz");
         let c = select_credential(k, CredentialPolicy::ClientFirst, Some(&key), &none).unwrap();
         assert_eq!(c.kind(), CredentialKind::Centralized);
         assert!(select_credential(k, CredentialPolicy::ClientFirst, None, &none).is_err());
         assert!(select_credential(k, CredentialPolicy::ClientOnly, Some(&key), &none).is_err());
-        let c = select_credential(ProviderKind::Anthropic, CredentialPolicy::Centralized, Some(&key), &none).unwrap();
+        let c = select_credential(
+            ProviderKind::Anthropic,
+            CredentialPolicy::Centralized,
+            Some(&key),
+            &none,
+        )
+        .unwrap();
         assert_eq!(c.header().0, "x-api-key");
         assert_eq!(c.header().1, "sk-central-key-0123456789");
         assert!(!format!("{c:?}").contains("central-key-01"));

@@ -26,7 +26,7 @@ pub use self::copilot::Copilot;
 pub use self::credential::{Credential, CredentialError, CredentialKind, CredentialPolicy, Secret};
 pub use self::openai::OpenAi;
 
-pub(crate) use self::credential::{bearer_token, credential_hint, select_credential};
+pub(crate) use self::credential::select_credential;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -60,6 +60,11 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     ///
     /// [`CredentialError::Missing`] when the policy needs a client credential that is absent.
     fn credential(&self, client_headers: &HeaderMap) -> Result<Credential, CredentialError>;
+    /// The credential policy, if the provider has one (used by `Builder::build` to reject
+    /// a `Centralized` provider without a key). Defaults to `None`.
+    fn credential_policy(&self) -> Option<CredentialPolicy> {
+        None
+    }
     /// Retry policy for upstream calls.
     fn retry(&self) -> &RetryConfig;
     /// Circuit breaker settings; `None` disables the breaker for this provider.
@@ -131,7 +136,11 @@ pub struct Route {
 impl Route {
     /// A route with a static path.
     pub const fn new(path: &'static str, matching: Match, kind: RouteKind) -> Self {
-        Self { path: Cow::Borrowed(path), matching, kind }
+        Self {
+            path: Cow::Borrowed(path),
+            matching,
+            kind,
+        }
     }
 
     /// Does `rest` (the request path after the prefix, without query) match this route?
@@ -177,3 +186,12 @@ mod tests {
         assert!(!e.matches("/v1/models/x"));
     }
 }
+
+#[cfg(test)]
+pub(crate) trait ProviderTestExt: Provider {
+    fn credential_for_test(&self, h: &HeaderMap) -> Credential {
+        self.credential(h).expect("credential")
+    }
+}
+#[cfg(test)]
+impl<P: Provider> ProviderTestExt for P {}

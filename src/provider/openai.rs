@@ -4,8 +4,16 @@ use super::common::{Common, common_setters, impl_provider, key_setters};
 use super::{Api, CredentialPolicy, Match, ProviderKind, Route, RouteKind, Secret};
 
 const ROUTES: &[Route] = &[
-    Route::new("/chat/completions", Match::Exact, RouteKind::Bridged(Api::ChatCompletions)),
-    Route::new("/responses", Match::Exact, RouteKind::Bridged(Api::Responses)),
+    Route::new(
+        "/chat/completions",
+        Match::Exact,
+        RouteKind::Bridged(Api::ChatCompletions),
+    ),
+    Route::new(
+        "/responses",
+        Match::Exact,
+        RouteKind::Bridged(Api::Responses),
+    ),
     Route::new("/models", Match::Exact, RouteKind::Passthrough),
     Route::new("/models/", Match::Subtree, RouteKind::Passthrough),
     Route::new("/conversations", Match::Exact, RouteKind::Passthrough),
@@ -31,14 +39,24 @@ impl OpenAi {
     /// Policy `Centralized` with `key`.
     pub fn new(key: Secret) -> Self {
         Self {
-            common: Common::new("openai", "https://api.openai.com/v1", Some(key), CredentialPolicy::Centralized),
+            common: Common::new(
+                "openai",
+                "https://api.openai.com/v1",
+                Some(key),
+                CredentialPolicy::Centralized,
+            ),
         }
     }
 
     /// No key: the policy is `ClientFirst` (clients must bring their own key).
     pub fn without_key() -> Self {
         Self {
-            common: Common::new("openai", "https://api.openai.com/v1", None, CredentialPolicy::ClientFirst),
+            common: Common::new(
+                "openai",
+                "https://api.openai.com/v1",
+                None,
+                CredentialPolicy::ClientFirst,
+            ),
         }
     }
 

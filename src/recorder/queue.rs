@@ -98,3 +98,491 @@ pub enum QueueFullPolicy {
     /// Drop the record at once (counted and logged).
     Drop,
 }
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc};
+
+use super::{Interception, InterceptionEnded, Record, RecordId, RecordKind, Recorder, deliver};
+use crate::BoxError;
+
+/// What happened to one record (the `outcome` label of `records_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Written,
+    Failed,
+    Dropped,
+}
+
+impl Delivery {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// Called once per record with its final delivery outcome (metrics hook).
+pub(crate) type DeliveryHook = Arc<dyn Fn(RecordKind, Delivery) + Send + Sync>;
+
+/// The queue shared by all interceptions of a bridge.
+pub(crate) struct RecordQueue {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Job>,
+}
+
+struct Shared {
+    recorder: Arc<dyn Recorder>,
+    config: RecordQueueConfig,
+    /// Queued or in-delivery records, ended records waiting for their siblings included.
+    depth: AtomicUsize,
+    idle: Notify,
+    hook: Mutex<Option<DeliveryHook>>,
+    dropped_total: AtomicU64,
+}
+
+struct Job {
+    record: Record,
+    tracker: Option<Arc<Tracker>>,
+}
+
+/// Per-interception bookkeeping that holds the ended record until every other record of
+/// the interception has finished.
+struct Tracker {
+    /// Outstanding records plus one for the running interception.
+    pending: AtomicUsize,
+    ended: Mutex<Option<InterceptionEnded>>,
+}
+
+impl std::fmt::Debug for RecordQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordQueue")
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordQueue {
+    /// Creates the queue and spawns its workers (needs a Tokio runtime).
+    pub(crate) fn start(recorder: Arc<dyn Recorder>, config: RecordQueueConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        let shared = Arc::new(Shared {
+            recorder,
+            depth: AtomicUsize::new(0),
+            idle: Notify::new(),
+            hook: Mutex::new(None),
+            dropped_total: AtomicU64::new(0),
+            config,
+        });
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..shared.config.workers.max(1) {
+            let shared = shared.clone();
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let job = { rx.lock().await.recv().await };
+                    let Some(job) = job else { break };
+                    shared.process(job).await;
+                }
+            });
+        }
+        Self { shared, tx }
+    }
+
+    /// Installs the per-record outcome hook (metrics).
+    pub(crate) fn set_hook(&self, hook: DeliveryHook) {
+        *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Records not yet finished.
+    pub(crate) fn depth(&self) -> usize {
+        self.shared.depth.load(Ordering::Acquire)
+    }
+
+    /// Records dropped so far.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.shared.dropped_total.load(Ordering::Relaxed)
+    }
+
+    /// `record_interception`, awaited inline with the call timeout and no retry.
+    pub(crate) async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
+        let r = tokio::time::timeout(
+            self.shared.config.call_timeout,
+            self.shared.recorder.record_interception(rec),
+        )
+        .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(_) => Err("recorder call timed out".into()),
+        };
+        self.shared.report(
+            RecordKind::Interception,
+            if r.is_ok() {
+                Delivery::Written
+            } else {
+                Delivery::Failed
+            },
+        );
+        r
+    }
+
+    /// A sink for the records of one interception.
+    pub(crate) fn sink(&self, interception_id: RecordId) -> RecordSink {
+        RecordSink {
+            interception_id,
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            tracker: Arc::new(Tracker {
+                pending: AtomicUsize::new(1),
+                ended: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Waits until every queued record has finished, or the deadline passes. Returns the
+    /// number of records still unfinished (then counted as dropped).
+    pub(crate) async fn drain(&self, deadline: tokio::time::Instant) -> u64 {
+        loop {
+            let notified = self.shared.idle.notified();
+            if self.depth() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let left = self.depth() as u64;
+                if left > 0 {
+                    tracing::error!(
+                        records = left,
+                        "record queue not drained by the shutdown deadline; dropping"
+                    );
+                    self.shared.dropped_total.fetch_add(left, Ordering::Relaxed);
+                }
+                return left;
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn report(&self, kind: RecordKind, outcome: Delivery) {
+        if outcome == Delivery::Dropped {
+            self.dropped_total.fetch_add(1, Ordering::Relaxed);
+        }
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(kind, outcome);
+        }
+    }
+
+    fn finish_one(&self) {
+        if self.depth.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn process(&self, job: Job) {
+        self.deliver_with_retry(&job.record).await;
+        if let Some(tracker) = job.tracker {
+            self.release(&tracker).await;
+        }
+        self.finish_one();
+    }
+
+    /// One outstanding record of the tracker's interception finished; when it was the last,
+    /// the held ended record is delivered here (never re-queued, so a full queue cannot
+    /// deadlock the workers).
+    async fn release(&self, tracker: &Tracker) {
+        if tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ended = tracker
+                .ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(ended) = ended {
+                self.deliver_with_retry(&Record::InterceptionEnded(ended))
+                    .await;
+                self.finish_one();
+            }
+        }
+    }
+
+    async fn deliver_with_retry(&self, record: &Record) {
+        let cfg = &self.config;
+        let attempts = cfg.max_attempts.max(1);
+        for attempt in 1..=attempts {
+            let result =
+                tokio::time::timeout(cfg.call_timeout, deliver(self.recorder.as_ref(), record))
+                    .await;
+            let err = match result {
+                Ok(Ok(())) => {
+                    self.report(record.kind(), Delivery::Written);
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "recorder call timed out".to_owned(),
+            };
+            if attempt == attempts {
+                tracing::error!(
+                    kind = record.kind().as_str(),
+                    record_id = %record.id(),
+                    attempts,
+                    error = %err,
+                    "recording failed; giving up"
+                );
+                self.report(record.kind(), Delivery::Failed);
+                return;
+            }
+            let delay = backoff(cfg.initial_backoff, cfg.max_backoff, attempt - 1);
+            tracing::warn!(kind = record.kind().as_str(), record_id = %record.id(), attempt, error = %err, ?delay, "recording failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// `min(initial · 2^n, max)` with ±25 % jitter.
+fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
+    let base = initial.saturating_mul(2u32.saturating_pow(n)).min(max);
+    let jitter: f64 = rand::random_range(0.75..1.25);
+    base.mul_f64(jitter)
+}
+
+/// Hands the records of one interception to the queue.
+pub(crate) struct RecordSink {
+    interception_id: RecordId,
+    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    tracker: Arc<Tracker>,
+}
+
+impl std::fmt::Debug for RecordSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordSink")
+            .field("interception_id", &self.interception_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordSink {
+    /// Queues one record, following the queue-full policy. Never awaits the recorder.
+    pub(crate) async fn push(&self, record: Record) {
+        self.tracker.pending.fetch_add(1, Ordering::AcqRel);
+        self.shared.depth.fetch_add(1, Ordering::AcqRel);
+        let job = Job {
+            record,
+            tracker: Some(self.tracker.clone()),
+        };
+        if let Err(job) = self.send(job).await {
+            self.dropped(&job.record);
+            self.shared.release(&self.tracker).await;
+            self.shared.finish_one();
+        }
+    }
+
+    async fn send(&self, job: Job) -> Result<(), Job> {
+        let job = match self.tx.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(job)) => return Err(job),
+            Err(mpsc::error::TrySendError::Full(job)) => job,
+        };
+        match self.shared.config.full_policy {
+            QueueFullPolicy::Drop => Err(job),
+            QueueFullPolicy::WaitThenDrop(wait) => {
+                let permit = tokio::time::timeout(wait, self.tx.reserve()).await;
+                match permit {
+                    Ok(Ok(permit)) => {
+                        permit.send(job);
+                        Ok(())
+                    }
+                    _ => Err(job),
+                }
+            }
+        }
+    }
+
+    fn dropped(&self, record: &Record) {
+        tracing::error!(
+            kind = record.kind().as_str(),
+            record_id = %record.id(),
+            interception_id = %self.interception_id,
+            "record queue full or closed; record dropped"
+        );
+        self.shared.report(record.kind(), Delivery::Dropped);
+    }
+
+    /// Ends the interception: the ended record is delivered once every record pushed before
+    /// it has finished.
+    pub(crate) async fn end(self, ended: InterceptionEnded) {
+        self.shared.depth.fetch_add(1, Ordering::AcqRel);
+        *self.tracker.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
+        if self.tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ended = self
+                .tracker
+                .ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(ended) = ended {
+                let job = Job {
+                    record: Record::InterceptionEnded(ended),
+                    tracker: None,
+                };
+                if let Err(job) = self.send(job).await {
+                    self.dropped(&job.record);
+                    self.shared.finish_one();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recorder::{MemoryRecorder, Outcome, TokenUsage};
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    fn usage(interception_id: RecordId) -> Record {
+        Record::TokenUsage(TokenUsage {
+            id: RecordId::new(),
+            interception_id,
+            provider_response_id: None,
+            input_tokens: 1,
+            output_tokens: 2,
+            cache_read_input_tokens: 0,
+            cache_write_input_tokens: 0,
+            extra: BTreeMap::new(),
+            created_at: SystemTime::now(),
+        })
+    }
+
+    fn ended(id: RecordId) -> InterceptionEnded {
+        InterceptionEnded {
+            id,
+            ended_at: SystemTime::now(),
+            outcome: Outcome::Completed,
+            error: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_calls_are_retried_and_ended_comes_last() {
+        let mem = MemoryRecorder::new();
+        mem.fail_next(RecordKind::TokenUsage, 2);
+        let q = RecordQueue::start(Arc::new(mem.clone()), RecordQueueConfig::default());
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await;
+        sink.end(ended(id)).await;
+        let left = q
+            .drain(tokio::time::Instant::now() + Duration::from_secs(30))
+            .await;
+        assert_eq!(left, 0);
+        assert_eq!(mem.token_usages().len(), 1, "third attempt lands");
+        assert_eq!(mem.interceptions_ended().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ended_waits_for_a_record_that_is_still_retrying() {
+        let mem = MemoryRecorder::new();
+        mem.fail_next(RecordKind::TokenUsage, 1);
+        let q = RecordQueue::start(
+            Arc::new(mem.clone()),
+            RecordQueueConfig::default().with_workers(2),
+        );
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await;
+        sink.end(ended(id)).await;
+        // Let the first (failing) attempt run; the retry is now sleeping in backoff.
+        tokio::task::yield_now().await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            mem.interceptions_ended().is_empty(),
+            "ended must not overtake its token usage"
+        );
+        q.drain(tokio::time::Instant::now() + Duration::from_secs(30))
+            .await;
+        assert_eq!(mem.token_usages().len(), 1);
+        assert_eq!(mem.interceptions_ended().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_failure_is_counted_and_the_interception_still_ends() {
+        let mem = MemoryRecorder::new();
+        mem.fail_next(RecordKind::TokenUsage, 100);
+        let counts = Arc::new(Mutex::new(Vec::new()));
+        let q = RecordQueue::start(
+            Arc::new(mem.clone()),
+            RecordQueueConfig::default().with_max_attempts(3),
+        );
+        let c = counts.clone();
+        q.set_hook(Arc::new(move |k, d| c.lock().unwrap().push((k, d))));
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await;
+        sink.end(ended(id)).await;
+        assert_eq!(
+            q.drain(tokio::time::Instant::now() + Duration::from_secs(60))
+                .await,
+            0
+        );
+        let counts = counts.lock().unwrap().clone();
+        assert!(counts.contains(&(RecordKind::TokenUsage, Delivery::Failed)));
+        assert!(counts.contains(&(RecordKind::InterceptionEnded, Delivery::Written)));
+        assert!(mem.token_usages().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_with_drop_policy_counts_the_drop() {
+        // One worker, blocked on a recorder that never answers within the timeout.
+        #[derive(Debug)]
+        struct Stall;
+        #[async_trait::async_trait]
+        impl Recorder for Stall {
+            async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_interception_ended(
+                &self,
+                _: &InterceptionEnded,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
+                std::future::pending().await
+            }
+            async fn record_prompt_usage(
+                &self,
+                _: &super::super::PromptUsage,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_model_thought(
+                &self,
+                _: &super::super::ModelThought,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+        }
+        let cfg = RecordQueueConfig::default()
+            .with_capacity(1)
+            .with_workers(1)
+            .with_full_policy(QueueFullPolicy::Drop);
+        let q = RecordQueue::start(Arc::new(Stall), cfg);
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await; // taken by the worker (stalls)
+        tokio::task::yield_now().await;
+        sink.push(usage(id)).await; // fills the queue
+        sink.push(usage(id)).await; // dropped
+        assert_eq!(q.dropped_total(), 1);
+    }
+}

@@ -338,14 +338,21 @@ mod tests {
 
     #[test]
     fn record_id_rejects_non_hyphenated_forms() {
-        assert!("0192f0c17a3e7cc29d1e3b8e1f0a2b4c".parse::<RecordId>().is_err());
+        assert!(
+            "0192f0c17a3e7cc29d1e3b8e1f0a2b4c"
+                .parse::<RecordId>()
+                .is_err()
+        );
         assert!("not-a-uuid".parse::<RecordId>().is_err());
     }
 
     #[test]
     fn enum_strings_match_the_schema() {
         assert_eq!(Outcome::Cancelled.as_str(), "cancelled");
-        assert_eq!(ThoughtSource::ReasoningSummary.as_str(), "reasoning_summary");
+        assert_eq!(
+            ThoughtSource::ReasoningSummary.as_str(),
+            "reasoning_summary"
+        );
         assert_eq!(RecordKind::InterceptionEnded.as_str(), "interception_ended");
     }
 }

@@ -1,0 +1,355 @@
+//! [`Builder`]: configures and validates a [`RequestBridge`].
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Inner, RequestBridge};
+use crate::provider::{CredentialPolicy, Provider, ProviderKind};
+use crate::recorder::queue::RecordQueue;
+use crate::recorder::{RecordQueueConfig, Recorder};
+
+/// Default maximum request body: 32 MiB.
+pub(crate) const DEFAULT_MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
+
+/// Upstream timeouts.
+///
+/// ```
+/// use std::time::Duration;
+/// use aibridge::bridge::UpstreamTimeouts;
+/// let t = UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(30));
+/// assert_eq!(t.connect, Duration::from_secs(10));
+/// assert_eq!(t.stream_idle, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamTimeouts {
+    /// Connect (TLS included) per attempt; default 10 s.
+    pub connect: Duration,
+    /// From request sent to response head (blocking: to the whole body); default 600 s.
+    pub response: Duration,
+    /// Longest gap between upstream body bytes of a relayed stream; default 600 s.
+    pub stream_idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(600),
+            stream_idle: Duration::from_secs(600),
+        }
+    }
+}
+
+impl UpstreamTimeouts {
+    /// Sets [`connect`](Self::connect).
+    #[must_use]
+    pub fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = d;
+        self
+    }
+    /// Sets [`response`](Self::response).
+    #[must_use]
+    pub fn with_response(mut self, d: Duration) -> Self {
+        self.response = d;
+        self
+    }
+    /// Sets [`stream_idle`](Self::stream_idle).
+    #[must_use]
+    pub fn with_stream_idle(mut self, d: Duration) -> Self {
+        self.stream_idle = d;
+        self
+    }
+}
+
+/// Why [`Builder::build`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No provider was added.
+    #[error("no providers configured")]
+    NoProviders,
+    /// No recorder was set (use `NoopRecorder` to record nothing).
+    #[error("no recorder configured (use NoopRecorder to record nothing)")]
+    MissingRecorder,
+    /// A provider name does not match `^[a-z0-9]+(-[a-z0-9]+)*$`.
+    #[error("invalid provider name {name:?}: must match ^[a-z0-9]+(-[a-z0-9]+)*$")]
+    InvalidProviderName {
+        /// The name.
+        name: String,
+    },
+    /// Two providers share a name.
+    #[error("duplicate provider name {name:?}")]
+    DuplicateProviderName {
+        /// The name.
+        name: String,
+    },
+    /// A base URL is not http(s), has no authority, or has a query or fragment.
+    #[error("invalid base URL for provider {provider:?}: {reason}")]
+    InvalidBaseUrl {
+        /// The provider name.
+        provider: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The policy is `Centralized` but no key is configured.
+    #[error("provider {provider:?} uses the Centralized credential policy but has no key")]
+    MissingKey {
+        /// The provider name.
+        provider: String,
+    },
+    /// The credential policy is not allowed for this provider.
+    #[error("invalid credential policy for provider {provider:?}")]
+    InvalidCredentialPolicy {
+        /// The provider name.
+        provider: String,
+    },
+    /// A limit is zero.
+    #[error("invalid limit: {what} must be greater than zero")]
+    InvalidLimit {
+        /// Which limit.
+        what: &'static str,
+    },
+    /// The path prefix does not start with `/` or ends with `/`.
+    #[error("invalid path prefix {prefix:?}: must start with \"/\" and not end with \"/\"")]
+    InvalidPathPrefix {
+        /// The prefix.
+        prefix: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {reason}")]
+    HttpClient {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Configures a [`RequestBridge`]. Setters consume and return the builder.
+///
+/// ```
+/// use aibridge::RequestBridge;
+/// use aibridge::provider::{Anthropic, Secret};
+/// use aibridge::recorder::NoopRecorder;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bridge = RequestBridge::builder()
+///     .provider(Anthropic::new(Secret::new("sk-ant-key")))
+///     .recorder(NoopRecorder)
+///     .max_request_body(8 * 1024 * 1024)
+///     .build()
+///     .unwrap();
+/// # drop(bridge); }
+/// ```
+#[must_use]
+pub struct Builder {
+    providers: Vec<Arc<dyn Provider>>,
+    recorder: Option<Arc<dyn Recorder>>,
+    queue: RecordQueueConfig,
+    max_request_body: usize,
+    path_prefix: Option<String>,
+    timeouts: UpstreamTimeouts,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("providers", &self.providers)
+            .field("queue", &self.queue)
+            .field("max_request_body", &self.max_request_body)
+            .field("path_prefix", &self.path_prefix)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            recorder: None,
+            queue: RecordQueueConfig::default(),
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            path_prefix: None,
+            timeouts: UpstreamTimeouts::default(),
+        }
+    }
+}
+
+impl Builder {
+    /// Adds a provider. Names must be unique.
+    pub fn provider(mut self, provider: impl Provider) -> Self {
+        self.providers.push(Arc::new(provider));
+        self
+    }
+
+    /// Adds a provider that is already shared.
+    pub fn provider_arc(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.push(provider);
+        self
+    }
+
+    /// Sets the recorder (required; use `NoopRecorder` to record nothing).
+    pub fn recorder(mut self, recorder: impl Recorder) -> Self {
+        self.recorder = Some(Arc::new(recorder));
+        self
+    }
+
+    /// Sets the queue between the interceptors and the recorder.
+    pub fn record_queue(mut self, config: RecordQueueConfig) -> Self {
+        self.queue = config;
+        self
+    }
+
+    /// Maximum request body on bridged and passthrough routes; default 32 MiB.
+    pub fn max_request_body(mut self, bytes: usize) -> Self {
+        self.max_request_body = bytes;
+        self
+    }
+
+    /// Strips this prefix (e.g. `/api/v2/aibridge`) before routing; requests outside it get
+    /// the plain-text 404. Default: none (the host strips, as axum's `nest_service` does).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Upstream timeouts.
+    pub fn upstream_timeouts(mut self, timeouts: UpstreamTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Validates everything once and starts the record workers. Must be called inside a
+    /// Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the first invalid setting.
+    pub fn build(self) -> Result<RequestBridge, BuildError> {
+        if self.providers.is_empty() {
+            return Err(BuildError::NoProviders);
+        }
+        let recorder = self.recorder.ok_or(BuildError::MissingRecorder)?;
+        if self.max_request_body == 0 {
+            return Err(BuildError::InvalidLimit {
+                what: "max_request_body",
+            });
+        }
+        if self.queue.capacity == 0 {
+            return Err(BuildError::InvalidLimit {
+                what: "record queue capacity",
+            });
+        }
+        if self.queue.workers == 0 {
+            return Err(BuildError::InvalidLimit {
+                what: "record queue workers",
+            });
+        }
+        if let Some(p) = &self.path_prefix
+            && (!p.starts_with('/') || p.ends_with('/'))
+        {
+            return Err(BuildError::InvalidPathPrefix { prefix: p.clone() });
+        }
+        let mut names = HashSet::new();
+        for p in &self.providers {
+            let name = p.name();
+            if !valid_name(name) {
+                return Err(BuildError::InvalidProviderName {
+                    name: name.to_owned(),
+                });
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(BuildError::DuplicateProviderName {
+                    name: name.to_owned(),
+                });
+            }
+            validate_base_url(p.as_ref())?;
+            validate_credentials(p.as_ref())?;
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(self.timeouts.connect)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::HttpClient {
+                reason: e.to_string(),
+            })?;
+        let queue = RecordQueue::start(recorder, self.queue);
+        Ok(RequestBridge {
+            inner: Arc::new(Inner::new(
+                self.providers,
+                queue,
+                client,
+                self.max_request_body,
+                self.path_prefix,
+                self.timeouts,
+            )),
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+}
+
+fn validate_base_url(p: &dyn Provider) -> Result<(), BuildError> {
+    let url = p.base_url();
+    let bad = |reason: &str| BuildError::InvalidBaseUrl {
+        provider: p.name().to_owned(),
+        reason: reason.to_owned(),
+    };
+    match url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("scheme must be http or https")),
+    }
+    if url.authority().is_none() {
+        return Err(bad("missing host"));
+    }
+    if url.query().is_some() {
+        return Err(bad("must not have a query"));
+    }
+    if url.to_string().contains('#') {
+        return Err(bad("must not have a fragment"));
+    }
+    Ok(())
+}
+
+fn validate_credentials(p: &dyn Provider) -> Result<(), BuildError> {
+    // Probe the policy with no client headers: a Centralized provider without a key is a
+    // configuration error; ClientFirst/ClientOnly legitimately fail here.
+    let centralized_probe_failed = p.credential(&http::HeaderMap::new()).is_err();
+    let policy = p.credential_policy();
+    if p.kind() == ProviderKind::Copilot && policy != Some(CredentialPolicy::ClientOnly) {
+        return Err(BuildError::InvalidCredentialPolicy {
+            provider: p.name().to_owned(),
+        });
+    }
+    if policy == Some(CredentialPolicy::Centralized) && centralized_probe_failed {
+        return Err(BuildError::MissingKey {
+            provider: p.name().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names_follow_the_pattern() {
+        for ok in ["anthropic", "copilot-business", "a1", "x-2-y"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a--b", "Anthropic", "a_b", "a.b", "a/b"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

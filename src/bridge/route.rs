@@ -1,0 +1,219 @@
+//! Routing: request path → (provider, route).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::provider::{Provider, Route};
+
+/// The route table of a bridge.
+#[derive(Debug)]
+pub(crate) struct Table {
+    by_name: HashMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    provider: Arc<dyn Provider>,
+    prefix: String,
+}
+
+/// Where a path goes.
+#[derive(Debug)]
+pub(crate) enum Resolved<'a> {
+    /// No provider owns the path's first segment.
+    NoProvider,
+    /// A provider owns it, but no route matches.
+    Unknown(&'a Arc<dyn Provider>),
+    /// A route matched. `rest` is the path after the provider prefix (starts with `/`).
+    Matched {
+        provider: &'a Arc<dyn Provider>,
+        route: &'a Route,
+        rest: &'a str,
+    },
+}
+
+impl Table {
+    pub(crate) fn new(providers: &[Arc<dyn Provider>]) -> Self {
+        let by_name = providers
+            .iter()
+            .map(|p| {
+                (
+                    p.name().to_owned(),
+                    Entry {
+                        provider: p.clone(),
+                        prefix: p.route_prefix(),
+                    },
+                )
+            })
+            .collect();
+        Self { by_name }
+    }
+
+    /// Resolves a raw path (no percent-decoding, no normalisation, case-sensitive).
+    pub(crate) fn resolve<'a>(&'a self, path: &'a str) -> Resolved<'a> {
+        let Some(after_slash) = path.strip_prefix('/') else {
+            return Resolved::NoProvider;
+        };
+        let name = after_slash.split('/').next().unwrap_or_default();
+        let Some(entry) = self.by_name.get(name) else {
+            return Resolved::NoProvider;
+        };
+        let Some(rest) = path
+            .strip_prefix(entry.prefix.as_str())
+            .filter(|r| r.starts_with('/'))
+        else {
+            return Resolved::Unknown(&entry.provider);
+        };
+        if has_dot_segment(rest) {
+            // The upstream URL parser would resolve `..` and escape the allowlist.
+            return Resolved::Unknown(&entry.provider);
+        }
+        match entry.provider.routes().iter().find(|r| r.matches(rest)) {
+            Some(route) => Resolved::Matched {
+                provider: &entry.provider,
+                route,
+                rest,
+            },
+            None => Resolved::Unknown(&entry.provider),
+        }
+    }
+
+    pub(crate) fn providers(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.by_name.values().map(|e| &e.provider)
+    }
+}
+
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let lower = seg.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// `{base}{relative}{?query}`, ignoring a trailing `/` on the base path.
+pub(crate) fn upstream_url(base: &http::Uri, relative: &str, query: Option<&str>) -> String {
+    let base = base.to_string();
+    let base = base.trim_end_matches('/');
+    match query {
+        Some(q) => format!("{base}{relative}?{q}"),
+        None => format!("{base}{relative}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{Anthropic, Copilot, OpenAi, RouteKind, Secret};
+
+    fn table() -> Table {
+        let providers: Vec<Arc<dyn Provider>> = vec![
+            Arc::new(Anthropic::new(Secret::new("k"))),
+            Arc::new(OpenAi::new(Secret::new("k"))),
+            Arc::new(Copilot::new()),
+            Arc::new(Copilot::new().with_name("copilot-business")),
+        ];
+        Table::new(&providers)
+    }
+
+    fn kind(t: &Table, path: &str) -> Option<(String, RouteKind)> {
+        match t.resolve(path) {
+            Resolved::Matched {
+                provider, route, ..
+            } => Some((provider.name().to_owned(), route.kind)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn resolves_the_route_tables() {
+        let t = table();
+        use crate::provider::Api::*;
+        assert_eq!(
+            kind(&t, "/anthropic/v1/messages"),
+            Some(("anthropic".into(), RouteKind::Bridged(Messages)))
+        );
+        assert_eq!(
+            kind(&t, "/anthropic/v1/messages/count_tokens").unwrap().1,
+            RouteKind::Passthrough
+        );
+        assert_eq!(
+            kind(&t, "/anthropic/api/event_logging/batch").unwrap().1,
+            RouteKind::Passthrough
+        );
+        assert_eq!(
+            kind(&t, "/openai/v1/responses"),
+            Some(("openai".into(), RouteKind::Bridged(Responses)))
+        );
+        assert_eq!(
+            kind(&t, "/openai/v1/responses/resp_1/input_items")
+                .unwrap()
+                .1,
+            RouteKind::Passthrough
+        );
+        assert_eq!(
+            kind(&t, "/copilot-business/models"),
+            Some(("copilot-business".into(), RouteKind::Passthrough))
+        );
+        assert_eq!(
+            kind(&t, "/copilot/chat/completions").unwrap().1,
+            RouteKind::Bridged(ChatCompletions)
+        );
+    }
+
+    #[test]
+    fn unknown_routes_stay_unknown() {
+        let t = table();
+        for p in [
+            "/anthropic/v1/messages/batches",
+            "/anthropic/api/hello",
+            "/openai/v1/completions",
+            "/openai/chat/completions",
+            "/anthropic",
+            "/anthropic/V1/messages",
+            "/anthropic/v1//messages",
+            "/anthropic/v1/models/../../admin",
+            "/anthropic/v1/models/%2E%2e/x",
+            "/openai/v1/responses/./x",
+        ] {
+            let r = t.resolve(p);
+            assert!(matches!(r, Resolved::Unknown(_)), "{p}: {r:?}");
+        }
+        assert!(matches!(
+            t.resolve("/nope/v1/messages"),
+            Resolved::NoProvider
+        ));
+        assert!(matches!(t.resolve("/"), Resolved::NoProvider));
+        assert!(matches!(t.resolve(""), Resolved::NoProvider));
+    }
+
+    #[test]
+    fn builds_upstream_urls_per_the_spec_table() {
+        let u = |b: &str, r: &str, q: Option<&str>| upstream_url(&b.parse().unwrap(), r, q);
+        assert_eq!(
+            u(
+                "https://api.anthropic.com",
+                "/v1/messages",
+                Some("beta=true")
+            ),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        assert_eq!(
+            u("http://h/api", "/v1/messages", None),
+            "http://h/api/v1/messages"
+        );
+        assert_eq!(
+            u("https://api.anthropic.com/", "/v1/models", None),
+            "https://api.anthropic.com/v1/models"
+        );
+        assert_eq!(
+            u("https://api.openai.com/v1", "/chat/completions", None),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            u("http://u", "/conversations", Some("limit=10")),
+            "http://u/conversations?limit=10"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Interceptors: the handling of one bridged request (an interception), from its record to
+//! the end of the response.
+//!
+//! One task per interception runs [`drive`]: it calls the upstream, relays the answer (a
+//! blocking JSON body or an SSE stream, chosen by the response's `Content-Type`), turns
+//! what the per-API parsers find into records, and ends the interception. The client's
+//! response head travels back to the service future through a oneshot channel; a streaming
+//! body is fed through a small bounded channel, so backpressure reaches the upstream read.
+
+mod emit;
+mod facts;
+mod messages;
+mod relay;
+pub(crate) mod request;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use tokio::sync::oneshot;
+
+pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
+pub(crate) use self::relay::connect_error_kind;
+pub(crate) use self::request::RequestInfo;
+use crate::Actor;
+use crate::body::Body;
+use crate::bridge::Inner;
+use crate::clients::Client;
+use crate::error::{BridgeError, Flavor};
+use crate::provider::{Api, Credential, Provider};
+use crate::recorder::{Interception, RecordId};
+use crate::sse::Frame;
+use crate::upstream::{self, Mode};
+
+/// A bridged request that passed every check of routing.md steps 1–7.
+#[derive(Debug)]
+pub(crate) struct Bridged {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) api: Api,
+    /// The route path relative to the provider prefix (also the upstream relative path).
+    pub(crate) endpoint: Cow<'static, str>,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) actor: Actor,
+    pub(crate) credential: Credential,
+    pub(crate) info: RequestInfo,
+    pub(crate) started_at: SystemTime,
+    pub(crate) start: Instant,
+}
+
+/// A per-API parser of upstream SSE streams. Synchronous and free of I/O, so it can be
+/// tested and fuzzed on its own.
+pub(crate) trait StreamObserver: Send + Sync {
+    /// Looks at one frame, appending what is worth recording. `Err` is an invalid event (a
+    /// JSON decode failure of an event the bridge needs).
+    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String>;
+    /// The stream ended or broke: flush what is pending (usage seen so far, open blocks).
+    fn flush(&mut self, facts: &mut Vec<Fact>);
+    /// How the stream stands.
+    fn status(&self) -> StreamStatus;
+    /// Whether content (a block, a chunk with content, an output item) was seen.
+    fn content_started(&self) -> bool;
+    /// The API's terminal error event (D7).
+    fn terminal_event(&self, message: &str) -> Bytes;
+}
+
+/// Classifies a request body per its API (routing.md steps 7–8).
+pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, BridgeError> {
+    match api {
+        Api::Messages => messages::parse_request(body),
+        Api::ChatCompletions | Api::Responses => {
+            let top = request::parse_top(body)?;
+            top.info()
+        }
+    }
+}
+
+/// The stream parser for an API.
+fn observer(api: Api) -> Box<dyn StreamObserver> {
+    match api {
+        Api::Messages | Api::ChatCompletions | Api::Responses => {
+            Box::new(messages::MessagesStream::new())
+        }
+    }
+}
+
+/// Facts of a blocking response body.
+fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
+    match api {
+        Api::Messages | Api::ChatCompletions | Api::Responses => {
+            messages::blocking_facts(body, facts)
+        }
+    }
+}
+
+/// Records the interception and runs it (routing.md steps 9–15).
+pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
+    let flavor = Flavor::from(req.provider.kind());
+    let client = Client::detect(&req.headers);
+    let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
+    let id = RecordId::new();
+    let interception = Interception {
+        id,
+        initiator_id: req.actor.id().to_owned(),
+        metadata: req.actor.metadata().clone(),
+        provider: req.provider.kind(),
+        provider_name: req.provider.name().to_owned(),
+        api: req.api,
+        model: req.info.model.clone(),
+        streaming: req.info.streaming,
+        client: client.label().to_owned(),
+        client_session_id: session,
+        user_agent: req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        credential_kind: req.credential.kind(),
+        credential_hint: Some(req.credential.hint().to_owned()),
+        correlating_tool_call_id: req.info.correlating_tool_call_id.clone(),
+        started_at: req.started_at,
+    };
+    let span = tracing::info_span!(
+        "interception",
+        interception_id = %id,
+        provider = req.provider.name(),
+        api = req.api.as_str(),
+        model = %req.info.model,
+        streaming = req.info.streaming,
+    );
+    if let Err(e) = inner.queue.record_interception(&interception).await {
+        span.in_scope(
+            || tracing::error!(error = %e, "record_interception failed; request not sent upstream"),
+        );
+        return BridgeError::recorder_unavailable().into_response(flavor, Some(id));
+    }
+    let url = crate::bridge::route::upstream_url(
+        req.provider.base_url(),
+        &req.endpoint,
+        req.query.as_deref(),
+    );
+    let headers = upstream::request_headers(
+        &req.headers,
+        req.provider.as_ref(),
+        Some(&req.credential),
+        Mode::Bridged(&req.actor),
+    );
+    let ctx = relay::Ctx {
+        inner: inner.clone(),
+        api: req.api,
+        flavor,
+        id,
+        url,
+        headers,
+        body: req.body,
+        sink: emit::Emitter::new(inner.queue.sink(id), id, req.info.prompt),
+        start: req.start,
+    };
+    let (head_tx, head_rx) = oneshot::channel();
+    tokio::spawn(tracing::Instrument::instrument(
+        relay::drive(ctx, head_tx),
+        span,
+    ));
+    match head_rx.await {
+        Ok(resp) => resp,
+        Err(_) => BridgeError::internal().into_response(flavor, Some(id)),
+    }
+}

@@ -1,0 +1,108 @@
+//! Passthrough: allowlisted routes reverse-proxied with streaming bodies both ways.
+//!
+//! Not recorded, never retried, no circuit breaker. Credentials follow the provider's
+//! policy, except that `ClientOnly` without a client credential forwards the request
+//! without one (the upstream answers 401) (S22).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::request::Parts;
+use http::{Response, header};
+use http_body_util::BodyExt;
+
+use crate::BoxError;
+use crate::body::Body;
+use crate::bridge::Inner;
+use crate::bridge::route::upstream_url;
+use crate::error::{BridgeError, Flavor};
+use crate::intercept::connect_error_kind;
+use crate::provider::{Provider, Route};
+use crate::upstream::{Mode, passthrough_response_headers, request_headers};
+
+/// Proxies one passthrough request.
+pub(crate) async fn proxy<B>(
+    inner: &Arc<Inner>,
+    provider: &Arc<dyn Provider>,
+    route: &Route,
+    rest: &str,
+    parts: Parts,
+    body: B,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let flavor = Flavor::from(provider.kind());
+    let limit = inner.max_request_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return BridgeError::body_too_large(limit).into_response(flavor, None);
+    }
+    let credential = provider.credential(&parts.headers).ok();
+    let headers = request_headers(
+        &parts.headers,
+        provider.as_ref(),
+        credential.as_ref(),
+        Mode::Passthrough,
+    );
+    let url = upstream_url(provider.base_url(), rest, parts.uri.query());
+    // The request body streams through, capped at the limit.
+    let stream = http_body_util::Limited::new(body, limit).into_data_stream();
+    let mut req = inner
+        .client
+        .request(parts.method.clone(), url)
+        .headers(headers);
+    if !(body_is_empty(&parts)) {
+        req = req.body(reqwest::Body::wrap_stream(stream));
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = passthrough_response_headers(resp.headers());
+            let body = resp.bytes_stream().map_err(BoxError::from);
+            let mut out = Response::new(Body::new(http_body_util::StreamBody::new(
+                body.map_ok(http_body::Frame::data),
+            )));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            tracing::debug!(provider = provider.name(), route = %route.path, status = status.as_u16(), "passthrough");
+            out
+        }
+        Err(err) => {
+            if is_body_limit(&err) {
+                return BridgeError::body_too_large(limit).into_response(flavor, None);
+            }
+            let kind = connect_error_kind(&err);
+            tracing::warn!(provider = provider.name(), route = %route.path, error = %err, "passthrough upstream unreachable");
+            BridgeError::upstream_unreachable(kind).into_response(flavor, None)
+        }
+    }
+}
+
+/// GET/HEAD/DELETE… without a declared body: send none (no chunked empty body).
+fn body_is_empty(parts: &Parts) -> bool {
+    let no_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0");
+    no_length && parts.headers.get(header::TRANSFER_ENCODING).is_none()
+}
+
+fn is_body_limit(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
