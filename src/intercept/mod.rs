@@ -79,11 +79,20 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
 }
 
 /// The stream parser for an API.
-fn observer(api: Api) -> Box<dyn StreamObserver> {
+fn observer(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
+    let _ = info;
     match api {
         Api::Messages | Api::ChatCompletions | Api::Responses => {
             Box::new(messages::MessagesStream::new())
         }
+    }
+}
+
+/// The bytes sent upstream: the client's, with the API's targeted edits (D1), if any.
+fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
+    let _ = info;
+    match api {
+        Api::Messages | Api::ChatCompletions | Api::Responses => body,
     }
 }
 
@@ -148,6 +157,8 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         Some(&req.credential),
         Mode::Bridged(&req.actor),
     );
+    let body = upstream_body(req.api, &req.info, req.body);
+    let observer = observer(req.api, &req.info);
     let ctx = relay::Ctx {
         inner: inner.clone(),
         api: req.api,
@@ -155,7 +166,8 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         id,
         url,
         headers,
-        body: req.body,
+        body,
+        observer,
         sink: emit::Emitter::new(inner.queue.sink(id), id, req.info.prompt),
         start: req.start,
     };

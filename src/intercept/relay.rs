@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::emit::Emitter;
 use super::facts::{FrameAction, StreamStatus};
-use super::{blocking_facts, observer};
+use super::{StreamObserver, blocking_facts};
 use crate::BoxError;
 use crate::body::Body;
 use crate::bridge::Inner;
@@ -37,6 +37,8 @@ pub(crate) struct Ctx {
     pub(crate) url: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The stream parser (used when the upstream answers with an event stream).
+    pub(crate) observer: Box<dyn StreamObserver>,
     pub(crate) sink: Emitter,
     pub(crate) start: Instant,
 }
@@ -180,7 +182,7 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         }
     };
     if !status.is_success() {
-        let text = upstream_error_text(status, &body);
+        let text = upstream_error_text(ctx.flavor, status, &body);
         if !head.send(response(status, headers, Body::from(body), ctx.id)) {
             return client_gone();
         }
@@ -223,7 +225,7 @@ async fn stream(
         ctx.id,
     ));
     let mut decoder = Decoder::new(MAX_EVENT_SIZE);
-    let mut obs = observer(ctx.api);
+    let obs = &mut ctx.observer;
     let mut facts = Vec::new();
     let idle = ctx.inner.timeouts.stream_idle;
     let stop = 'outer: loop {
@@ -353,8 +355,9 @@ async fn read_all(resp: &mut reqwest::Response, limit: usize) -> Result<Bytes, R
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
-/// `upstream returned {status}: {error.type}: {error.message}` (parts present; ≤ 1 KiB later).
-pub(crate) fn upstream_error_text(status: StatusCode, body: &[u8]) -> String {
+/// `upstream returned {status}: {error.type}: {error.message}` (parts present; ≤ 1 KiB
+/// later). OpenAI-shaped errors name `error.code`, falling back to `error.type`.
+pub(crate) fn upstream_error_text(flavor: Flavor, status: StatusCode, body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Envelope {
         error: Option<ErrorObj>,
@@ -363,11 +366,21 @@ pub(crate) fn upstream_error_text(status: StatusCode, body: &[u8]) -> String {
     struct ErrorObj {
         #[serde(rename = "type")]
         kind: Option<String>,
+        code: Option<serde_json::Value>,
         message: Option<String>,
     }
     let mut text = format!("upstream returned {}", status.as_u16());
     if let Ok(Envelope { error: Some(e) }) = serde_json::from_slice::<Envelope>(body) {
-        for part in [e.kind, e.message].into_iter().flatten() {
+        let code = e.code.and_then(|c| match c {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let kind = match flavor {
+            Flavor::OpenAi => code.or(e.kind),
+            Flavor::Anthropic => e.kind,
+        };
+        for part in [kind, e.message].into_iter().flatten() {
             text.push_str(": ");
             text.push_str(&part);
         }
