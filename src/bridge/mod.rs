@@ -56,6 +56,9 @@ pub(crate) struct Inner {
     path_prefix: Option<String>,
     pub(crate) timeouts: UpstreamTimeouts,
     inflight: AtomicUsize,
+    /// Interception tasks still running (they outlive the response body by the time it
+    /// takes to queue their last records).
+    tasks: AtomicUsize,
     inflight_zero: Notify,
     shutting_down: watch::Sender<bool>,
     /// Set to true when in-flight work must be cancelled.
@@ -144,6 +147,7 @@ impl Inner {
             path_prefix,
             timeouts,
             inflight: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
             inflight_zero: Notify::new(),
             shutting_down: watch::Sender::new(false),
             cancel: watch::Sender::new(false),
@@ -155,15 +159,19 @@ impl Inner {
         *self.shutting_down.borrow()
     }
 
+    fn idle(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) == 0 && self.tasks.load(Ordering::Acquire) == 0
+    }
+
     /// Waits until nothing is in flight; false if the deadline passed first.
     async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
         loop {
             let notified = self.inflight_zero.notified();
-            if self.inflight.load(Ordering::Acquire) == 0 {
+            if self.idle() {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.inflight.load(Ordering::Acquire) == 0;
+                return self.idle();
             }
         }
     }
@@ -171,6 +179,12 @@ impl Inner {
     fn track(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         InflightGuard(self.clone())
+    }
+
+    /// Counts a running interception task.
+    pub(crate) fn track_task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
     }
 
     async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
@@ -305,6 +319,17 @@ fn strip_head(resp: Response<Body>, head: bool) -> Response<Body> {
 
 /// Counts a request as in flight until its response body ends or is dropped.
 struct InflightGuard(Arc<Inner>);
+
+/// Counts an interception task until it has queued its last record.
+pub(crate) struct TaskGuard(Arc<Inner>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inflight_zero.notify_waiters();
+        }
+    }
+}
 
 impl InflightGuard {
     fn attach(self, resp: Response<Body>) -> Response<Body> {

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Notify;
+
 use super::{
     Interception, InterceptionEnded, ModelThought, PromptUsage, RecordKind, Recorder, TokenUsage,
     ToolUsage,
@@ -23,6 +25,7 @@ use crate::BoxError;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRecorder {
     inner: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +75,19 @@ impl MemoryRecorder {
         self.lock().thoughts.clone()
     }
 
+    /// Waits until at least `n` interception ends have been recorded. An interception's
+    /// end is delivered after all its other records, so this is the point where a test
+    /// can read them.
+    pub async fn wait_for_ended(&self, n: usize) {
+        loop {
+            let notified = self.changed.notified();
+            if self.lock().ended.len() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Makes the next `n` calls of the given kind fail (to test retries and 503s).
     pub fn fail_next(&self, kind: RecordKind, n: usize) {
         self.lock().fail.insert(kind, n);
@@ -101,6 +117,8 @@ macro_rules! store {
         if !state.$field.iter().any(|r| r.id == $rec.id) {
             state.$field.push($rec.clone());
         }
+        drop(state);
+        $self.changed.notify_waiters();
         Ok(())
     }};
 }
