@@ -1,0 +1,21 @@
+//! Shared test support: a scripted mock upstream HTTP server, fixture loaders and the
+//! real-client request logs.
+//!
+//! Integration tests use it with `mod support;`. Nothing here depends on the bridge's
+//! internals: the mock is a plain HTTP/1.1 + HTTP/2 server on `127.0.0.1:0`, and the fixture
+//! helpers only read files under `tests/fixtures/`.
+
+// Every integration test crate compiles this module but uses only part of it, and its `pub`
+// items are not reachable from a test crate's root.
+#![allow(dead_code, unused_imports, unreachable_pub)]
+
+mod clients;
+mod fixtures;
+mod upstream;
+
+pub use clients::{ClientRequest, client_log, compact_json, is_masked};
+pub use fixtures::{SseEvent, fixture, fixture_json, fixture_path, parse_sse};
+pub use upstream::{
+    HeadGate, MockResponse, MockUpstream, NO_RESPONSE_QUEUED, RecordedRequest, StreamClosed,
+    StreamController,
+};
