@@ -40,34 +40,80 @@ fn blocking_cases() -> Vec<String> {
 /// Checks the records of the single interception in `rec` against an expect.json.
 fn check_records(rec: &aibridge::recorder::MemoryRecorder, expect: &serde_json::Value, case: &str) {
     let tokens = rec.token_usages();
-    let want_tokens = expect["token_usages"].as_array().cloned().unwrap_or_default();
-    assert_eq!(tokens.len(), want_tokens.len(), "{case}: token rows {tokens:?}");
+    let want_tokens = expect["token_usages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        tokens.len(),
+        want_tokens.len(),
+        "{case}: token rows {tokens:?}"
+    );
     for (got, want) in tokens.iter().zip(&want_tokens) {
-        assert_eq!(got.input_tokens, want["input"].as_u64().unwrap(), "{case}: input");
-        assert_eq!(got.output_tokens, want["output"].as_u64().unwrap(), "{case}: output");
-        assert_eq!(got.cache_read_input_tokens, want["cache_read"].as_u64().unwrap_or(0), "{case}: cache_read");
-        assert_eq!(got.cache_write_input_tokens, want["cache_write"].as_u64().unwrap_or(0), "{case}: cache_write");
+        assert_eq!(
+            got.input_tokens,
+            want["input"].as_u64().unwrap(),
+            "{case}: input"
+        );
+        assert_eq!(
+            got.output_tokens,
+            want["output"].as_u64().unwrap(),
+            "{case}: output"
+        );
+        assert_eq!(
+            got.cache_read_input_tokens,
+            want["cache_read"].as_u64().unwrap_or(0),
+            "{case}: cache_read"
+        );
+        assert_eq!(
+            got.cache_write_input_tokens,
+            want["cache_write"].as_u64().unwrap_or(0),
+            "{case}: cache_write"
+        );
         if let Some(id) = want["provider_response_id"].as_str() {
-            assert_eq!(got.provider_response_id.as_deref(), Some(id), "{case}: response id");
+            assert_eq!(
+                got.provider_response_id.as_deref(),
+                Some(id),
+                "{case}: response id"
+            );
         }
         let extra: std::collections::BTreeMap<String, u64> = want["extra"]
             .as_object()
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                    .collect()
+            })
             .unwrap_or_default();
         assert_eq!(got.extra, extra, "{case}: extras");
     }
     let tools = rec.tool_usages();
-    let want_tools = expect["tool_usages"].as_array().cloned().unwrap_or_default();
+    let want_tools = expect["tool_usages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(tools.len(), want_tools.len(), "{case}: tool rows {tools:?}");
     for (got, want) in tools.iter().zip(&want_tools) {
         assert_eq!(got.tool, want["tool"].as_str().unwrap(), "{case}");
-        assert_eq!(got.tool_call_id, want["tool_call_id"].as_str().unwrap(), "{case}");
+        assert_eq!(
+            got.tool_call_id,
+            want["tool_call_id"].as_str().unwrap(),
+            "{case}"
+        );
         let input: serde_json::Value = serde_json::from_str(&got.input).unwrap();
         assert_eq!(input, want["input"], "{case}: tool input");
-        assert_eq!(got.provider_executed, want["provider_executed"].as_bool().unwrap_or(false), "{case}");
+        assert_eq!(
+            got.provider_executed,
+            want["provider_executed"].as_bool().unwrap_or(false),
+            "{case}"
+        );
         assert!(!got.injected);
     }
-    let thoughts: Vec<String> = rec.model_thoughts().into_iter().map(|t| t.content).collect();
+    let thoughts: Vec<String> = rec
+        .model_thoughts()
+        .into_iter()
+        .map(|t| t.content)
+        .collect();
     let want_thoughts: Vec<String> = expect["thoughts"]
         .as_array()
         .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
@@ -75,8 +121,17 @@ fn check_records(rec: &aibridge::recorder::MemoryRecorder, expect: &serde_json::
     assert_eq!(thoughts, want_thoughts, "{case}: thoughts");
     let ended = rec.interceptions_ended();
     assert_eq!(ended.len(), 1, "{case}");
-    assert_eq!(ended[0].outcome.as_str(), expect["outcome"].as_str().unwrap(), "{case}: outcome {:?}", ended[0]);
-    assert_eq!(ended[0].error.as_deref(), expect["error"].as_str(), "{case}: error");
+    assert_eq!(
+        ended[0].outcome.as_str(),
+        expect["outcome"].as_str().unwrap(),
+        "{case}: outcome {:?}",
+        ended[0]
+    );
+    assert_eq!(
+        ended[0].error.as_deref(),
+        expect["error"].as_str(),
+        "{case}: error"
+    );
 }
 
 #[tokio::test]
@@ -84,21 +139,48 @@ async fn every_stream_fixture_is_relayed_byte_for_byte_and_recorded_under_any_ch
     for case in stream_cases() {
         let upstream_bytes = fixture(&format!("anthropic/{case}.upstream.sse"));
         let expect = fixture_json(&format!("anthropic/{case}.expect.json"));
-        let completed = expect["outcome"] == "completed" || expect["error"].as_str().is_some_and(|e| e.starts_with("upstream stream error"));
-        for chunks in [vec![], vec![1; upstream_bytes.len()], vec![7; upstream_bytes.len() / 7 + 1], vec![4096]] {
+        let completed = expect["outcome"] == "completed"
+            || expect["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("upstream stream error"));
+        for chunks in [
+            vec![],
+            vec![1; upstream_bytes.len()],
+            vec![7; upstream_bytes.len() / 7 + 1],
+            vec![4096],
+        ] {
             let upstream = MockUpstream::start().await;
-            upstream.push(MockResponse::sse(upstream_bytes.clone()).chunked(chunks.clone()).header("request-id", "req_1"));
+            upstream.push(
+                MockResponse::sse(upstream_bytes.clone())
+                    .chunked(chunks.clone())
+                    .header("request-id", "req_1"),
+            );
             let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
-            let resp = send(&bridge, post("/anthropic/v1/messages?beta=true", STREAM_REQ)).await;
+            let resp = send(
+                &bridge,
+                post("/anthropic/v1/messages?beta=true", STREAM_REQ),
+            )
+            .await;
             assert_eq!(resp.status, 200, "{case}");
             assert_eq!(resp.headers["content-type"], "text/event-stream", "{case}");
             assert_eq!(resp.headers["request-id"], "req_1");
             assert!(resp.headers.contains_key("x-aibridge-interception-id"));
             if completed {
-                assert_eq!(resp.body, upstream_bytes, "{case}: relay must be byte-faithful (chunks {:?})", chunks.first());
+                assert_eq!(
+                    resp.body,
+                    upstream_bytes,
+                    "{case}: relay must be byte-faithful (chunks {:?})",
+                    chunks.first()
+                );
             } else {
-                assert!(resp.body.starts_with(&upstream_bytes[..0]));
-                assert!(resp.text().contains("event: error"), "{case}: terminal event");
+                // Every complete upstream event, then exactly one terminal error event.
+                let text = std::str::from_utf8(&upstream_bytes).unwrap();
+                let cut = text.rfind("\n\n").map_or(0, |i| i + 2);
+                let error = expect["error"].as_str().unwrap();
+                let terminal = format!(
+                    "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":\"{error}\"}}}}\n\n"
+                );
+                assert_eq!(resp.text(), format!("{}{terminal}", &text[..cut]), "{case}");
             }
             ended(&rec, 1).await;
             check_records(&rec, &expect, &case);
@@ -132,14 +214,29 @@ async fn every_blocking_fixture_is_relayed_verbatim_and_recorded() {
 async fn blocking_request_reaches_upstream_with_the_d4_header_rules_and_is_recorded() {
     let upstream = MockUpstream::start().await;
     let body = fixture("anthropic/text_blocking.upstream.json");
-    upstream.push(MockResponse::json(200, body.clone()).header("set-cookie", "a=b").header("anthropic-ratelimit-requests-remaining", "9"));
+    upstream.push(
+        MockResponse::json(200, body.clone())
+            .header("set-cookie", "a=b")
+            .header("anthropic-ratelimit-requests-remaining", "9"),
+    );
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
     let mut req = post("/anthropic/v1/messages?beta=true", TEXT_REQ);
     let h = req.headers_mut();
-    h.insert("authorization", "Bearer client-secret-token".parse().unwrap());
-    h.insert("anthropic-beta", "interleaved-thinking-2025-05-14,context-management-2025-06-27".parse().unwrap());
+    h.insert(
+        "authorization",
+        "Bearer client-secret-token".parse().unwrap(),
+    );
+    h.insert(
+        "anthropic-beta",
+        "interleaved-thinking-2025-05-14,context-management-2025-06-27"
+            .parse()
+            .unwrap(),
+    );
     h.insert("x-ai-bridge-actor-id", "mallory".parse().unwrap());
-    h.insert("user-agent", "claude-cli/2.1.332 (external, sdk-cli)".parse().unwrap());
+    h.insert(
+        "user-agent",
+        "claude-cli/2.1.332 (external, sdk-cli)".parse().unwrap(),
+    );
     h.insert("x-claude-code-session-id", "sess-1".parse().unwrap());
     h.insert("accept-encoding", "gzip, br".parse().unwrap());
     let resp = send(&bridge, req).await;
@@ -147,14 +244,28 @@ async fn blocking_request_reaches_upstream_with_the_d4_header_rules_and_is_recor
     assert_eq!(resp.body, body);
     assert!(!resp.headers.contains_key("set-cookie"));
     assert_eq!(resp.headers["anthropic-ratelimit-requests-remaining"], "9");
-    let id = resp.headers["x-aibridge-interception-id"].to_str().unwrap().to_owned();
+    let id = resp.headers["x-aibridge-interception-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
 
     let up = &upstream.requests()[0];
     assert_eq!(up.path_and_query, "/v1/messages?beta=true");
-    assert_eq!(up.body, TEXT_REQ.as_bytes(), "request bytes forwarded untouched");
+    assert_eq!(
+        up.body,
+        TEXT_REQ.as_bytes(),
+        "request bytes forwarded untouched"
+    );
     assert_eq!(up.header("x-api-key"), Some(ANTHROPIC_KEY));
-    assert_eq!(up.header("authorization"), None, "client credential stripped under Centralized");
-    assert_eq!(up.header("anthropic-beta"), Some("interleaved-thinking-2025-05-14,context-management-2025-06-27"));
+    assert_eq!(
+        up.header("authorization"),
+        None,
+        "client credential stripped under Centralized"
+    );
+    assert_eq!(
+        up.header("anthropic-beta"),
+        Some("interleaved-thinking-2025-05-14,context-management-2025-06-27")
+    );
     assert_eq!(up.header("anthropic-version"), Some("2023-06-01"));
     assert_eq!(up.header("x-ai-bridge-actor-id"), None);
     assert_eq!(up.header("accept-encoding"), Some("identity"));
@@ -195,10 +306,16 @@ async fn upstream_http_error_is_relayed_verbatim_and_recorded_as_failed() {
     assert_eq!(e.outcome, Outcome::Failed);
     assert_eq!(
         e.error.as_deref(),
-        Some("upstream returned 400: invalid_request_error: prompt is too long: 205429 tokens > 200000 maximum")
+        Some(
+            "upstream returned 400: invalid_request_error: prompt is too long: 205429 tokens > 200000 maximum"
+        )
     );
     assert!(rec.token_usages().is_empty());
-    assert_eq!(rec.prompt_usages().len(), 1, "S14: the prompt is recorded when a call was attempted");
+    assert_eq!(
+        rec.prompt_usages().len(),
+        1,
+        "S14: the prompt is recorded when a call was attempted"
+    );
 }
 
 #[tokio::test]
@@ -236,20 +353,32 @@ async fn upstream_drop_mid_stream_ends_with_one_terminal_error_event() {
     ended(&rec, 1).await;
     let e = &rec.interceptions_ended()[0];
     assert_eq!(e.outcome, Outcome::Failed);
-    assert_eq!(e.error.as_deref(), Some("aibridge: upstream stream failed: connection closed before the message ended"));
+    assert_eq!(
+        e.error.as_deref(),
+        Some("aibridge: upstream stream failed: connection closed before the message ended")
+    );
     assert_eq!(rec.token_usages().len(), 1, "usage seen so far is recorded");
 }
 
 #[tokio::test]
 async fn clean_eof_before_message_stop_is_not_a_silent_truncation() {
     let full = fixture("anthropic/text_stream.upstream.sse");
-    let cut = std::str::from_utf8(&full).unwrap().find("event: message_delta").unwrap();
+    let cut = std::str::from_utf8(&full)
+        .unwrap()
+        .find("event: message_delta")
+        .unwrap();
     let upstream = MockUpstream::start().await;
     upstream.push(MockResponse::sse(full.slice(..cut)));
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
     let resp = send(&bridge, post("/anthropic/v1/messages", STREAM_REQ)).await;
-    assert!(resp.body.starts_with(&full[..cut]), "everything complete is relayed first");
-    assert!(resp.text().ends_with("connection closed before the message ended\"}}\n\n"));
+    assert!(
+        resp.body.starts_with(&full[..cut]),
+        "everything complete is relayed first"
+    );
+    assert!(
+        resp.text()
+            .ends_with("connection closed before the message ended\"}}\n\n")
+    );
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions_ended()[0].outcome, Outcome::Failed);
 }
@@ -260,7 +389,9 @@ async fn idle_upstream_stream_ends_with_the_idle_terminal_event() {
     let (resp, ctl) = MockResponse::streamed(200, "text/event-stream");
     upstream.push(resp);
     let (bridge, rec) = bridge(&upstream.base_url(), |b| {
-        b.upstream_timeouts(aibridge::bridge::UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(1)))
+        b.upstream_timeouts(
+            aibridge::bridge::UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(1)),
+        )
     });
     let start = fixture("anthropic/text_stream.upstream.sse");
     let first_event_end = std::str::from_utf8(&start).unwrap().find("\n\n").unwrap() + 2;
@@ -271,8 +402,15 @@ async fn idle_upstream_stream_ends_with_the_idle_terminal_event() {
     ctl.send(start.slice(..first_event_end)).await.unwrap();
     let resp = task.await.unwrap();
     assert!(resp.body.starts_with(&start[..first_event_end]));
-    assert!(resp.text().ends_with("aibridge: upstream stream failed: idle for more than 1s\"}}\n\n"), "{}", resp.text());
-    tokio::time::timeout(Duration::from_secs(1), ctl.closed()).await.expect("upstream request dropped");
+    assert!(
+        resp.text()
+            .ends_with("aibridge: upstream stream failed: idle for more than 1s\"}}\n\n"),
+        "{}",
+        resp.text()
+    );
+    tokio::time::timeout(Duration::from_secs(1), ctl.closed())
+        .await
+        .expect("upstream request dropped");
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions_ended()[0].outcome, Outcome::Failed);
 }
@@ -288,19 +426,27 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_still_records() {
     let full = fixture("anthropic/text_stream.upstream.sse");
     let text = std::str::from_utf8(&full).unwrap();
     let first_two = text.match_indices("\n\n").nth(1).unwrap().0 + 2;
-    let fut = bridge.clone().oneshot(post("/anthropic/v1/messages", STREAM_REQ));
+    let fut = bridge
+        .clone()
+        .oneshot(post("/anthropic/v1/messages", STREAM_REQ));
     ctl.send(full.slice(..first_two)).await.unwrap();
     let resp = fut.await.unwrap();
     let mut body = resp.into_body();
     let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(full.starts_with(&frame));
     drop(body); // the client goes away
-    tokio::time::timeout(Duration::from_secs(1), ctl.closed()).await.expect("upstream cancelled within a second");
+    tokio::time::timeout(Duration::from_secs(1), ctl.closed())
+        .await
+        .expect("upstream cancelled within a second");
     ended(&rec, 1).await;
     let e = &rec.interceptions_ended()[0];
     assert_eq!(e.outcome, Outcome::Cancelled);
     assert_eq!(e.error.as_deref(), Some("client disconnected"));
-    assert_eq!(rec.token_usages().len(), 1, "usage from message_start is recorded");
+    assert_eq!(
+        rec.token_usages().len(),
+        1,
+        "usage from message_start is recorded"
+    );
     assert_eq!(rec.prompt_usages().len(), 1);
 }
 
@@ -311,11 +457,15 @@ async fn client_disconnect_before_the_head_cancels_upstream() {
     let (mock, ctl) = MockResponse::streamed(200, "text/event-stream");
     upstream.push(mock);
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
-    let fut = bridge.clone().oneshot(post("/anthropic/v1/messages", STREAM_REQ));
+    let fut = bridge
+        .clone()
+        .oneshot(post("/anthropic/v1/messages", STREAM_REQ));
     let handle = tokio::spawn(fut);
     upstream.wait_for_requests(1).await;
     handle.abort(); // drops the service future before any byte arrived
-    tokio::time::timeout(Duration::from_secs(1), ctl.closed()).await.expect("upstream cancelled");
+    tokio::time::timeout(Duration::from_secs(1), ctl.closed())
+        .await
+        .expect("upstream cancelled");
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions_ended()[0].outcome, Outcome::Cancelled);
 }
@@ -341,14 +491,35 @@ async fn bad_input_gets_anthropic_shaped_errors_and_no_records() {
     let upstream = MockUpstream::start().await;
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b.max_request_body(1024));
     let cases: Vec<(http::Request<http_body_util::Full<Bytes>>, u16, &str, &str)> = vec![
-        (post("/anthropic/v1/messages", ""), 400, "invalid_request_error", "aibridge: request body is empty"),
-        (post("/anthropic/v1/messages", "[1]"), 400, "invalid_request_error", "aibridge: request body must be a JSON object"),
-        (post("/anthropic/v1/messages", r#"{"stream":true}"#), 400, "invalid_request_error", "aibridge: \"model\" must be a non-empty string"),
-        (post("/anthropic/v1/messages", "x".repeat(2000)), 413, "request_too_large", "aibridge: request body exceeds the limit of 1024 bytes"),
+        (
+            post("/anthropic/v1/messages", ""),
+            400,
+            "invalid_request_error",
+            "aibridge: request body is empty",
+        ),
+        (
+            post("/anthropic/v1/messages", "[1]"),
+            400,
+            "invalid_request_error",
+            "aibridge: request body must be a JSON object",
+        ),
+        (
+            post("/anthropic/v1/messages", r#"{"stream":true}"#),
+            400,
+            "invalid_request_error",
+            "aibridge: \"model\" must be a non-empty string",
+        ),
+        (
+            post("/anthropic/v1/messages", "x".repeat(2000)),
+            413,
+            "request_too_large",
+            "aibridge: request body exceeds the limit of 1024 bytes",
+        ),
         (
             {
                 let mut r = post("/anthropic/v1/messages", TEXT_REQ);
-                r.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+                r.headers_mut()
+                    .insert("content-encoding", "gzip".parse().unwrap());
                 r
             },
             415,
@@ -375,7 +546,12 @@ async fn bad_input_gets_anthropic_shaped_errors_and_no_records() {
             "authentication_error",
             "aibridge: request has no authenticated actor",
         ),
-        (post("/anthropic/v1/messages/batches", TEXT_REQ), 404, "not_found_error", "aibridge: route not supported: POST /anthropic/v1/messages/batches"),
+        (
+            post("/anthropic/v1/messages/batches", TEXT_REQ),
+            404,
+            "not_found_error",
+            "aibridge: route not supported: POST /anthropic/v1/messages/batches",
+        ),
     ];
     for (req, status, kind, message) in cases {
         let resp = send(&bridge, req).await;
@@ -388,14 +564,26 @@ async fn bad_input_gets_anthropic_shaped_errors_and_no_records() {
     }
     let resp = send(&bridge, post("/anthropic/v1/messages", "{\"model\":")).await;
     assert_eq!(resp.status, 400);
-    assert!(resp.json()["error"]["message"].as_str().unwrap().starts_with("aibridge: request body is not valid JSON: "));
+    assert!(
+        resp.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("aibridge: request body is not valid JSON: ")
+    );
     let mut get = post("/anthropic/v1/messages", TEXT_REQ);
     *get.method_mut() = http::Method::GET;
     assert_eq!(send(&bridge, get).await.headers["allow"], "POST");
-    upstream.push(MockResponse::json(200, fixture("anthropic/text_blocking.upstream.json")));
+    upstream.push(MockResponse::json(
+        200,
+        fixture("anthropic/text_blocking.upstream.json"),
+    ));
     let resp = send(&bridge, post("/anthropic/v1/messages", TEXT_REQ)).await;
     assert_eq!(resp.status, 200);
-    assert_eq!(upstream.request_count(), 1, "only the valid request went upstream");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "only the valid request went upstream"
+    );
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions().len(), 1);
 }
@@ -419,24 +607,35 @@ async fn unknown_prefix_gets_plain_404_and_head_gets_no_body() {
 #[tokio::test]
 async fn passthrough_streams_both_ways_forwards_queries_and_records_nothing() {
     let upstream = MockUpstream::start().await;
-    upstream.push(MockResponse::json(200, r#"{"input_tokens":12}"#).header("x-custom", "kept").chunked(vec![3, 3]));
+    upstream.push(
+        MockResponse::json(200, r#"{"input_tokens":12}"#)
+            .header("x-custom", "kept")
+            .chunked(vec![3, 3]),
+    );
     upstream.push(MockResponse::json(200, r#"{"data":[]}"#));
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
     let body = r#"{"model":"claude","messages":[{"role":"user","content":"hi"}]}"#;
     let mut req = post("/anthropic/v1/messages/count_tokens?beta=true", body);
-    req.headers_mut().insert("accept-encoding", "gzip".parse().unwrap());
+    req.headers_mut()
+        .insert("accept-encoding", "gzip".parse().unwrap());
     let resp = send(&bridge, req).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, r#"{"input_tokens":12}"#.as_bytes());
-    assert_eq!(resp.headers["x-custom"], "kept", "passthrough keeps upstream headers");
+    assert_eq!(
+        resp.headers["x-custom"], "kept",
+        "passthrough keeps upstream headers"
+    );
     let mut get = post("/anthropic/v1/models?limit=5", "");
     *get.method_mut() = http::Method::GET;
     get.extensions_mut().clear();
     let resp = send(&bridge, get).await;
     assert_eq!(resp.status, 200);
     let reqs = upstream.requests();
-    assert_eq!(reqs[0].path_and_query, "/v1/messages/count_tokens?beta=true");
-    assert_eq!(reqs[0].body, body.as_bytes());
+    assert_eq!(
+        reqs[0].path_and_query,
+        "/v1/messages/count_tokens?beta=true"
+    );
+    assert_eq!(reqs[0].body, body.as_bytes(), "{:?}", reqs[0].headers);
     assert_eq!(reqs[0].header("accept-encoding"), Some("gzip"));
     assert_eq!(reqs[0].header("x-api-key"), Some(ANTHROPIC_KEY));
     assert_eq!(reqs[1].method, http::Method::GET);
@@ -468,7 +667,9 @@ async fn shutdown_rejects_new_requests_and_ends_open_streams_with_a_terminal_eve
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
     let full = fixture("anthropic/text_stream.upstream.sse");
     let first = std::str::from_utf8(&full).unwrap().find("\n\n").unwrap() + 2;
-    let fut = bridge.clone().oneshot(post("/anthropic/v1/messages", STREAM_REQ));
+    let fut = bridge
+        .clone()
+        .oneshot(post("/anthropic/v1/messages", STREAM_REQ));
     ctl.send(full.slice(..first)).await.unwrap();
     let resp = fut.await.unwrap();
     let reader = tokio::spawn(async move { resp.into_body().collect().await.unwrap().to_bytes() });
@@ -482,5 +683,8 @@ async fn shutdown_rejects_new_requests_and_ends_open_streams_with_a_terminal_eve
     assert_eq!(e.error.as_deref(), Some("bridge shutting down"));
     let resp = send(&bridge, post("/anthropic/v1/messages", TEXT_REQ)).await;
     assert_eq!(resp.status, 503);
-    assert_eq!(resp.json()["error"]["message"], "aibridge: gateway is shutting down");
+    assert_eq!(
+        resp.json()["error"]["message"],
+        "aibridge: gateway is shutting down"
+    );
 }

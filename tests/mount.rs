@@ -31,20 +31,30 @@ async fn works_under_axum_nest_service() {
     let sse = fixture("anthropic/text_stream.upstream.sse");
     upstream.push(MockResponse::sse(sse.clone()).chunked(vec![17; sse.len() / 17 + 1]));
     let (bridge, rec) = bridge(&upstream.base_url(), |b| b);
-    let app = axum::Router::new().nest_service("/api/v2/aibridge", bridge).layer(axum::middleware::from_fn(
-        |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
-            req.extensions_mut().insert(Actor::new("bob"));
-            next.run(req).await
-        },
-    ));
+    let app = axum::Router::new()
+        .nest_service("/api/v2/aibridge", bridge)
+        .layer(axum::middleware::from_fn(
+            |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+                req.extensions_mut().insert(Actor::new("bob"));
+                next.run(req).await
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let (status, body) = http_post(addr, "/api/v2/aibridge/anthropic/v1/messages?beta=true", REQ).await;
+    let (status, body) = http_post(
+        addr,
+        "/api/v2/aibridge/anthropic/v1/messages?beta=true",
+        REQ,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body, sse, "byte-faithful through a real server");
-    assert_eq!(upstream.requests()[0].path_and_query, "/v1/messages?beta=true");
+    assert_eq!(
+        upstream.requests()[0].path_and_query,
+        "/v1/messages?beta=true"
+    );
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions()[0].initiator_id, "bob");
     let (status, _) = http_post(addr, "/api/v2/aibridge/unknown/x", REQ).await;
@@ -79,12 +89,20 @@ async fn works_under_a_plain_hyper_server_with_path_prefix() {
             });
         }
     });
-    let (status, got) = http_post(addr, "/api/v2/aibridge/anthropic/v1/messages", r#"{"model":"m","messages":[]}"#).await;
+    let (status, got) = http_post(
+        addr,
+        "/api/v2/aibridge/anthropic/v1/messages",
+        r#"{"model":"m","messages":[]}"#,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(got, body);
     let (status, got) = http_post(addr, "/elsewhere/anthropic/v1/messages", "{}").await;
     assert_eq!(status, 404);
-    assert_eq!(got, "route not supported: POST /elsewhere/anthropic/v1/messages\n".as_bytes());
+    assert_eq!(
+        got,
+        "route not supported: POST /elsewhere/anthropic/v1/messages\n".as_bytes()
+    );
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions()[0].initiator_id, "carol");
 }

@@ -172,10 +172,13 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         start: req.start,
     };
     let (head_tx, head_rx) = oneshot::channel();
-    tokio::spawn(tracing::Instrument::instrument(
-        relay::drive(ctx, head_tx),
-        span,
-    ));
+    // The task counts as running until its records are queued, so shutdown drains them.
+    let task_guard = inner.track_task();
+    let task = async move {
+        relay::drive(ctx, head_tx).await;
+        drop(task_guard);
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
     match head_rx.await {
         Ok(resp) => resp,
         Err(_) => BridgeError::internal().into_response(flavor, Some(id)),

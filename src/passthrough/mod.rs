@@ -52,13 +52,15 @@ where
         Mode::Passthrough,
     );
     let url = upstream_url(provider.base_url(), rest, parts.uri.query());
-    // The request body streams through, capped at the limit.
+    // The request body streams through, capped at the limit (no body at all when the
+    // client sent none, so a GET stays a GET without a chunked empty body).
+    let empty = http_body::Body::is_end_stream(&body);
     let stream = http_body_util::Limited::new(body, limit).into_data_stream();
     let mut req = inner
         .client
         .request(parts.method.clone(), url)
         .headers(headers);
-    if !(body_is_empty(&parts)) {
+    if !empty {
         req = req.body(reqwest::Body::wrap_stream(stream));
     }
     match req.send().await {
@@ -83,15 +85,6 @@ where
             BridgeError::upstream_unreachable(kind).into_response(flavor, None)
         }
     }
-}
-
-/// GET/HEAD/DELETE… without a declared body: send none (no chunked empty body).
-fn body_is_empty(parts: &Parts) -> bool {
-    let no_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .is_none_or(|v| v.as_bytes() == b"0");
-    no_length && parts.headers.get(header::TRANSFER_ENCODING).is_none()
 }
 
 fn is_body_limit(err: &reqwest::Error) -> bool {

@@ -22,7 +22,10 @@ pub fn bridge(base: &str, f: impl FnOnce(Builder) -> Builder) -> (RequestBridge,
     let rec = MemoryRecorder::new();
     let builder = RequestBridge::builder()
         .provider(Anthropic::new(Secret::new(ANTHROPIC_KEY)).with_base_url(base.parse().unwrap()))
-        .provider(OpenAi::new(Secret::new(OPENAI_KEY)).with_base_url(format!("{base}/v1").parse().unwrap()))
+        .provider(
+            OpenAi::new(Secret::new(OPENAI_KEY))
+                .with_base_url(format!("{base}/v1").parse().unwrap()),
+        )
         .recorder(rec.clone());
     (f(builder).build().unwrap(), rec)
 }
@@ -34,7 +37,8 @@ pub fn post(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
         .header("anthropic-version", "2023-06-01")
         .body(Full::new(body.into()))
         .unwrap();
-    req.extensions_mut().insert(Actor::new("alice").with_metadata("team", "infra"));
+    req.extensions_mut()
+        .insert(Actor::new("alice").with_metadata("team", "infra"));
     req
 }
 
@@ -63,7 +67,11 @@ where
     let resp = bridge.clone().oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Collected { status: parts.status, headers: parts.headers, body }
+    Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Waits for `n` interception ends (bounded, so a bug fails instead of hanging).
