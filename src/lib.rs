@@ -64,7 +64,16 @@ pub mod bridge;
 pub mod provider;
 pub mod recorder;
 
+#[cfg(any(test, feature = "bench-internals"))]
+#[doc(hidden)]
+pub mod __bench {
+    //! Not a public API: entry points for the benchmarks.
+    pub use crate::bench_support::*;
+}
+
 mod actor;
+#[cfg(any(test, feature = "bench-internals"))]
+mod bench_support;
 mod clients;
 mod error;
 mod intercept;

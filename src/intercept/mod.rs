@@ -96,6 +96,17 @@ fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
     }
 }
 
+/// The stream parser for an API named by its `as_str()` (benchmarks and tests).
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) fn bench_observer(api: &str) -> Box<dyn StreamObserver> {
+    let api = match api {
+        "chat_completions" => Api::ChatCompletions,
+        "responses" => Api::Responses,
+        _ => Api::Messages,
+    };
+    observer(api, &RequestInfo::default())
+}
+
 /// Facts of a blocking response body.
 fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
     match api {

@@ -288,3 +288,34 @@ fn quick_index_reads_the_first_index() {
     assert_eq!(quick_index(b"{\"index\": 3}"), Some(3));
     assert_eq!(quick_index(b"{\"type\":\"x\"}"), None);
 }
+
+#[test]
+fn relaying_text_deltas_allocates_nothing_per_event() {
+    use crate::bench_support::{chunks, claude_code_stream, split_and_extract};
+    let measure = |deltas: usize| {
+        let stream = claude_code_stream(deltas);
+        let parts = chunks(&stream, 4096);
+        let info = allocation_counter::measure(|| {
+            let (frames, _, bytes) = split_and_extract("messages", &parts);
+            assert_eq!(bytes, stream.len());
+            assert!(frames > deltas);
+        });
+        (info.count_total, parts.len())
+    };
+    let (small, small_chunks) = measure(1_000);
+    let (large, large_chunks) = measure(5_000);
+    let extra_events = 4_000.0;
+    let extra_chunks = (large_chunks - small_chunks) as f64;
+    let extra_allocs = large.saturating_sub(small) as f64;
+    // Only events that straddle a chunk boundary are copied (at most one allocation per
+    // chunk); an event wholly inside a chunk costs no allocation at all.
+    assert!(
+        extra_allocs <= extra_chunks,
+        "{extra_allocs} allocations for {extra_chunks} extra chunks"
+    );
+    assert!(
+        extra_allocs / extra_events < 0.05,
+        "{} allocations per event",
+        extra_allocs / extra_events
+    );
+}
