@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs every test of the project:
+#   1. cargo test --all-features        unit, integration and doc tests
+#   2. cargo build --example gateway    the example gateway used by the end-to-end tests
+#   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
+#
+# Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv).
+# The Python packages come from tests/e2e/requirements.txt and are installed into .venv.
+# Every step runs even if an earlier one failed (except the e2e tests, which need the
+# gateway binary); the script prints a summary and exits non-zero if anything failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+declare -a SUMMARY=()
+FAILED=0
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+record() { # record NAME STATUS
+    SUMMARY+=("$(printf '%-32s %s' "$1" "$2")")
+    if [[ "$2" != ok ]]; then
+        FAILED=1
+    fi
+}
+
+print_summary() {
+    printf '\n==> summary\n'
+    for line in "${SUMMARY[@]}"; do
+        printf '  %s\n' "$line"
+    done
+    if [[ $FAILED -eq 0 ]]; then
+        printf 'all tests passed\n'
+    else
+        printf 'SOME TESTS FAILED\n'
+    fi
+}
+
+# 1. Rust tests -------------------------------------------------------------------------------
+step "cargo test --all-features"
+if cargo test --all-features; then
+    record "cargo test --all-features" ok
+else
+    record "cargo test --all-features" FAILED
+fi
+
+# 2. The example gateway ----------------------------------------------------------------------
+step "cargo build --example gateway"
+GATEWAY_BIN=""
+if build_json=$(cargo build --example gateway --message-format=json-render-diagnostics); then
+    # The path of the built example, wherever the target directory is.
+    GATEWAY_BIN=$(printf '%s\n' "$build_json" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    target = msg.get("target") or {}
+    if msg.get("reason") == "compiler-artifact" and target.get("name") == "gateway" \
+            and "example" in target.get("kind", []) and msg.get("executable"):
+        print(msg["executable"])
+')
+fi
+if [[ -n "$GATEWAY_BIN" && -x "$GATEWAY_BIN" ]]; then
+    record "cargo build --example gateway" ok
+    echo "gateway binary: $GATEWAY_BIN"
+else
+    record "cargo build --example gateway" FAILED
+fi
+
+# 3. End-to-end tests with the official SDKs --------------------------------------------------
+step "python environment (.venv)"
+venv_ok=1
+if [[ ! -x .venv/bin/python || ! -x .venv/bin/pip ]]; then
+    rm -rf .venv
+    if ! python3 -m venv .venv; then
+        echo "python3 -m venv failed; on Debian install python3-venv (apt-get install python3-venv)" >&2
+        venv_ok=0
+    fi
+fi
+if [[ $venv_ok -eq 1 ]] && ! .venv/bin/pip install -q --disable-pip-version-check \
+        -r tests/e2e/requirements.txt; then
+    venv_ok=0
+fi
+if [[ $venv_ok -eq 1 ]]; then
+    record "python venv + requirements" ok
+else
+    record "python venv + requirements" FAILED
+fi
+
+step "pytest tests/e2e"
+if [[ $venv_ok -eq 1 && -n "$GATEWAY_BIN" ]]; then
+    if AIBRIDGE_GATEWAY_BIN="$GATEWAY_BIN" .venv/bin/python -m pytest -q -ra -p no:cacheprovider tests/e2e; then
+        record "pytest tests/e2e" ok
+    else
+        record "pytest tests/e2e" FAILED
+    fi
+else
+    echo "not run: it needs the gateway binary and the Python environment"
+    record "pytest tests/e2e" "NOT RUN"
+fi
+
+print_summary
+exit "$FAILED"
