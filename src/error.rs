@@ -40,7 +40,17 @@ pub(crate) struct BridgeError {
     code: &'static str,
     param: Option<&'static str>,
     pub(crate) message: String,
-    extra_header: Option<(header::HeaderName, HeaderValue)>,
+    extra_header: Extra,
+}
+
+/// A header some errors carry.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    None,
+    /// `Allow: POST`
+    AllowPost,
+    /// `Retry-After: N`
+    RetryAfter(u64),
 }
 
 impl BridgeError {
@@ -58,7 +68,7 @@ impl BridgeError {
             code,
             param: None,
             message: message.into(),
-            extra_header: None,
+            extra_header: Extra::None,
         }
     }
 
@@ -108,7 +118,7 @@ impl BridgeError {
             "method_not_allowed",
             format!("aibridge: method {method} is not allowed on {path}; use POST"),
         );
-        e.extra_header = Some((header::ALLOW, HeaderValue::from_static("POST")));
+        e.extra_header = Extra::AllowPost;
         e
     }
 
@@ -201,10 +211,7 @@ impl BridgeError {
             "service_unavailable",
             "circuit breaker is open",
         );
-        e.extra_header = Some((
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs.max(1)),
-        ));
+        e.extra_header = Extra::RetryAfter(retry_after_secs.max(1));
         e
     }
 
@@ -285,8 +292,14 @@ impl BridgeError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some((name, value)) = self.extra_header {
-            h.insert(name, value);
+        match self.extra_header {
+            Extra::None => {}
+            Extra::AllowPost => {
+                h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Extra::RetryAfter(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
         }
         if let Some(id) = interception {
             set_interception_header(h, id);

@@ -94,7 +94,7 @@ pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>
     let (outcome, error) = exchange(&mut ctx, &mut head, &mut cancel).await;
     match outcome {
         Outcome::Completed => {
-            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed")
+            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed");
         }
         Outcome::Failed => tracing::warn!(
             error = error.as_deref().unwrap_or(""),

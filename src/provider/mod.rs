@@ -172,6 +172,15 @@ pub enum RouteKind {
 }
 
 #[cfg(test)]
+pub(crate) trait ProviderTestExt: Provider {
+    fn credential_for_test(&self, h: &HeaderMap) -> Credential {
+        self.credential(h).expect("credential")
+    }
+}
+#[cfg(test)]
+impl<P: Provider> ProviderTestExt for P {}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -186,12 +195,3 @@ mod tests {
         assert!(!e.matches("/v1/models/x"));
     }
 }
-
-#[cfg(test)]
-pub(crate) trait ProviderTestExt: Provider {
-    fn credential_for_test(&self, h: &HeaderMap) -> Credential {
-        self.credential(h).expect("credential")
-    }
-}
-#[cfg(test)]
-impl<P: Provider> ProviderTestExt for P {}
