@@ -37,6 +37,8 @@
 mod memory;
 pub(crate) mod queue;
 mod record;
+#[cfg(feature = "sqlite")]
+mod sql;
 
 pub use self::memory::MemoryRecorder;
 pub use self::queue::{QueueFullPolicy, RecordQueueConfig};
@@ -44,6 +46,10 @@ pub use self::record::{
     Interception, InterceptionEnded, ModelThought, Outcome, ParseRecordIdError, PromptUsage,
     RecordId, RecordKind, ThoughtSource, TokenUsage, ToolUsage,
 };
+
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use self::sql::SqliteRecorder;
 
 pub(crate) use self::record::Record;
 

@@ -1,0 +1,385 @@
+//! The conformance suite and SQLite-specific checks against `SqliteRecorder`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+
+use super::{Backend, Cell, Column, Db, Index, concurrent_writes, conformance, full_interception};
+use crate::recorder::sql::SqliteRecorder;
+use crate::recorder::{RecordId, Recorder, RecorderError};
+
+/// Raw access to a SQLite database.
+struct SqliteDb {
+    pool: SqlitePool,
+}
+
+impl SqliteDb {
+    /// A second pool on the file a recorder writes to.
+    async fn open(path: &std::path::Path) -> Self {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        Self { pool }
+    }
+
+    /// The recorder's own pool (for `sqlite::memory:`).
+    fn of(rec: &SqliteRecorder) -> Self {
+        Self {
+            pool: rec.pool().clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Db for SqliteDb {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn row(&self, table: &str, id: RecordId) -> Option<BTreeMap<String, Cell>> {
+        let row = sqlx::query(&format!("SELECT * FROM {table} WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()?;
+        let mut out = BTreeMap::new();
+        for (i, col) in row.columns().iter().enumerate() {
+            use sqlx::Column as _;
+            let raw = row.try_get_raw(i).unwrap();
+            let cell = if raw.is_null() {
+                Cell::Null
+            } else {
+                let ty = raw.type_info().name().to_owned();
+                match ty.as_str() {
+                    "INTEGER" => Cell::Int(row.get(i)),
+                    "TEXT" => Cell::Text(row.get(i)),
+                    other => panic!("{table}.{}: unexpected storage class {other}", col.name()),
+                }
+            };
+            out.insert(col.name().to_owned(), cell);
+        }
+        Some(out)
+    }
+
+    async fn columns(&self, table: &str) -> Vec<Column> {
+        let rows = sqlx::query(
+            "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info(?) ORDER BY cid",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| Column {
+                name: r.get(0),
+                ty: r.get::<String, _>(1).to_lowercase(),
+                not_null: r.get::<i64, _>(2) == 1,
+                default: r.get::<Option<String>, _>(3).map(|d| d.to_lowercase()),
+            })
+            .collect()
+    }
+
+    async fn indexes(&self) -> BTreeMap<String, Index> {
+        let rows = sqlx::query(
+            "SELECT name, tbl_name, sql FROM sqlite_master
+             WHERE type = 'index' AND sql IS NOT NULL
+               AND tbl_name LIKE 'aibridge%' AND tbl_name <> 'aibridge_schema_migrations'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Index {
+                        table: r.get(1),
+                        definition: r.get::<String, _>(2).to_lowercase(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn delete_interception(&self, id: RecordId) {
+        let done = sqlx::query("DELETE FROM aibridge_interceptions WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+
+    async fn applied_versions(&self) -> Vec<i64> {
+        sqlx::query_scalar("SELECT version FROM aibridge_schema_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A temporary directory with a database file URL in it.
+fn temp_db() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aibridge.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    (dir, path, url)
+}
+
+#[tokio::test]
+async fn file_database_conforms() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    conformance(&rec, &db).await;
+}
+
+#[tokio::test]
+async fn memory_database_conforms() {
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let db = SqliteDb::of(&rec);
+    assert_eq!(db.applied_versions().await, [1]);
+    conformance(&rec, &db).await;
+}
+
+#[tokio::test]
+async fn memory_databases_are_private() {
+    let a = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let b = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    a.record_interception(&full_interception()).await.unwrap();
+    assert_eq!(SqliteDb::of(&a).count("aibridge_interceptions").await, 1);
+    assert_eq!(SqliteDb::of(&b).count("aibridge_interceptions").await, 0);
+}
+
+#[tokio::test]
+async fn driver_settings_are_applied() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let pool = rec.pool();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(busy, 5_000);
+    assert_eq!(pool.options().get_max_connections(), 1);
+    assert!(path.exists(), "mode=rwc created the file");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let (_dir, path, url) = temp_db();
+    let first = SqliteRecorder::connect(&url).await.unwrap();
+    let i = full_interception();
+    first.record_interception(&i).await.unwrap();
+    drop(first);
+
+    let second = SqliteRecorder::connect(&url).await.unwrap();
+    // A third instance while the second is still open.
+    let third = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.count("aibridge_interceptions").await, 1);
+    assert!(db.row("aibridge_interceptions", i.id).await.is_some());
+    second
+        .record_interception(&full_interception())
+        .await
+        .unwrap();
+    third
+        .record_interception(&full_interception())
+        .await
+        .unwrap();
+    assert_eq!(db.count("aibridge_interceptions").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_connects_to_a_new_file_all_succeed() {
+    let (_dir, path, url) = temp_db();
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        handles.push(tokio::spawn(
+            async move { SqliteRecorder::connect(&url).await },
+        ));
+    }
+    let mut recorders = Vec::new();
+    for h in handles {
+        recorders.push(h.await.unwrap().unwrap());
+    }
+    let db = SqliteDb::open(&path).await;
+    assert_eq!(db.applied_versions().await, [1]);
+    for rec in &recorders {
+        rec.record_interception(&full_interception()).await.unwrap();
+    }
+    assert_eq!(db.count("aibridge_interceptions").await, 4);
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let (_dir, path, url) = temp_db();
+    drop(SqliteRecorder::connect(&url).await.unwrap());
+    let db = SqliteDb::open(&path).await;
+    sqlx::query(
+        "INSERT INTO aibridge_schema_migrations (version, description, applied_at)
+         VALUES (2, 'from the future', '2030-01-01T00:00:00.000000Z')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let err = SqliteRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Migrate(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot apply the database migrations: \
+         database schema version 2 is newer than this aibridge supports (1)"
+    );
+    // Nothing was changed.
+    assert_eq!(db.applied_versions().await, [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_all_land() {
+    let (_dir, path, url) = temp_db();
+    let rec: Arc<dyn Recorder> = Arc::new(SqliteRecorder::connect(&url).await.unwrap());
+    let db = SqliteDb::open(&path).await;
+    concurrent_writes(&[rec], &db, 8, 200).await;
+    assert_eq!(db.count("aibridge_interceptions").await, 1_600);
+}
+
+#[tokio::test]
+async fn connect_errors() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Without mode=rwc a missing file is not created.
+    let missing = dir.path().join("missing.db");
+    let url = format!("sqlite://{}", missing.display());
+    let err = SqliteRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("cannot connect to the database: sqlite://"),
+        "{msg}"
+    );
+    assert!(msg.contains("missing.db"), "{msg}");
+    assert!(!missing.exists());
+
+    // An invalid URL parameter.
+    let url = format!("sqlite://{}?mode=bogus", missing.display());
+    let err = SqliteRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    assert!(err.to_string().contains("bogus"), "{err}");
+
+    // A file that is not a database.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let url = format!("sqlite://{}", junk.display());
+    let err = SqliteRecorder::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(err, RecorderError::Connect(_) | RecorderError::Migrate(_)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn debug_names_the_type_and_url() {
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(
+        format!("{rec:?}"),
+        "SqliteRecorder { url: \"sqlite::memory:\", .. }"
+    );
+}
+
+#[tokio::test]
+async fn json_columns_work_with_sqlite_json_functions() {
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let i = full_interception();
+    rec.record_interception(&i).await.unwrap();
+    let t = super::token_usage(i.id);
+    rec.record_token_usage(&t).await.unwrap();
+    let pool = rec.pool();
+    let team: String = sqlx::query_scalar(
+        "SELECT json_extract(metadata, '$.team') FROM aibridge_interceptions WHERE id = ?",
+    )
+    .bind(i.id.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(team, "core");
+    let reasoning: i64 = sqlx::query_scalar(
+        "SELECT json_extract(extra, '$.reasoning_tokens') FROM aibridge_token_usages
+         WHERE json_valid(extra) AND id = ?",
+    )
+    .bind(t.id.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(reasoning, 12);
+}
+
+/// The timestamp formatter agrees with SQLite's own date arithmetic (an independent
+/// implementation of the calendar) over a wide range of instants.
+#[tokio::test]
+async fn timestamps_agree_with_sqlite_strftime() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let pool = rec.pool();
+    let mut secs: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+    let end: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let step: i64 = 86_400 * 97 + 3_607; // walks through every month, day and hour
+    let mut checked = 0;
+    while secs <= end {
+        let t = if secs >= 0 {
+            UNIX_EPOCH + Duration::new(secs as u64, 250_000)
+        } else {
+            UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::from_nanos(250_000)
+        };
+        let ours = super::super::format_timestamp(t).unwrap();
+        let theirs: String =
+            sqlx::query_scalar("SELECT strftime('%Y-%m-%dT%H:%M:%S', ?, 'unixepoch')")
+                .bind(secs)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(ours, format!("{theirs}.000250Z"), "at {secs}");
+        secs += step;
+        checked += 1;
+    }
+    assert!(checked > 30_000, "{checked}");
+}
+
+#[test]
+fn connect_options_parse_the_documented_urls() {
+    // The URL forms documented on `connect` are understood by the driver.
+    for url in [
+        "sqlite://aibridge.db?mode=rwc",
+        "sqlite://aibridge.db",
+        "sqlite::memory:",
+    ] {
+        SqliteConnectOptions::from_str(url).unwrap();
+    }
+}
