@@ -98,7 +98,7 @@ pub(crate) async fn apply_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<()
             .await?;
     check_not_newer(applied, SQLITE)?;
     for m in pending(applied, SQLITE) {
-        run_script(&mut tx, m.sql)
+        run_script::<sqlx::Sqlite>(&mut tx, m.sql)
             .await
             .map_err(|e| format!("migration {} ({}) failed: {e}", m.version, m.description))?;
         sqlx::query(

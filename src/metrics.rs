@@ -1,0 +1,314 @@
+//! Prometheus metrics (metrics.md): the eleven reference metrics plus the bridge's own
+//! overhead and recorder health.
+//!
+//! ```
+//! let registry = prometheus::Registry::new();
+//! let metrics = aibridge::metrics::Metrics::builder()
+//!     .initiator_id_label(false) // large deployments: no per-user series
+//!     .register(&registry)
+//!     .unwrap();
+//! # drop(metrics);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::recorder::{RecordKind, TokenUsage};
+use crate::recorder::queue::Delivery;
+
+const DURATION_BUCKETS: [f64; 7] = [0.5, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0];
+const OVERHEAD_BUCKETS: [f64; 11] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+
+/// The bridge's metrics, registered in a host-provided registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    initiator: bool,
+    interceptions_total: IntCounterVec,
+    interceptions_inflight: IntGaugeVec,
+    interceptions_duration: HistogramVec,
+    passthrough_total: IntCounterVec,
+    prompts_total: IntCounterVec,
+    tokens_total: IntCounterVec,
+    injected_tool_invocations_total: IntCounterVec,
+    non_injected_tool_selections_total: IntCounterVec,
+    circuit_breaker_state: GaugeVec,
+    circuit_breaker_trips_total: IntCounterVec,
+    circuit_breaker_rejects_total: IntCounterVec,
+    interception_overhead: HistogramVec,
+    records_total: IntCounterVec,
+    record_queue_depth: IntGauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").field("initiator_id_label", &self.inner.initiator).finish_non_exhaustive()
+    }
+}
+
+/// Configures [`Metrics`] before registering them.
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct MetricsBuilder {
+    initiator: bool,
+}
+
+impl MetricsBuilder {
+    /// `false` removes the `initiator_id` label from every metric that has it (one series
+    /// set per user is a cardinality risk in large deployments). Default `true`.
+    pub fn initiator_id_label(mut self, on: bool) -> Self {
+        self.initiator = on;
+        self
+    }
+
+    /// Registers every metric in `registry`.
+    ///
+    /// # Errors
+    ///
+    /// A `prometheus::Error` when a metric of the same name is already registered.
+    pub fn register(self, registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let who = |labels: &[&'static str]| -> Vec<&'static str> {
+            labels.iter().copied().filter(|l| self.initiator || *l != "initiator_id").collect()
+        };
+        fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
+            r.register(Box::new(h.clone()))?;
+            Ok(h)
+        }
+        let r = registry;
+        let inflight = IntGaugeVec::new(
+            Opts::new("interceptions_inflight", "Interceptions in flight."),
+            &["provider", "model", "route"],
+        )?;
+        r.register(Box::new(inflight.clone()))?;
+        let state = GaugeVec::new(
+            Opts::new("circuit_breaker_state", "Circuit breaker state: 0 closed, 0.5 half-open, 1 open."),
+            &["provider", "endpoint", "model"],
+        )?;
+        r.register(Box::new(state.clone()))?;
+        let depth = IntGauge::new("record_queue_depth", "Records queued or being written.")?;
+        r.register(Box::new(depth.clone()))?;
+        let inner = Inner {
+            initiator: self.initiator,
+            interceptions_total: counter(
+                r,
+                "interceptions_total",
+                "Interceptions that ended.",
+                &who(&["provider", "model", "status", "route", "method", "initiator_id", "client"]),
+            )?,
+            interceptions_inflight: inflight,
+            interceptions_duration: histogram(
+                r,
+                "interceptions_duration_seconds",
+                "Interception wall time.",
+                &DURATION_BUCKETS,
+                &["provider", "model"],
+            )?,
+            passthrough_total: counter(r, "passthrough_total", "Passthrough requests.", &["provider", "route", "method"])?,
+            prompts_total: counter(
+                r,
+                "prompts_total",
+                "User prompts recorded.",
+                &who(&["provider", "model", "initiator_id", "client"]),
+            )?,
+            tokens_total: counter(
+                r,
+                "tokens_total",
+                "Tokens by type.",
+                &who(&["provider", "model", "type", "initiator_id", "client"]),
+            )?,
+            injected_tool_invocations_total: counter(
+                r,
+                "injected_tool_invocations_total",
+                "Injected MCP tool calls executed by the bridge.",
+                &["provider", "model", "server", "name"],
+            )?,
+            non_injected_tool_selections_total: counter(
+                r,
+                "non_injected_tool_selections_total",
+                "Client and provider-executed tool calls the model made.",
+                &["provider", "model", "name"],
+            )?,
+            circuit_breaker_state: state,
+            circuit_breaker_trips_total: counter(
+                r,
+                "circuit_breaker_trips_total",
+                "Transitions of a circuit breaker to open.",
+                &["provider", "endpoint", "model"],
+            )?,
+            circuit_breaker_rejects_total: counter(
+                r,
+                "circuit_breaker_rejects_total",
+                "Requests rejected by an open circuit breaker.",
+                &["provider", "endpoint", "model"],
+            )?,
+            interception_overhead: histogram(
+                r,
+                "interception_overhead_seconds",
+                "Time the bridge itself added to an interception.",
+                &OVERHEAD_BUCKETS,
+                &["provider", "route"],
+            )?,
+            records_total: counter(r, "records_total", "Records by final delivery outcome.", &["kind", "outcome"])?,
+            record_queue_depth: depth,
+        };
+        Ok(Metrics { inner: Arc::new(inner) })
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`, `initiator_id` labels on.
+    ///
+    /// # Errors
+    ///
+    /// A `prometheus::Error` when a metric of the same name is already registered.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Self::builder().register(registry)
+    }
+
+    /// A builder.
+    pub fn builder() -> MetricsBuilder {
+        MetricsBuilder { initiator: true }
+    }
+
+    /// Label values, dropping `initiator_id` when the label is off.
+    fn who<'a>(&self, values: &[(&'static str, &'a str)]) -> Vec<&'a str> {
+        values
+            .iter()
+            .filter(|(k, _)| self.inner.initiator || *k != "initiator_id")
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    pub(crate) fn interception_started(&self, provider: &str, model: &str, route: &str) {
+        if let Ok(g) = self.inner.interceptions_inflight.get_metric_with_label_values(&[provider, model, route]) {
+            g.inc();
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; the labels are the spec's")]
+    pub(crate) fn interception_ended(
+        &self,
+        l: &Labels,
+        status: &str,
+        inflight: bool,
+        duration: Duration,
+        overhead: Duration,
+        route: &str,
+        method: &str,
+    ) {
+        let m = &self.inner;
+        let values = self.who(&[
+            ("provider", &l.provider),
+            ("model", &l.model),
+            ("status", status),
+            ("route", route),
+            ("method", method),
+            ("initiator_id", &l.initiator),
+            ("client", &l.client),
+        ]);
+        if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
+            c.inc();
+        }
+        if inflight && let Ok(g) = m.interceptions_inflight.get_metric_with_label_values(&[&l.provider, &l.model, route]) {
+            g.dec();
+        }
+        if let Ok(h) = m.interceptions_duration.get_metric_with_label_values(&[&l.provider, &l.model]) {
+            h.observe(duration.as_secs_f64());
+        }
+        if let Ok(h) = m.interception_overhead.get_metric_with_label_values(&[&l.provider, route]) {
+            h.observe(overhead.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn passthrough(&self, provider: &str, route: &str, method: &str) {
+        if let Ok(c) = self.inner.passthrough_total.get_metric_with_label_values(&[provider, route, method]) {
+            c.inc();
+        }
+    }
+
+    pub(crate) fn prompt(&self, l: &Labels) {
+        let values = self.who(&[("provider", &l.provider), ("model", &l.model), ("initiator_id", &l.initiator), ("client", &l.client)]);
+        if let Ok(c) = self.inner.prompts_total.get_metric_with_label_values(&values) {
+            c.inc();
+        }
+    }
+
+    pub(crate) fn tokens(&self, l: &Labels, usage: &TokenUsage) {
+        let main = [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read_input_tokens", usage.cache_read_input_tokens),
+            ("cache_write_input_tokens", usage.cache_write_input_tokens),
+        ];
+        let extras = usage.extra.iter().map(|(k, v)| (k.as_str(), *v));
+        for (kind, n) in main.into_iter().chain(extras) {
+            let values = self.who(&[
+                ("provider", &l.provider),
+                ("model", &l.model),
+                ("type", kind),
+                ("initiator_id", &l.initiator),
+                ("client", &l.client),
+            ]);
+            if let Ok(c) = self.inner.tokens_total.get_metric_with_label_values(&values) {
+                c.inc_by(n);
+            }
+        }
+    }
+
+    pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
+        if let Ok(c) = self.inner.non_injected_tool_selections_total.get_metric_with_label_values(&[&l.provider, &l.model, name]) {
+            c.inc();
+        }
+    }
+
+    pub(crate) fn record(&self, kind: RecordKind, outcome: Delivery) {
+        if let Ok(c) = self.inner.records_total.get_metric_with_label_values(&[kind.as_str(), outcome.as_str()]) {
+            c.inc();
+        }
+    }
+
+    pub(crate) fn queue_depth(&self, depth: usize) {
+        self.inner.record_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// The breaker gauges, trips and rejects.
+    pub(crate) fn breaker_state(&self, provider: &str, endpoint: &str, model: &str, value: f64) {
+        if let Ok(g) = self.inner.circuit_breaker_state.get_metric_with_label_values(&[provider, endpoint, model]) {
+            g.set(value);
+        }
+    }
+
+    pub(crate) fn breaker_trip(&self, provider: &str, endpoint: &str, model: &str) {
+        if let Ok(c) = self.inner.circuit_breaker_trips_total.get_metric_with_label_values(&[provider, endpoint, model]) {
+            c.inc();
+        }
+    }
+
+    pub(crate) fn breaker_reject(&self, provider: &str, endpoint: &str, model: &str) {
+        if let Ok(c) = self.inner.circuit_breaker_rejects_total.get_metric_with_label_values(&[provider, endpoint, model]) {
+            c.inc();
+        }
+    }
+}
+
+/// The label values every interception metric shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Labels {
+    pub(crate) provider: String,
+    pub(crate) model: String,
+    pub(crate) initiator: String,
+    pub(crate) client: String,
+}
