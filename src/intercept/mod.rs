@@ -7,11 +7,13 @@
 //! response head travels back to the service future through a oneshot channel; a streaming
 //! body is fed through a small bounded channel, so backpressure reaches the upstream read.
 
+mod chat_completions;
 mod emit;
 mod facts;
 mod messages;
 mod relay;
 pub(crate) mod request;
+mod responses;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -71,28 +73,25 @@ pub(crate) trait StreamObserver: Send + Sync {
 pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, BridgeError> {
     match api {
         Api::Messages => messages::parse_request(body),
-        Api::ChatCompletions | Api::Responses => {
-            let top = request::parse_top(body)?;
-            top.info()
-        }
+        Api::ChatCompletions => chat_completions::parse_request(body),
+        Api::Responses => responses::parse_request(body),
     }
 }
 
 /// The stream parser for an API.
 fn observer(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
-    let _ = info;
     match api {
-        Api::Messages | Api::ChatCompletions | Api::Responses => {
-            Box::new(messages::MessagesStream::new())
-        }
+        Api::Messages => Box::new(messages::MessagesStream::new()),
+        Api::ChatCompletions => Box::new(chat_completions::ChatStream::new(info)),
+        Api::Responses => Box::new(responses::ResponsesStream::new()),
     }
 }
 
 /// The bytes sent upstream: the client's, with the API's targeted edits (D1), if any.
 fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
-    let _ = info;
     match api {
-        Api::Messages | Api::ChatCompletions | Api::Responses => body,
+        Api::ChatCompletions => chat_completions::upstream_body(info, body),
+        Api::Messages | Api::Responses => body,
     }
 }
 
@@ -110,9 +109,9 @@ pub(crate) fn bench_observer(api: &str) -> Box<dyn StreamObserver> {
 /// Facts of a blocking response body.
 fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
     match api {
-        Api::Messages | Api::ChatCompletions | Api::Responses => {
-            messages::blocking_facts(body, facts)
-        }
+        Api::Messages => messages::blocking_facts(body, facts),
+        Api::ChatCompletions => chat_completions::blocking_facts(body, facts),
+        Api::Responses => responses::blocking_facts(body, facts),
     }
 }
 
