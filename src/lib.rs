@@ -61,6 +61,7 @@
 
 pub mod body;
 pub mod bridge;
+pub mod metrics;
 pub mod provider;
 pub mod recorder;
 
@@ -72,6 +73,7 @@ pub mod __bench {
 }
 
 mod actor;
+mod breaker;
 #[cfg(any(test, feature = "bench-internals"))]
 mod bench_support;
 mod clients;

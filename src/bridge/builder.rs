@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Inner, RequestBridge};
+use crate::metrics::Metrics;
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::queue::RecordQueue;
 use crate::recorder::{RecordQueueConfig, Recorder};
@@ -149,6 +150,7 @@ pub struct Builder {
     max_request_body: usize,
     path_prefix: Option<String>,
     timeouts: UpstreamTimeouts,
+    metrics: Option<Metrics>,
 }
 
 impl fmt::Debug for Builder {
@@ -172,6 +174,7 @@ impl Default for Builder {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             path_prefix: None,
             timeouts: UpstreamTimeouts::default(),
+            metrics: None,
         }
     }
 }
@@ -211,6 +214,12 @@ impl Builder {
     /// the plain-text 404. Default: none (the host strips, as axum's `nest_service` does).
     pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Prometheus metrics; none are recorded without them.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -276,6 +285,9 @@ impl Builder {
                 reason: e.to_string(),
             })?;
         let queue = RecordQueue::start(recorder, self.queue);
+        if let Some(m) = &self.metrics {
+            queue.set_metrics(m.clone());
+        }
         Ok(RequestBridge {
             inner: Arc::new(Inner::new(
                 self.providers,
@@ -284,6 +296,7 @@ impl Builder {
                 self.max_request_body,
                 self.path_prefix,
                 self.timeouts,
+                self.metrics,
             )),
         })
     }

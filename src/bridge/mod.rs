@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) max_request_body: usize,
     path_prefix: Option<String>,
     pub(crate) timeouts: UpstreamTimeouts,
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
+    pub(crate) breakers: crate::breaker::Breakers,
     inflight: AtomicUsize,
     /// Interception tasks still running (they outlive the response body by the time it
     /// takes to queue their last records).
@@ -138,6 +140,7 @@ impl Inner {
         max_request_body: usize,
         path_prefix: Option<String>,
         timeouts: UpstreamTimeouts,
+        metrics: Option<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             table: Table::new(&providers),
@@ -146,6 +149,8 @@ impl Inner {
             max_request_body,
             path_prefix,
             timeouts,
+            metrics,
+            breakers: crate::breaker::Breakers::default(),
             inflight: AtomicUsize::new(0),
             tasks: AtomicUsize::new(0),
             inflight_zero: Notify::new(),

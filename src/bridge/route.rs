@@ -83,6 +83,14 @@ impl Table {
     }
 }
 
+/// The metric/breaker label of a route: the path relative to `/{name}`, e.g.
+/// `/v1/messages`, `/v1/chat/completions` (OpenAI), `/chat/completions` (Copilot).
+pub(crate) fn route_label(provider: &dyn Provider, route_path: &str) -> String {
+    let prefix = provider.route_prefix();
+    let under_name = prefix.strip_prefix(&format!("/{}", provider.name())).unwrap_or("");
+    format!("{under_name}{route_path}")
+}
+
 /// Whether a path has a `.` or `..` segment, literally or percent-encoded.
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|seg| {

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use super::facts::Fact;
 use crate::error::truncate_error;
+use crate::metrics::{Labels, Metrics};
 use crate::recorder::queue::RecordSink;
 use crate::recorder::{
     InterceptionEnded, ModelThought, Outcome, PromptUsage, Record, RecordId, TokenUsage, ToolUsage,
@@ -18,15 +19,27 @@ pub(crate) struct Emitter {
     prompt: Option<String>,
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
+    metrics: Option<(Metrics, Labels)>,
 }
 
 impl Emitter {
-    pub(crate) fn new(sink: RecordSink, interception_id: RecordId, prompt: Option<String>) -> Self {
-        Self {
-            sink,
-            interception_id,
-            prompt,
-            attempted: false,
+    pub(crate) fn new(
+        sink: RecordSink,
+        interception_id: RecordId,
+        prompt: Option<String>,
+        metrics: Option<(Metrics, Labels)>,
+    ) -> Self {
+        Self { sink, interception_id, prompt, attempted: false, metrics }
+    }
+
+    /// Metrics are driven by the records themselves, when they are created.
+    fn observe(&self, record: &Record) {
+        let Some((m, labels)) = &self.metrics else { return };
+        match record {
+            Record::TokenUsage(t) => m.tokens(labels, t),
+            Record::PromptUsage(_) => m.prompt(labels),
+            Record::ToolUsage(t) if !t.injected => m.tool_selection(labels, &t.tool),
+            _ => {}
         }
     }
 
@@ -35,7 +48,8 @@ impl Emitter {
         for fact in facts.drain(..) {
             let record = self.record(fact);
             if let Some(record) = record {
-                self.sink.push(record).await;
+                self.observe(&record);
+            self.sink.push(record).await;
             }
         }
     }
@@ -113,6 +127,7 @@ impl Emitter {
                 prompt,
                 created_at: SystemTime::now(),
             });
+            self.observe(&record);
             self.sink.push(record).await;
         }
         let error = if outcome == Outcome::Completed {

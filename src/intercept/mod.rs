@@ -29,7 +29,10 @@ pub(crate) use self::request::RequestInfo;
 use crate::Actor;
 use crate::body::Body;
 use crate::bridge::Inner;
+use crate::breaker::Key;
+use crate::bridge::route::route_label;
 use crate::clients::Client;
+use crate::metrics::Labels;
 use crate::error::{BridgeError, Flavor};
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
@@ -143,14 +146,19 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         started_at: req.started_at,
     };
     let span = tracing::info_span!(
-        "interception",
+        "aibridge.interception",
         interception_id = %id,
         provider = req.provider.name(),
         api = req.api.as_str(),
         model = %req.info.model,
         streaming = req.info.streaming,
+        initiator_id = %req.actor.id(),
+        client = client.label(),
     );
-    if let Err(e) = inner.queue.record_interception(&interception).await {
+    let recording = Instant::now();
+    let recorded = inner.queue.record_interception(&interception).await;
+    let recorder_wait = recording.elapsed();
+    if let Err(e) = recorded {
         span.in_scope(
             || tracing::error!(error = %e, "record_interception failed; request not sent upstream"),
         );
@@ -167,25 +175,51 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         Some(&req.credential),
         Mode::Bridged(&req.actor),
     );
+    let route = route_label(req.provider.as_ref(), &req.endpoint);
+    let labels = Labels {
+        provider: req.provider.name().to_owned(),
+        model: req.info.model.clone(),
+        initiator: req.actor.id().to_owned(),
+        client: client.label().to_owned(),
+    };
+    let metrics = inner.metrics.clone();
+    if let Some(m) = &metrics {
+        m.interception_started(&labels.provider, &labels.model, &route);
+    }
     let body = upstream_body(req.api, &req.info, req.body);
     let observer = observer(req.api, &req.info);
-    let ctx = relay::Ctx {
-        inner: inner.clone(),
-        api: req.api,
-        flavor,
+    let sink = emit::Emitter::new(
+        inner.queue.sink(id),
+        id,
+        req.info.prompt,
+        metrics.clone().map(|m| (m, labels.clone())),
+    );
+    let breaker_key = Key { provider: labels.provider.clone(), endpoint: route.clone(), model: labels.model.clone() };
+    let ctx = relay::Ctx::new(
+        inner.clone(),
+        req.provider.clone(),
+        req.api,
         id,
         url,
         headers,
         body,
         observer,
-        sink: emit::Emitter::new(inner.queue.sink(id), id, req.info.prompt),
-        start: req.start,
-    };
+        sink,
+        req.start,
+        breaker_key,
+        req.credential.kind(),
+    );
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = inner.track_task();
+    let start = req.start;
     let task = async move {
-        relay::drive(ctx, head_tx).await;
+        let (outcome, waited) = relay::drive(ctx, head_tx).await;
+        if let Some(m) = &metrics {
+            let total = start.elapsed();
+            let overhead = total.saturating_sub(waited + recorder_wait);
+            m.interception_ended(&labels, outcome.as_str(), true, total, overhead, &route, "POST");
+        }
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));

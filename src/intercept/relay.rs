@@ -1,9 +1,10 @@
-//! The interception task: one upstream call, relayed as a blocking body or as a stream.
+//! The interception task: upstream calls with retries and the circuit breaker, relayed as
+//! a blocking body or as a stream.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
@@ -14,11 +15,12 @@ use super::facts::{FrameAction, StreamStatus};
 use super::{StreamObserver, blocking_facts};
 use crate::BoxError;
 use crate::body::Body;
+use crate::breaker::{Admitted, Key, Report};
 use crate::bridge::Inner;
 use crate::error::{BridgeError, Flavor, set_interception_header};
-use crate::provider::Api;
+use crate::provider::{Api, CredentialKind, Provider};
 use crate::recorder::{Outcome, RecordId};
-use crate::sse::Decoder;
+use crate::sse::{Decoder, Frame};
 use crate::upstream::relayed_response_headers;
 
 /// Largest SSE event the bridge accepts (resilience.md "Limits").
@@ -31,6 +33,7 @@ const CHANNEL_CAPACITY: usize = 16;
 /// Everything the interception task needs.
 pub(crate) struct Ctx {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) provider: Arc<dyn Provider>,
     pub(crate) api: Api,
     pub(crate) flavor: Flavor,
     pub(crate) id: RecordId,
@@ -41,6 +44,50 @@ pub(crate) struct Ctx {
     pub(crate) observer: Box<dyn StreamObserver>,
     pub(crate) sink: Emitter,
     pub(crate) start: Instant,
+    /// The breaker key (provider, endpoint, model).
+    pub(crate) breaker_key: Key,
+    pub(crate) credential_kind: CredentialKind,
+    /// Time spent waiting on anything external (upstream, client, back-off).
+    pub(crate) waited: Duration,
+    /// The final call counted as a breaker failure.
+    breaker_failure: bool,
+}
+
+impl Ctx {
+    #[expect(clippy::too_many_arguments, reason = "plain constructor of the task's state")]
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        provider: Arc<dyn Provider>,
+        api: Api,
+        id: RecordId,
+        url: String,
+        headers: HeaderMap,
+        body: Bytes,
+        observer: Box<dyn StreamObserver>,
+        sink: Emitter,
+        start: Instant,
+        breaker_key: Key,
+        credential_kind: CredentialKind,
+    ) -> Self {
+        let flavor = Flavor::from(provider.kind());
+        Self {
+            inner,
+            provider,
+            api,
+            flavor,
+            id,
+            url,
+            headers,
+            body,
+            observer,
+            sink,
+            start,
+            breaker_key,
+            credential_kind,
+            waited: Duration::ZERO,
+            breaker_failure: false,
+        }
+    }
 }
 
 /// The response head, until it is sent to the service future.
@@ -87,76 +134,278 @@ fn shutting_down() -> End {
     (Outcome::Cancelled, Some("bridge shutting down".to_owned()))
 }
 
-/// Runs one interception to its end and records the end.
-pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>) {
+/// Runs one interception to its end and records the end. Returns the outcome and the time
+/// spent waiting on external parties.
+pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>) -> (Outcome, Duration) {
     let mut head = Head(Some(head_tx));
     let mut cancel = ctx.inner.cancel.subscribe();
-    let (outcome, error) = exchange(&mut ctx, &mut head, &mut cancel).await;
-    match outcome {
-        Outcome::Completed => {
-            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed");
+    let (outcome, error) = match admit(&mut ctx, &mut head) {
+        Err(end) => end,
+        Ok(admitted) => {
+            let end = exchange(&mut ctx, &mut head, &mut cancel).await;
+            if let Some(admitted) = admitted
+                && end.0 != Outcome::Cancelled
+            {
+                let report = if ctx.breaker_failure { Report::Failure } else { Report::Success };
+                admitted.report(report, ctx.inner.metrics.as_ref());
+            }
+            end
         }
-        Outcome::Failed => tracing::warn!(
-            error = error.as_deref().unwrap_or(""),
-            "interception failed"
-        ),
-        Outcome::Cancelled => tracing::info!(
-            error = error.as_deref().unwrap_or(""),
-            "interception cancelled"
-        ),
+    };
+    match outcome {
+        Outcome::Completed => tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed"),
+        Outcome::Failed => tracing::warn!(error = error.as_deref().unwrap_or(""), "interception failed"),
+        Outcome::Cancelled => tracing::info!(error = error.as_deref().unwrap_or(""), "interception cancelled"),
     }
     ctx.sink.end(outcome, error).await;
+    (outcome, ctx.waited)
+}
+
+/// Circuit breaker admission (lifecycle step 12).
+fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
+    let Some(config) = ctx.provider.circuit_breaker() else { return Ok(None) };
+    match ctx.inner.breakers.admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref()) {
+        Ok(a) => Ok(Some(a)),
+        Err(secs) => {
+            head.send(BridgeError::circuit_open(secs).into_response(ctx.flavor, Some(ctx.id)));
+            Err(failed("circuit breaker is open"))
+        }
+    }
+}
+
+/// The first complete frame of a stream, read before the head is sent (so an overload
+/// error arriving first can still be retried), or why there is none.
+struct Primed {
+    decoder: Decoder,
+    first: Option<Frame>,
+    stop: Option<Stop>,
+}
+
+/// What an upstream call (after its retries) produced.
+enum Call {
+    /// An answer to relay.
+    Answer(reqwest::Response, Option<Primed>),
+    /// The client has been answered or is gone.
+    Done(End),
+}
+
+/// Error kinds an upstream uses for overload and rate limits (D14, D15).
+const OVERLOAD_KINDS: [&str; 3] = ["overloaded_error", "rate_limit_error", "rate_limit_exceeded"];
+const RATE_LIMIT_KINDS: [&str; 2] = ["rate_limit_error", "rate_limit_exceeded"];
+
+/// The in-band error kind of a frame (`error.type`, `error.code`, `code` or `type`), if it
+/// is an overload or rate-limit error.
+fn overload_kind(frame: &Frame) -> Option<&'static str> {
+    let data = frame.data()?;
+    #[derive(serde::Deserialize)]
+    struct Ev {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        code: Option<serde_json::Value>,
+        error: Option<Inner2>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner2 {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        code: Option<serde_json::Value>,
+    }
+    if memchr::memmem::find(&data, b"error").is_none() {
+        return None;
+    }
+    let ev: Ev = serde_json::from_slice(&data).ok()?;
+    let mut candidates = vec![ev.kind];
+    candidates.push(ev.code.and_then(|c| c.as_str().map(str::to_owned)));
+    if let Some(e) = ev.error {
+        candidates.push(e.kind);
+        candidates.push(e.code.and_then(|c| c.as_str().map(str::to_owned)));
+    }
+    candidates.into_iter().flatten().find_map(|k| OVERLOAD_KINDS.iter().copied().find(|o| *o == k))
+}
+
+/// Whether a status counts against the breaker for this request.
+fn breaker_counts_status(ctx: &Ctx, status: StatusCode) -> bool {
+    let Some(cfg) = ctx.provider.circuit_breaker() else { return false };
+    if status == StatusCode::TOO_MANY_REQUESTS && cfg.ignore_byok_rate_limits && ctx.credential_kind == CredentialKind::Byok {
+        return false;
+    }
+    cfg.failure_statuses.contains(&status)
+}
+
+fn breaker_counts_kind(ctx: &Ctx, kind: &str) -> bool {
+    let Some(cfg) = ctx.provider.circuit_breaker() else { return false };
+    !(RATE_LIMIT_KINDS.contains(&kind) && cfg.ignore_byok_rate_limits && ctx.credential_kind == CredentialKind::Byok)
+}
+
+/// The server's retry hint (`retry-after-ms` wins over `retry-after`), if under the cap.
+fn retry_hint(headers: &HeaderMap, cap: Duration) -> Option<Duration> {
+    let ms = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v >= 0.0)
+        .map(|v| Duration::from_secs_f64(v / 1000.0));
+    let secs = || {
+        let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+        if let Ok(n) = v.parse::<u64>() {
+            return Some(Duration::from_secs(n));
+        }
+        let date = httpdate::parse_http_date(v).ok()?;
+        Some(date.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    };
+    ms.or_else(secs).filter(|d| *d < cap)
+}
+
+/// `min(initial · 2^n, max) · (1 − j)`, j uniform in [0, 0.25).
+fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
+    let base = initial.saturating_mul(2u32.saturating_pow(n)).min(max);
+    base.mul_f64(1.0 - rand::random_range(0.0..0.25))
+}
+
+/// Whether a failed status should be retried (`x-should-retry` overrides).
+fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
+    match headers.get("x-should-retry").and_then(|v| v.to_str().ok()).map(str::trim) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
+    }
+}
+
+/// One upstream call with its retries (resilience.md "Retries"). Retries happen only
+/// before any byte of the call reached the client.
+async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> Call {
+    let retry = ctx.provider.retry().clone();
+    let timeouts = ctx.inner.timeouts;
+    let mut attempt: u32 = 0;
+    loop {
+        let waiting = Instant::now();
+        let send = ctx.inner.client.post(&ctx.url).headers(ctx.headers.clone()).body(ctx.body.clone()).send();
+        let sent = tokio::select! {
+            () = head.closed() => return Call::Done(client_gone()),
+            () = cancelled(cancel) => {
+                head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+                return Call::Done(shutting_down());
+            }
+            r = tokio::time::timeout(timeouts.response, send) => r,
+        };
+        ctx.waited += waiting.elapsed();
+        let can_retry = attempt < retry.max_retries;
+        let delay = match sent {
+            Err(_) => {
+                ctx.breaker_failure = true;
+                let e = BridgeError::upstream_timeout(timeouts.response.as_secs());
+                let msg = e.message.clone();
+                head.send(e.into_response(ctx.flavor, Some(ctx.id)));
+                return Call::Done(failed(msg));
+            }
+            Ok(Err(err)) => {
+                let kind = connect_error_kind(&err);
+                if !can_retry {
+                    tracing::warn!(error = %err, kind, attempt, "upstream unreachable");
+                    ctx.breaker_failure = true;
+                    let e = BridgeError::upstream_unreachable(kind);
+                    let msg = e.message.clone();
+                    head.send(e.into_response(ctx.flavor, Some(ctx.id)));
+                    return Call::Done(failed(msg));
+                }
+                let d = backoff(retry.initial_backoff, retry.max_backoff, attempt);
+                tracing::info!(attempt, error_kind = kind, retry_delay_ms = d.as_millis() as u64, "upstream call failed; retrying");
+                d
+            }
+            Ok(Ok(mut resp)) => {
+                let status = resp.status();
+                if !status.is_success() {
+                    if can_retry && should_retry(status, resp.headers()) {
+                        let d = retry_hint(resp.headers(), retry.max_retry_after)
+                            .unwrap_or_else(|| backoff(retry.initial_backoff, retry.max_backoff, attempt));
+                        tracing::info!(attempt, status = status.as_u16(), retry_delay_ms = d.as_millis() as u64, "upstream answered an error; retrying");
+                        d
+                    } else {
+                        ctx.breaker_failure = breaker_counts_status(ctx, status);
+                        return Call::Answer(resp, None);
+                    }
+                } else if !is_event_stream(resp.headers()) {
+                    return Call::Answer(resp, None);
+                } else {
+                    let primed = prime(ctx, &mut resp, head, cancel).await;
+                    let overload = primed.first.as_ref().and_then(overload_kind);
+                    match overload {
+                        Some(kind) if can_retry && !matches!(primed.stop, Some(Stop::ClientGone | Stop::Shutdown)) => {
+                            let d = retry_hint(resp.headers(), retry.max_retry_after)
+                                .unwrap_or_else(|| backoff(retry.initial_backoff, retry.max_backoff, attempt));
+                            tracing::info!(attempt, error_kind = kind, retry_delay_ms = d.as_millis() as u64, "upstream stream began with an overload error; retrying");
+                            d
+                        }
+                        _ => return Call::Answer(resp, Some(primed)),
+                    }
+                }
+            }
+        };
+        let waiting = Instant::now();
+        tokio::select! {
+            () = head.closed() => return Call::Done(client_gone()),
+            () = cancelled(cancel) => {
+                head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+                return Call::Done(shutting_down());
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        ctx.waited += waiting.elapsed();
+        attempt += 1;
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// Reads up to the end of the first complete frame.
+async fn prime(ctx: &mut Ctx, resp: &mut reqwest::Response, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> Primed {
+    let mut decoder = Decoder::new(MAX_EVENT_SIZE);
+    let idle = ctx.inner.timeouts.stream_idle;
+    loop {
+        match decoder.next_frame() {
+            Err(e) => return Primed { decoder, first: None, stop: Some(Stop::Fail(format!("invalid event: {e}"))) },
+            Ok(Some(frame)) => return Primed { decoder, first: Some(frame), stop: None },
+            Ok(None) => {}
+        }
+        let waiting = Instant::now();
+        let next = tokio::select! {
+            biased;
+            () = head.closed() => Err(Stop::ClientGone),
+            () = cancelled(cancel) => Err(Stop::Shutdown),
+            r = tokio::time::timeout(idle, resp.chunk()) => Ok(r),
+        };
+        ctx.waited += waiting.elapsed();
+        let stop = match next {
+            Err(stop) => stop,
+            Ok(Err(_)) => Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+            Ok(Ok(Err(_))) => Stop::Fail("connection closed before the message ended".to_owned()),
+            Ok(Ok(Ok(None))) => Stop::Eof,
+            Ok(Ok(Ok(Some(chunk)))) => {
+                decoder.push(chunk);
+                continue;
+            }
+        };
+        return Primed { decoder, first: None, stop: Some(stop) };
+    }
 }
 
 async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> End {
     ctx.sink.attempted = true;
-    let timeouts = ctx.inner.timeouts;
-    let send = ctx
-        .inner
-        .client
-        .post(&ctx.url)
-        .headers(ctx.headers.clone())
-        .body(ctx.body.clone())
-        .send();
-    let sent = tokio::select! {
-        () = head.closed() => return client_gone(),
-        () = cancelled(cancel) => {
-            head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-            return shutting_down();
-        }
-        r = tokio::time::timeout(timeouts.response, send) => r,
-    };
-    let mut resp = match sent {
-        Err(_) => {
-            let e = BridgeError::upstream_timeout(timeouts.response.as_secs());
-            let msg = e.message.clone();
-            head.send(e.into_response(ctx.flavor, Some(ctx.id)));
-            return failed(msg);
-        }
-        Ok(Err(err)) => {
-            let kind = connect_error_kind(&err);
-            tracing::warn!(error = %err, kind, "upstream unreachable");
-            let e = BridgeError::upstream_unreachable(kind);
-            let msg = e.message.clone();
-            head.send(e.into_response(ctx.flavor, Some(ctx.id)));
-            return failed(msg);
-        }
-        Ok(Ok(r)) => r,
+    let (mut resp, primed) = match call(ctx, head, cancel).await {
+        Call::Done(end) => return end,
+        Call::Answer(resp, primed) => (resp, primed),
     };
     let status = resp.status();
     let headers = relayed_response_headers(resp.headers());
-    let is_sse = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-    if status.is_success() && is_sse {
-        return stream(ctx, resp, status, headers, head, cancel).await;
+    if let Some(primed) = primed {
+        return stream(ctx, resp, status, headers, head, cancel, primed).await;
     }
+    let waiting = Instant::now();
     let body = tokio::select! {
         () = head.closed() => return client_gone(),
         () = cancelled(cancel) => {
@@ -165,6 +414,7 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         }
         r = read_all(&mut resp, MAX_BLOCKING_BODY) => r,
     };
+    ctx.waited += waiting.elapsed();
     let body = match body {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
@@ -206,7 +456,45 @@ enum Stop {
     Shutdown,
     Eof,
     Fail(String),
-    UpstreamError(String),
+}
+
+/// Relays one frame: observe, record, send. `Err` stops the stream.
+async fn relay_frame(
+    ctx: &mut Ctx,
+    frame: Frame,
+    pending: &mut Option<Response<Body>>,
+    head: &mut Head,
+    tx: &mpsc::Sender<Bytes>,
+    cancel: &mut watch::Receiver<bool>,
+    facts: &mut Vec<super::Fact>,
+) -> Result<(), Stop> {
+    let was_open = ctx.observer.status() == StreamStatus::Open;
+    let action = ctx.observer.on_frame(&frame, facts).map_err(|d| Stop::Fail(format!("invalid event: {d}")))?;
+    if !facts.is_empty() {
+        ctx.sink.facts(facts).await;
+    }
+    if was_open
+        && let StreamStatus::UpstreamError(_) = ctx.observer.status()
+        && !ctx.observer.content_started()
+        && let Some(kind) = overload_kind(&frame)
+    {
+        // An overload or rate-limit error before any content counts against the breaker.
+        ctx.breaker_failure = breaker_counts_kind(ctx, kind);
+    }
+    if action == FrameAction::Relay {
+        if let Some(r) = pending.take()
+            && !head.send(r)
+        {
+            return Err(Stop::ClientGone);
+        }
+        let waiting = Instant::now();
+        tokio::select! {
+            r = tx.send(frame.into_raw()) => if r.is_err() { return Err(Stop::ClientGone) },
+            () = cancelled(cancel) => return Err(Stop::Shutdown),
+        }
+        ctx.waited += waiting.elapsed();
+    }
+    Ok(())
 }
 
 async fn stream(
@@ -216,92 +504,82 @@ async fn stream(
     headers: HeaderMap,
     head: &mut Head,
     cancel: &mut watch::Receiver<bool>,
+    primed: Primed,
 ) -> End {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
-    let mut pending = Some(response(
-        status,
-        headers,
-        Body::new(ChannelBody { rx }),
-        ctx.id,
-    ));
-    let mut decoder = Decoder::new(MAX_EVENT_SIZE);
-    let obs = &mut ctx.observer;
+    let mut pending = Some(response(status, headers, Body::new(ChannelBody { rx }), ctx.id));
+    let Primed { mut decoder, first, stop: early } = primed;
     let mut facts = Vec::new();
     let idle = ctx.inner.timeouts.stream_idle;
-    let stop = 'outer: loop {
-        let next = tokio::select! {
-            biased;
-            () = head.closed() => break Stop::ClientGone,
-            () = tx.closed(), if head.is_sent() => break Stop::ClientGone,
-            () = cancelled(cancel) => break Stop::Shutdown,
-            r = tokio::time::timeout(idle, resp.chunk()) => r,
-        };
-        let chunk = match next {
-            Err(_) => break Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "upstream stream broke");
-                break Stop::Fail("connection closed before the message ended".to_owned());
-            }
-            Ok(Ok(None)) => break Stop::Eof,
-            Ok(Ok(Some(chunk))) => chunk,
-        };
-        decoder.push(chunk);
+    let stop = 'outer: {
+        if let Some(stop) = early {
+            break 'outer stop;
+        }
+        if let Some(frame) = first
+            && let Err(stop) = relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
+        {
+            break 'outer stop;
+        }
         loop {
-            let frame = match decoder.next_frame() {
-                Err(e) => break 'outer Stop::Fail(format!("invalid event: {e}")),
-                Ok(None) => break,
-                Ok(Some(frame)) => frame,
-            };
-            let action = match obs.on_frame(&frame, &mut facts) {
-                Ok(a) => a,
-                Err(detail) => break 'outer Stop::Fail(format!("invalid event: {detail}")),
-            };
-            if !facts.is_empty() {
-                ctx.sink.facts(&mut facts).await;
-            }
-            if action == FrameAction::Relay {
-                if let Some(r) = pending.take()
-                    && !head.send(r)
-                {
-                    break 'outer Stop::ClientGone;
-                }
-                tokio::select! {
-                    r = tx.send(frame.into_raw()) => if r.is_err() { break 'outer Stop::ClientGone },
-                    () = cancelled(cancel) => break 'outer Stop::Shutdown,
+            loop {
+                let frame = match decoder.next_frame() {
+                    Err(e) => break 'outer Stop::Fail(format!("invalid event: {e}")),
+                    Ok(None) => break,
+                    Ok(Some(frame)) => frame,
+                };
+                if let Err(stop) = relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await {
+                    break 'outer stop;
                 }
             }
-            if let StreamStatus::UpstreamError(text) = obs.status() {
-                break 'outer Stop::UpstreamError(text);
+            let waiting = Instant::now();
+            let next = tokio::select! {
+                biased;
+                () = head.closed() => break 'outer Stop::ClientGone,
+                () = tx.closed(), if head.is_sent() => break 'outer Stop::ClientGone,
+                () = cancelled(cancel) => break 'outer Stop::Shutdown,
+                r = tokio::time::timeout(idle, resp.chunk()) => r,
+            };
+            ctx.waited += waiting.elapsed();
+            match next {
+                Err(_) => break 'outer Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "upstream stream broke");
+                    break 'outer Stop::Fail("connection closed before the message ended".to_owned());
+                }
+                Ok(Ok(None)) => break 'outer Stop::Eof,
+                Ok(Ok(Some(chunk))) => decoder.push(chunk),
             }
         }
     };
-    obs.flush(&mut facts);
+    drop(resp);
+    ctx.observer.flush(&mut facts);
     ctx.sink.facts(&mut facts).await;
-    let terminal = |message: &str| obs.terminal_event(message);
-    let (end, event) = match stop {
-        Stop::ClientGone => return client_gone(),
-        Stop::UpstreamError(text) => return failed(text),
-        Stop::Eof if obs.status() == StreamStatus::Completed => return (Outcome::Completed, None),
-        Stop::Shutdown => {
+    let status = ctx.observer.status();
+    let (end, event) = match (stop, status) {
+        (Stop::ClientGone, _) => return client_gone(),
+        // The upstream's own error is already provider-shaped and relayed: add nothing.
+        (Stop::Eof | Stop::Fail(_), StreamStatus::UpstreamError(text)) => {
+            if let Some(r) = pending.take() {
+                head.send(r);
+            }
+            return failed(text);
+        }
+        (Stop::Eof, StreamStatus::Completed) => return (Outcome::Completed, None),
+        (Stop::Shutdown, _) => {
             if pending.is_some() {
                 head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
                 return shutting_down();
             }
-            (
-                shutting_down(),
-                terminal("aibridge: gateway is shutting down"),
-            )
+            (shutting_down(), ctx.observer.terminal_event("aibridge: gateway is shutting down"))
         }
-        Stop::Eof => {
-            let msg =
-                "aibridge: upstream stream failed: connection closed before the message ended"
-                    .to_owned();
-            let ev = terminal(&msg);
+        (Stop::Eof, _) => {
+            let msg = "aibridge: upstream stream failed: connection closed before the message ended".to_owned();
+            let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
-        Stop::Fail(reason) => {
+        (Stop::Fail(reason), _) => {
             let msg = format!("aibridge: upstream stream failed: {reason}");
-            let ev = terminal(&msg);
+            let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
     };

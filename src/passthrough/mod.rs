@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use crate::BoxError;
 use crate::body::Body;
 use crate::bridge::Inner;
-use crate::bridge::route::upstream_url;
+use crate::bridge::route::{route_label, upstream_url};
 use crate::error::{BridgeError, Flavor};
 use crate::intercept::connect_error_kind;
 use crate::provider::{Provider, Route};
@@ -63,7 +63,11 @@ where
     if !empty {
         req = req.body(reqwest::Body::wrap_stream(stream));
     }
-    match req.send().await {
+    let sent = req.send().await;
+    if let Some(m) = &inner.metrics {
+        m.passthrough(provider.name(), &route_label(provider.as_ref(), &route.path), parts.method.as_str());
+    }
+    match sent {
         Ok(resp) => {
             let status = resp.status();
             let headers = passthrough_response_headers(resp.headers());

@@ -141,6 +141,7 @@ struct Shared {
     depth: AtomicUsize,
     idle: Notify,
     hook: Mutex<Option<DeliveryHook>>,
+    metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     dropped_total: AtomicU64,
 }
 
@@ -174,6 +175,7 @@ impl RecordQueue {
             depth: AtomicUsize::new(0),
             idle: Notify::new(),
             hook: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
             dropped_total: AtomicU64::new(0),
             config,
         });
@@ -195,6 +197,11 @@ impl RecordQueue {
     /// Installs the per-record outcome hook (metrics).
     pub(crate) fn set_hook(&self, hook: DeliveryHook) {
         *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Reports record outcomes and the queue depth to these metrics.
+    pub(crate) fn set_metrics(&self, metrics: crate::metrics::Metrics) {
+        let _ = self.shared.metrics.set(metrics);
     }
 
     /// Records not yet finished.
@@ -267,6 +274,9 @@ impl RecordQueue {
 
 impl Shared {
     fn report(&self, kind: RecordKind, outcome: Delivery) {
+        if let Some(m) = self.metrics.get() {
+            m.record(kind, outcome);
+        }
         if outcome == Delivery::Dropped {
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
@@ -276,8 +286,16 @@ impl Shared {
         }
     }
 
+    fn depth_changed(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.queue_depth(self.depth.load(Ordering::Acquire));
+        }
+    }
+
     fn finish_one(&self) {
-        if self.depth.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let before = self.depth.fetch_sub(1, Ordering::AcqRel);
+        self.depth_changed();
+        if before == 1 {
             self.idle.notify_waiters();
         }
     }
@@ -369,6 +387,7 @@ impl RecordSink {
     pub(crate) async fn push(&self, record: Record) {
         self.tracker.pending.fetch_add(1, Ordering::AcqRel);
         self.shared.depth.fetch_add(1, Ordering::AcqRel);
+        self.shared.depth_changed();
         let job = Job {
             record,
             tracker: Some(self.tracker.clone()),
@@ -415,6 +434,7 @@ impl RecordSink {
     /// it has finished.
     pub(crate) async fn end(self, ended: InterceptionEnded) {
         self.shared.depth.fetch_add(1, Ordering::AcqRel);
+        self.shared.depth_changed();
         *self.tracker.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
         if self.tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let ended = self
