@@ -250,7 +250,10 @@ fn policy(key: &Option<String>) -> CredentialPolicy {
     }
 }
 
-async fn build_bridge(cfg: &Config) -> Result<RequestBridge, ExitCode> {
+async fn build_bridge(
+    cfg: &Config,
+    registry: &prometheus::Registry,
+) -> Result<RequestBridge, ExitCode> {
     let mut anthropic = match &cfg.anthropic_key {
         Some(k) => Anthropic::new(Secret::new(k.clone())),
         None => Anthropic::without_key(),
@@ -262,7 +265,12 @@ async fn build_bridge(cfg: &Config) -> Result<RequestBridge, ExitCode> {
     };
     openai = openai.with_base_url(cfg.openai_base.clone());
     let copilot = Copilot::new().with_base_url(cfg.copilot_base.clone());
+    let metrics = aibridge::metrics::Metrics::new(registry).map_err(|e| {
+        eprintln!("aibridge gateway: metrics: {e}");
+        ExitCode::from(1)
+    })?;
     let builder = RequestBridge::builder()
+        .metrics(metrics)
         .provider(anthropic)
         .provider(openai)
         .provider(copilot);
@@ -348,7 +356,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let bridge = match build_bridge(&cfg).await {
+    let registry = prometheus::Registry::new();
+    let bridge = match build_bridge(&cfg, &registry).await {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -402,7 +411,7 @@ async fn main() -> ExitCode {
     }
     let state = AppState {
         tokens: cfg.tokens.map(Arc::new),
-        registry: prometheus::Registry::new(),
+        registry,
     };
     let bridged = axum::Router::new()
         .nest_service("/api/v2/aibridge", bridge.clone())

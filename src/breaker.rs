@@ -24,9 +24,17 @@ pub(crate) struct Key {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Closed { failures: u32, window_start: Instant },
-    Open { since: Instant },
-    HalfOpen { admitted: u32, successes: u32 },
+    Closed {
+        failures: u32,
+        window_start: Instant,
+    },
+    Open {
+        since: Instant,
+    },
+    HalfOpen {
+        admitted: u32,
+        successes: u32,
+    },
 }
 
 impl State {
@@ -82,7 +90,10 @@ impl Breakers {
                     if let Some(m) = metrics {
                         m.breaker_state(&key.provider, &key.endpoint, &key.model, 0.0);
                     }
-                    Arc::new(Mutex::new(State::Closed { failures: 0, window_start: Instant::now() }))
+                    Arc::new(Mutex::new(State::Closed {
+                        failures: 0,
+                        window_start: Instant::now(),
+                    }))
                 })
                 .clone()
         };
@@ -93,15 +104,29 @@ impl Breakers {
             State::Open { since } => {
                 let until = since + config.open_timeout;
                 if now >= until {
-                    transition(&mut s, State::HalfOpen { admitted: 1, successes: 0 }, &key, metrics);
+                    transition(
+                        &mut s,
+                        State::HalfOpen {
+                            admitted: 1,
+                            successes: 0,
+                        },
+                        &key,
+                        metrics,
+                    );
                     Ok(())
                 } else {
                     Err((until - now).as_secs_f64().ceil().max(1.0) as u64)
                 }
             }
-            State::HalfOpen { admitted, successes } => {
+            State::HalfOpen {
+                admitted,
+                successes,
+            } => {
                 if admitted < config.half_open_max_requests {
-                    *s = State::HalfOpen { admitted: admitted + 1, successes };
+                    *s = State::HalfOpen {
+                        admitted: admitted + 1,
+                        successes,
+                    };
                     Ok(())
                 } else {
                     Err(1)
@@ -110,7 +135,11 @@ impl Breakers {
         };
         drop(s);
         match decision {
-            Ok(()) => Ok(Admitted { key, state, config: config.clone() }),
+            Ok(()) => Ok(Admitted {
+                key,
+                state,
+                config: config.clone(),
+            }),
             Err(secs) => {
                 if let Some(m) = metrics {
                     m.breaker_reject(&key.provider, &key.endpoint, &key.model);
@@ -128,28 +157,62 @@ impl Admitted {
         let cfg = &self.config;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match (*s, report) {
-            (State::Closed { failures, window_start }, r) => {
-                let (failures, window_start) = if !cfg.interval.is_zero() && now >= window_start + cfg.interval {
-                    (0, now)
-                } else {
-                    (failures, window_start)
-                };
+            (
+                State::Closed {
+                    failures,
+                    window_start,
+                },
+                r,
+            ) => {
+                let (failures, window_start) =
+                    if !cfg.interval.is_zero() && now >= window_start + cfg.interval {
+                        (0, now)
+                    } else {
+                        (failures, window_start)
+                    };
                 match r {
-                    Report::Success => *s = State::Closed { failures: 0, window_start },
+                    Report::Success => {
+                        *s = State::Closed {
+                            failures: 0,
+                            window_start,
+                        }
+                    }
                     Report::Failure if failures + 1 >= cfg.failure_threshold => {
                         transition(&mut s, State::Open { since: now }, &self.key, metrics);
                     }
-                    Report::Failure => *s = State::Closed { failures: failures + 1, window_start },
+                    Report::Failure => {
+                        *s = State::Closed {
+                            failures: failures + 1,
+                            window_start,
+                        }
+                    }
                 }
             }
             (State::HalfOpen { .. }, Report::Failure) => {
                 transition(&mut s, State::Open { since: now }, &self.key, metrics);
             }
-            (State::HalfOpen { admitted, successes }, Report::Success) => {
+            (
+                State::HalfOpen {
+                    admitted,
+                    successes,
+                },
+                Report::Success,
+            ) => {
                 if successes + 1 >= cfg.half_open_max_requests {
-                    transition(&mut s, State::Closed { failures: 0, window_start: now }, &self.key, metrics);
+                    transition(
+                        &mut s,
+                        State::Closed {
+                            failures: 0,
+                            window_start: now,
+                        },
+                        &self.key,
+                        metrics,
+                    );
                 } else {
-                    *s = State::HalfOpen { admitted, successes: successes + 1 };
+                    *s = State::HalfOpen {
+                        admitted,
+                        successes: successes + 1,
+                    };
                 }
             }
             // A call admitted before the circuit opened reports late: nothing changes.
@@ -184,7 +247,11 @@ mod tests {
     use super::*;
 
     fn key(model: &str) -> Key {
-        Key { provider: "anthropic".into(), endpoint: "/v1/messages".into(), model: model.into() }
+        Key {
+            provider: "anthropic".into(),
+            endpoint: "/v1/messages".into(),
+            model: model.into(),
+        }
     }
 
     fn cfg(threshold: u32, half_open: u32) -> CircuitBreakerConfig {
@@ -199,12 +266,17 @@ mod tests {
         let b = Breakers::default();
         let c = cfg(2, 1);
         for _ in 0..2 {
-            b.admit(key("m"), &c, None).unwrap().report(Report::Failure, None);
+            b.admit(key("m"), &c, None)
+                .unwrap()
+                .report(Report::Failure, None);
         }
         assert_eq!(b.admit(key("m"), &c, None).unwrap_err(), 1);
         tokio::time::advance(Duration::from_millis(50)).await;
         let probe = b.admit(key("m"), &c, None).unwrap();
-        assert!(b.admit(key("m"), &c, None).is_err(), "half-open admits only the quota");
+        assert!(
+            b.admit(key("m"), &c, None).is_err(),
+            "half-open admits only the quota"
+        );
         probe.report(Report::Success, None);
         assert!(b.admit(key("m"), &c, None).is_ok(), "closed again");
     }
@@ -214,11 +286,18 @@ mod tests {
         let b = Breakers::default();
         let c = cfg(2, 1);
         for _ in 0..2 {
-            b.admit(key("a"), &c, None).unwrap().report(Report::Failure, None);
+            b.admit(key("a"), &c, None)
+                .unwrap()
+                .report(Report::Failure, None);
         }
-        assert!(b.admit(key("b"), &c, None).is_ok(), "model b is independent");
+        assert!(
+            b.admit(key("b"), &c, None).is_ok(),
+            "model b is independent"
+        );
         tokio::time::advance(Duration::from_millis(60)).await;
-        b.admit(key("a"), &c, None).unwrap().report(Report::Failure, None);
+        b.admit(key("a"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
         assert!(b.admit(key("a"), &c, None).is_err(), "open again");
     }
 
@@ -226,12 +305,19 @@ mod tests {
     async fn half_open_admits_exactly_the_quota_and_needs_that_many_successes() {
         let b = Breakers::default();
         let c = cfg(1, 2);
-        b.admit(key("m"), &c, None).unwrap().report(Report::Failure, None);
+        b.admit(key("m"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
         tokio::time::advance(Duration::from_millis(50)).await;
-        let admitted: Vec<_> = (0..5).filter_map(|_| b.admit(key("m"), &c, None).ok()).collect();
+        let admitted: Vec<_> = (0..5)
+            .filter_map(|_| b.admit(key("m"), &c, None).ok())
+            .collect();
         assert_eq!(admitted.len(), 2);
         admitted[0].report(Report::Success, None);
-        assert!(b.admit(key("m"), &c, None).is_err(), "one success is not enough");
+        assert!(
+            b.admit(key("m"), &c, None).is_err(),
+            "one success is not enough"
+        );
         admitted[1].report(Report::Success, None);
         assert!(b.admit(key("m"), &c, None).is_ok());
     }
@@ -246,10 +332,16 @@ mod tests {
         h.report(Report::Success, None);
         h.report(Report::Failure, None);
         h.report(Report::Failure, None);
-        assert!(b.admit(key("m"), &c, None).is_ok(), "success reset the count");
+        assert!(
+            b.admit(key("m"), &c, None).is_ok(),
+            "success reset the count"
+        );
         tokio::time::advance(Duration::from_secs(11)).await;
         h.report(Report::Failure, None);
-        assert!(b.admit(key("m"), &c, None).is_ok(), "the window reset the count");
+        assert!(
+            b.admit(key("m"), &c, None).is_ok(),
+            "the window reset the count"
+        );
         h.report(Report::Failure, None);
         h.report(Report::Failure, None);
         assert!(b.admit(key("m"), &c, None).is_err());

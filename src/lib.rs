@@ -73,9 +73,9 @@ pub mod __bench {
 }
 
 mod actor;
-mod breaker;
 #[cfg(any(test, feature = "bench-internals"))]
 mod bench_support;
+mod breaker;
 mod clients;
 mod error;
 mod intercept;

@@ -14,14 +14,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
-use crate::recorder::{RecordKind, TokenUsage};
 use crate::recorder::queue::Delivery;
+use crate::recorder::{RecordKind, TokenUsage};
 
 const DURATION_BUCKETS: [f64; 7] = [0.5, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0];
-const OVERHEAD_BUCKETS: [f64; 11] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+const OVERHEAD_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
 
 /// The bridge's metrics, registered in a host-provided registry. Cheap to clone.
 #[derive(Clone)]
@@ -49,7 +52,9 @@ struct Inner {
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Metrics").field("initiator_id_label", &self.inner.initiator).finish_non_exhaustive()
+        f.debug_struct("Metrics")
+            .field("initiator_id_label", &self.inner.initiator)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,15 +80,33 @@ impl MetricsBuilder {
     /// A `prometheus::Error` when a metric of the same name is already registered.
     pub fn register(self, registry: &Registry) -> Result<Metrics, prometheus::Error> {
         let who = |labels: &[&'static str]| -> Vec<&'static str> {
-            labels.iter().copied().filter(|l| self.initiator || *l != "initiator_id").collect()
+            labels
+                .iter()
+                .copied()
+                .filter(|l| self.initiator || *l != "initiator_id")
+                .collect()
         };
-        fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+        fn counter(
+            r: &Registry,
+            name: &str,
+            help: &str,
+            labels: &[&str],
+        ) -> Result<IntCounterVec, prometheus::Error> {
             let c = IntCounterVec::new(Opts::new(name, help), labels)?;
             r.register(Box::new(c.clone()))?;
             Ok(c)
         }
-        fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Result<HistogramVec, prometheus::Error> {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)?;
+        fn histogram(
+            r: &Registry,
+            name: &str,
+            help: &str,
+            buckets: &[f64],
+            labels: &[&str],
+        ) -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
             r.register(Box::new(h.clone()))?;
             Ok(h)
         }
@@ -94,7 +117,10 @@ impl MetricsBuilder {
         )?;
         r.register(Box::new(inflight.clone()))?;
         let state = GaugeVec::new(
-            Opts::new("circuit_breaker_state", "Circuit breaker state: 0 closed, 0.5 half-open, 1 open."),
+            Opts::new(
+                "circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 0.5 half-open, 1 open.",
+            ),
             &["provider", "endpoint", "model"],
         )?;
         r.register(Box::new(state.clone()))?;
@@ -106,7 +132,15 @@ impl MetricsBuilder {
                 r,
                 "interceptions_total",
                 "Interceptions that ended.",
-                &who(&["provider", "model", "status", "route", "method", "initiator_id", "client"]),
+                &who(&[
+                    "provider",
+                    "model",
+                    "status",
+                    "route",
+                    "method",
+                    "initiator_id",
+                    "client",
+                ]),
             )?,
             interceptions_inflight: inflight,
             interceptions_duration: histogram(
@@ -116,7 +150,12 @@ impl MetricsBuilder {
                 &DURATION_BUCKETS,
                 &["provider", "model"],
             )?,
-            passthrough_total: counter(r, "passthrough_total", "Passthrough requests.", &["provider", "route", "method"])?,
+            passthrough_total: counter(
+                r,
+                "passthrough_total",
+                "Passthrough requests.",
+                &["provider", "route", "method"],
+            )?,
             prompts_total: counter(
                 r,
                 "prompts_total",
@@ -161,10 +200,17 @@ impl MetricsBuilder {
                 &OVERHEAD_BUCKETS,
                 &["provider", "route"],
             )?,
-            records_total: counter(r, "records_total", "Records by final delivery outcome.", &["kind", "outcome"])?,
+            records_total: counter(
+                r,
+                "records_total",
+                "Records by final delivery outcome.",
+                &["kind", "outcome"],
+            )?,
             record_queue_depth: depth,
         };
-        Ok(Metrics { inner: Arc::new(inner) })
+        Ok(Metrics {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -193,12 +239,19 @@ impl Metrics {
     }
 
     pub(crate) fn interception_started(&self, provider: &str, model: &str, route: &str) {
-        if let Ok(g) = self.inner.interceptions_inflight.get_metric_with_label_values(&[provider, model, route]) {
+        if let Ok(g) = self
+            .inner
+            .interceptions_inflight
+            .get_metric_with_label_values(&[provider, model, route])
+        {
             g.inc();
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; the labels are the spec's")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the labels are the spec's"
+    )]
     pub(crate) fn interception_ended(
         &self,
         l: &Labels,
@@ -222,26 +275,51 @@ impl Metrics {
         if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
             c.inc();
         }
-        if inflight && let Ok(g) = m.interceptions_inflight.get_metric_with_label_values(&[&l.provider, &l.model, route]) {
+        if inflight
+            && let Ok(g) = m.interceptions_inflight.get_metric_with_label_values(&[
+                &l.provider,
+                &l.model,
+                route,
+            ])
+        {
             g.dec();
         }
-        if let Ok(h) = m.interceptions_duration.get_metric_with_label_values(&[&l.provider, &l.model]) {
+        if let Ok(h) = m
+            .interceptions_duration
+            .get_metric_with_label_values(&[&l.provider, &l.model])
+        {
             h.observe(duration.as_secs_f64());
         }
-        if let Ok(h) = m.interception_overhead.get_metric_with_label_values(&[&l.provider, route]) {
+        if let Ok(h) = m
+            .interception_overhead
+            .get_metric_with_label_values(&[&l.provider, route])
+        {
             h.observe(overhead.as_secs_f64());
         }
     }
 
     pub(crate) fn passthrough(&self, provider: &str, route: &str, method: &str) {
-        if let Ok(c) = self.inner.passthrough_total.get_metric_with_label_values(&[provider, route, method]) {
+        if let Ok(c) = self
+            .inner
+            .passthrough_total
+            .get_metric_with_label_values(&[provider, route, method])
+        {
             c.inc();
         }
     }
 
     pub(crate) fn prompt(&self, l: &Labels) {
-        let values = self.who(&[("provider", &l.provider), ("model", &l.model), ("initiator_id", &l.initiator), ("client", &l.client)]);
-        if let Ok(c) = self.inner.prompts_total.get_metric_with_label_values(&values) {
+        let values = self.who(&[
+            ("provider", &l.provider),
+            ("model", &l.model),
+            ("initiator_id", &l.initiator),
+            ("client", &l.client),
+        ]);
+        if let Ok(c) = self
+            .inner
+            .prompts_total
+            .get_metric_with_label_values(&values)
+        {
             c.inc();
         }
     }
@@ -262,43 +340,69 @@ impl Metrics {
                 ("initiator_id", &l.initiator),
                 ("client", &l.client),
             ]);
-            if let Ok(c) = self.inner.tokens_total.get_metric_with_label_values(&values) {
+            if let Ok(c) = self
+                .inner
+                .tokens_total
+                .get_metric_with_label_values(&values)
+            {
                 c.inc_by(n);
             }
         }
     }
 
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
-        if let Ok(c) = self.inner.non_injected_tool_selections_total.get_metric_with_label_values(&[&l.provider, &l.model, name]) {
+        if let Ok(c) = self
+            .inner
+            .non_injected_tool_selections_total
+            .get_metric_with_label_values(&[&l.provider, &l.model, name])
+        {
             c.inc();
         }
     }
 
     pub(crate) fn record(&self, kind: RecordKind, outcome: Delivery) {
-        if let Ok(c) = self.inner.records_total.get_metric_with_label_values(&[kind.as_str(), outcome.as_str()]) {
+        if let Ok(c) = self
+            .inner
+            .records_total
+            .get_metric_with_label_values(&[kind.as_str(), outcome.as_str()])
+        {
             c.inc();
         }
     }
 
     pub(crate) fn queue_depth(&self, depth: usize) {
-        self.inner.record_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.inner
+            .record_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// The breaker gauges, trips and rejects.
     pub(crate) fn breaker_state(&self, provider: &str, endpoint: &str, model: &str, value: f64) {
-        if let Ok(g) = self.inner.circuit_breaker_state.get_metric_with_label_values(&[provider, endpoint, model]) {
+        if let Ok(g) = self
+            .inner
+            .circuit_breaker_state
+            .get_metric_with_label_values(&[provider, endpoint, model])
+        {
             g.set(value);
         }
     }
 
     pub(crate) fn breaker_trip(&self, provider: &str, endpoint: &str, model: &str) {
-        if let Ok(c) = self.inner.circuit_breaker_trips_total.get_metric_with_label_values(&[provider, endpoint, model]) {
+        if let Ok(c) = self
+            .inner
+            .circuit_breaker_trips_total
+            .get_metric_with_label_values(&[provider, endpoint, model])
+        {
             c.inc();
         }
     }
 
     pub(crate) fn breaker_reject(&self, provider: &str, endpoint: &str, model: &str) {
-        if let Ok(c) = self.inner.circuit_breaker_rejects_total.get_metric_with_label_values(&[provider, endpoint, model]) {
+        if let Ok(c) = self
+            .inner
+            .circuit_breaker_rejects_total
+            .get_metric_with_label_values(&[provider, endpoint, model])
+        {
             c.inc();
         }
     }

@@ -87,7 +87,9 @@ impl Table {
 /// `/v1/messages`, `/v1/chat/completions` (OpenAI), `/chat/completions` (Copilot).
 pub(crate) fn route_label(provider: &dyn Provider, route_path: &str) -> String {
     let prefix = provider.route_prefix();
-    let under_name = prefix.strip_prefix(&format!("/{}", provider.name())).unwrap_or("");
+    let under_name = prefix
+        .strip_prefix(&format!("/{}", provider.name()))
+        .unwrap_or("");
     format!("{under_name}{route_path}")
 }
 

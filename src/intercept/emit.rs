@@ -29,12 +29,20 @@ impl Emitter {
         prompt: Option<String>,
         metrics: Option<(Metrics, Labels)>,
     ) -> Self {
-        Self { sink, interception_id, prompt, attempted: false, metrics }
+        Self {
+            sink,
+            interception_id,
+            prompt,
+            attempted: false,
+            metrics,
+        }
     }
 
     /// Metrics are driven by the records themselves, when they are created.
     fn observe(&self, record: &Record) {
-        let Some((m, labels)) = &self.metrics else { return };
+        let Some((m, labels)) = &self.metrics else {
+            return;
+        };
         match record {
             Record::TokenUsage(t) => m.tokens(labels, t),
             Record::PromptUsage(_) => m.prompt(labels),
@@ -49,7 +57,7 @@ impl Emitter {
             let record = self.record(fact);
             if let Some(record) = record {
                 self.observe(&record);
-            self.sink.push(record).await;
+                self.sink.push(record).await;
             }
         }
     }

@@ -28,12 +28,12 @@ pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 use crate::Actor;
 use crate::body::Body;
-use crate::bridge::Inner;
 use crate::breaker::Key;
+use crate::bridge::Inner;
 use crate::bridge::route::route_label;
 use crate::clients::Client;
-use crate::metrics::Labels;
 use crate::error::{BridgeError, Flavor};
+use crate::metrics::Labels;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
 use crate::sse::Frame;
@@ -194,7 +194,11 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),
     );
-    let breaker_key = Key { provider: labels.provider.clone(), endpoint: route.clone(), model: labels.model.clone() };
+    let breaker_key = Key {
+        provider: labels.provider.clone(),
+        endpoint: route.clone(),
+        model: labels.model.clone(),
+    };
     let ctx = relay::Ctx::new(
         inner.clone(),
         req.provider.clone(),
@@ -218,7 +222,15 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         if let Some(m) = &metrics {
             let total = start.elapsed();
             let overhead = total.saturating_sub(waited + recorder_wait);
-            m.interception_ended(&labels, outcome.as_str(), true, total, overhead, &route, "POST");
+            m.interception_ended(
+                &labels,
+                outcome.as_str(),
+                true,
+                total,
+                overhead,
+                &route,
+                "POST",
+            );
         }
         drop(task_guard);
     };

@@ -54,7 +54,10 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    #[expect(clippy::too_many_arguments, reason = "plain constructor of the task's state")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "plain constructor of the task's state"
+    )]
     pub(crate) fn new(
         inner: Arc<Inner>,
         provider: Arc<dyn Provider>,
@@ -136,7 +139,10 @@ fn shutting_down() -> End {
 
 /// Runs one interception to its end and records the end. Returns the outcome and the time
 /// spent waiting on external parties.
-pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>) -> (Outcome, Duration) {
+pub(crate) async fn drive(
+    mut ctx: Ctx,
+    head_tx: oneshot::Sender<Response<Body>>,
+) -> (Outcome, Duration) {
     let mut head = Head(Some(head_tx));
     let mut cancel = ctx.inner.cancel.subscribe();
     let (outcome, error) = match admit(&mut ctx, &mut head) {
@@ -146,16 +152,28 @@ pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>
             if let Some(admitted) = admitted
                 && end.0 != Outcome::Cancelled
             {
-                let report = if ctx.breaker_failure { Report::Failure } else { Report::Success };
+                let report = if ctx.breaker_failure {
+                    Report::Failure
+                } else {
+                    Report::Success
+                };
                 admitted.report(report, ctx.inner.metrics.as_ref());
             }
             end
         }
     };
     match outcome {
-        Outcome::Completed => tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed"),
-        Outcome::Failed => tracing::warn!(error = error.as_deref().unwrap_or(""), "interception failed"),
-        Outcome::Cancelled => tracing::info!(error = error.as_deref().unwrap_or(""), "interception cancelled"),
+        Outcome::Completed => {
+            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed")
+        }
+        Outcome::Failed => tracing::warn!(
+            error = error.as_deref().unwrap_or(""),
+            "interception failed"
+        ),
+        Outcome::Cancelled => tracing::info!(
+            error = error.as_deref().unwrap_or(""),
+            "interception cancelled"
+        ),
     }
     ctx.sink.end(outcome, error).await;
     (outcome, ctx.waited)
@@ -163,8 +181,14 @@ pub(crate) async fn drive(mut ctx: Ctx, head_tx: oneshot::Sender<Response<Body>>
 
 /// Circuit breaker admission (lifecycle step 12).
 fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
-    let Some(config) = ctx.provider.circuit_breaker() else { return Ok(None) };
-    match ctx.inner.breakers.admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref()) {
+    let Some(config) = ctx.provider.circuit_breaker() else {
+        return Ok(None);
+    };
+    match ctx
+        .inner
+        .breakers
+        .admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref())
+    {
         Ok(a) => Ok(Some(a)),
         Err(secs) => {
             head.send(BridgeError::circuit_open(secs).into_response(ctx.flavor, Some(ctx.id)));
@@ -190,7 +214,11 @@ enum Call {
 }
 
 /// Error kinds an upstream uses for overload and rate limits (D14, D15).
-const OVERLOAD_KINDS: [&str; 3] = ["overloaded_error", "rate_limit_error", "rate_limit_exceeded"];
+const OVERLOAD_KINDS: [&str; 3] = [
+    "overloaded_error",
+    "rate_limit_error",
+    "rate_limit_exceeded",
+];
 const RATE_LIMIT_KINDS: [&str; 2] = ["rate_limit_error", "rate_limit_exceeded"];
 
 /// The in-band error kind of a frame (`error.type`, `error.code`, `code` or `type`), if it
@@ -220,21 +248,33 @@ fn overload_kind(frame: &Frame) -> Option<&'static str> {
         candidates.push(e.kind);
         candidates.push(e.code.and_then(|c| c.as_str().map(str::to_owned)));
     }
-    candidates.into_iter().flatten().find_map(|k| OVERLOAD_KINDS.iter().copied().find(|o| *o == k))
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|k| OVERLOAD_KINDS.iter().copied().find(|o| *o == k))
 }
 
 /// Whether a status counts against the breaker for this request.
 fn breaker_counts_status(ctx: &Ctx, status: StatusCode) -> bool {
-    let Some(cfg) = ctx.provider.circuit_breaker() else { return false };
-    if status == StatusCode::TOO_MANY_REQUESTS && cfg.ignore_byok_rate_limits && ctx.credential_kind == CredentialKind::Byok {
+    let Some(cfg) = ctx.provider.circuit_breaker() else {
+        return false;
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS
+        && cfg.ignore_byok_rate_limits
+        && ctx.credential_kind == CredentialKind::Byok
+    {
         return false;
     }
     cfg.failure_statuses.contains(&status)
 }
 
 fn breaker_counts_kind(ctx: &Ctx, kind: &str) -> bool {
-    let Some(cfg) = ctx.provider.circuit_breaker() else { return false };
-    !(RATE_LIMIT_KINDS.contains(&kind) && cfg.ignore_byok_rate_limits && ctx.credential_kind == CredentialKind::Byok)
+    let Some(cfg) = ctx.provider.circuit_breaker() else {
+        return false;
+    };
+    !(RATE_LIMIT_KINDS.contains(&kind)
+        && cfg.ignore_byok_rate_limits
+        && ctx.credential_kind == CredentialKind::Byok)
 }
 
 /// The server's retry hint (`retry-after-ms` wins over `retry-after`), if under the cap.
@@ -251,7 +291,10 @@ fn retry_hint(headers: &HeaderMap, cap: Duration) -> Option<Duration> {
             return Some(Duration::from_secs(n));
         }
         let date = httpdate::parse_http_date(v).ok()?;
-        Some(date.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+        Some(
+            date.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
     };
     ms.or_else(secs).filter(|d| *d < cap)
 }
@@ -264,7 +307,11 @@ fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
 
 /// Whether a failed status should be retried (`x-should-retry` overrides).
 fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
-    match headers.get("x-should-retry").and_then(|v| v.to_str().ok()).map(str::trim) {
+    match headers
+        .get("x-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
         Some("true") => true,
         Some("false") => false,
         _ => matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error(),
@@ -279,7 +326,13 @@ async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
-        let send = ctx.inner.client.post(&ctx.url).headers(ctx.headers.clone()).body(ctx.body.clone()).send();
+        let send = ctx
+            .inner
+            .client
+            .post(&ctx.url)
+            .headers(ctx.headers.clone())
+            .body(ctx.body.clone())
+            .send();
         let sent = tokio::select! {
             () = head.closed() => return Call::Done(client_gone()),
             () = cancelled(cancel) => {
@@ -309,16 +362,27 @@ async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>
                     return Call::Done(failed(msg));
                 }
                 let d = backoff(retry.initial_backoff, retry.max_backoff, attempt);
-                tracing::info!(attempt, error_kind = kind, retry_delay_ms = d.as_millis() as u64, "upstream call failed; retrying");
+                tracing::info!(
+                    attempt,
+                    error_kind = kind,
+                    retry_delay_ms = d.as_millis() as u64,
+                    "upstream call failed; retrying"
+                );
                 d
             }
             Ok(Ok(mut resp)) => {
                 let status = resp.status();
                 if !status.is_success() {
                     if can_retry && should_retry(status, resp.headers()) {
-                        let d = retry_hint(resp.headers(), retry.max_retry_after)
-                            .unwrap_or_else(|| backoff(retry.initial_backoff, retry.max_backoff, attempt));
-                        tracing::info!(attempt, status = status.as_u16(), retry_delay_ms = d.as_millis() as u64, "upstream answered an error; retrying");
+                        let d = retry_hint(resp.headers(), retry.max_retry_after).unwrap_or_else(
+                            || backoff(retry.initial_backoff, retry.max_backoff, attempt),
+                        );
+                        tracing::info!(
+                            attempt,
+                            status = status.as_u16(),
+                            retry_delay_ms = d.as_millis() as u64,
+                            "upstream answered an error; retrying"
+                        );
                         d
                     } else {
                         ctx.breaker_failure = breaker_counts_status(ctx, status);
@@ -330,10 +394,23 @@ async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>
                     let primed = prime(ctx, &mut resp, head, cancel).await;
                     let overload = primed.first.as_ref().and_then(overload_kind);
                     match overload {
-                        Some(kind) if can_retry && !matches!(primed.stop, Some(Stop::ClientGone | Stop::Shutdown)) => {
+                        Some(kind)
+                            if can_retry
+                                && !matches!(
+                                    primed.stop,
+                                    Some(Stop::ClientGone | Stop::Shutdown)
+                                ) =>
+                        {
                             let d = retry_hint(resp.headers(), retry.max_retry_after)
-                                .unwrap_or_else(|| backoff(retry.initial_backoff, retry.max_backoff, attempt));
-                            tracing::info!(attempt, error_kind = kind, retry_delay_ms = d.as_millis() as u64, "upstream stream began with an overload error; retrying");
+                                .unwrap_or_else(|| {
+                                    backoff(retry.initial_backoff, retry.max_backoff, attempt)
+                                });
+                            tracing::info!(
+                                attempt,
+                                error_kind = kind,
+                                retry_delay_ms = d.as_millis() as u64,
+                                "upstream stream began with an overload error; retrying"
+                            );
                             d
                         }
                         _ => return Call::Answer(resp, Some(primed)),
@@ -359,17 +436,38 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// Reads up to the end of the first complete frame.
-async fn prime(ctx: &mut Ctx, resp: &mut reqwest::Response, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> Primed {
+async fn prime(
+    ctx: &mut Ctx,
+    resp: &mut reqwest::Response,
+    head: &mut Head,
+    cancel: &mut watch::Receiver<bool>,
+) -> Primed {
     let mut decoder = Decoder::new(MAX_EVENT_SIZE);
     let idle = ctx.inner.timeouts.stream_idle;
     loop {
         match decoder.next_frame() {
-            Err(e) => return Primed { decoder, first: None, stop: Some(Stop::Fail(format!("invalid event: {e}"))) },
-            Ok(Some(frame)) => return Primed { decoder, first: Some(frame), stop: None },
+            Err(e) => {
+                return Primed {
+                    decoder,
+                    first: None,
+                    stop: Some(Stop::Fail(format!("invalid event: {e}"))),
+                };
+            }
+            Ok(Some(frame)) => {
+                return Primed {
+                    decoder,
+                    first: Some(frame),
+                    stop: None,
+                };
+            }
             Ok(None) => {}
         }
         let waiting = Instant::now();
@@ -390,7 +488,11 @@ async fn prime(ctx: &mut Ctx, resp: &mut reqwest::Response, head: &mut Head, can
                 continue;
             }
         };
-        return Primed { decoder, first: None, stop: Some(stop) };
+        return Primed {
+            decoder,
+            first: None,
+            stop: Some(stop),
+        };
     }
 }
 
@@ -469,7 +571,10 @@ async fn relay_frame(
     facts: &mut Vec<super::Fact>,
 ) -> Result<(), Stop> {
     let was_open = ctx.observer.status() == StreamStatus::Open;
-    let action = ctx.observer.on_frame(&frame, facts).map_err(|d| Stop::Fail(format!("invalid event: {d}")))?;
+    let action = ctx
+        .observer
+        .on_frame(&frame, facts)
+        .map_err(|d| Stop::Fail(format!("invalid event: {d}")))?;
     if !facts.is_empty() {
         ctx.sink.facts(facts).await;
     }
@@ -507,8 +612,17 @@ async fn stream(
     primed: Primed,
 ) -> End {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
-    let mut pending = Some(response(status, headers, Body::new(ChannelBody { rx }), ctx.id));
-    let Primed { mut decoder, first, stop: early } = primed;
+    let mut pending = Some(response(
+        status,
+        headers,
+        Body::new(ChannelBody { rx }),
+        ctx.id,
+    ));
+    let Primed {
+        mut decoder,
+        first,
+        stop: early,
+    } = primed;
     let mut facts = Vec::new();
     let idle = ctx.inner.timeouts.stream_idle;
     let stop = 'outer: {
@@ -516,7 +630,8 @@ async fn stream(
             break 'outer stop;
         }
         if let Some(frame) = first
-            && let Err(stop) = relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
+            && let Err(stop) =
+                relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
         {
             break 'outer stop;
         }
@@ -527,7 +642,9 @@ async fn stream(
                     Ok(None) => break,
                     Ok(Some(frame)) => frame,
                 };
-                if let Err(stop) = relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await {
+                if let Err(stop) =
+                    relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
+                {
                     break 'outer stop;
                 }
             }
@@ -541,12 +658,36 @@ async fn stream(
             };
             ctx.waited += waiting.elapsed();
             match next {
-                Err(_) => break 'outer Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+                Err(_) => {
+                    break 'outer Stop::Fail(format!("idle for more than {}s", idle.as_secs()));
+                }
                 Ok(Err(err)) => {
                     tracing::debug!(error = %err, "upstream stream broke");
-                    break 'outer Stop::Fail("connection closed before the message ended".to_owned());
+                    break 'outer Stop::Fail(
+                        "connection closed before the message ended".to_owned(),
+                    );
                 }
-                Ok(Ok(None)) => break 'outer Stop::Eof,
+                Ok(Ok(None)) => {
+                    // A final event ended by a bare CR is only complete at EOF. An
+                    // incomplete tail is not an event (SSE) and is not relayed: the client
+                    // gets the terminal error event instead of half an event.
+                    let tail = decoder.finish();
+                    while let Ok(Some(frame)) = decoder.next_frame() {
+                        if let Err(stop) =
+                            relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts)
+                                .await
+                        {
+                            break 'outer stop;
+                        }
+                    }
+                    if let Some(tail) = tail {
+                        tracing::debug!(
+                            bytes = tail.len(),
+                            "upstream stream ended inside an event"
+                        );
+                    }
+                    break 'outer Stop::Eof;
+                }
                 Ok(Ok(Some(chunk))) => decoder.push(chunk),
             }
         }
@@ -570,10 +711,16 @@ async fn stream(
                 head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
                 return shutting_down();
             }
-            (shutting_down(), ctx.observer.terminal_event("aibridge: gateway is shutting down"))
+            (
+                shutting_down(),
+                ctx.observer
+                    .terminal_event("aibridge: gateway is shutting down"),
+            )
         }
         (Stop::Eof, _) => {
-            let msg = "aibridge: upstream stream failed: connection closed before the message ended".to_owned();
+            let msg =
+                "aibridge: upstream stream failed: connection closed before the message ended"
+                    .to_owned();
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }

@@ -65,7 +65,11 @@ where
     }
     let sent = req.send().await;
     if let Some(m) = &inner.metrics {
-        m.passthrough(provider.name(), &route_label(provider.as_ref(), &route.path), parts.method.as_str());
+        m.passthrough(
+            provider.name(),
+            &route_label(provider.as_ref(), &route.path),
+            parts.method.as_str(),
+        );
     }
     match sent {
         Ok(resp) => {
