@@ -37,7 +37,7 @@
 mod memory;
 pub(crate) mod queue;
 mod record;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
 pub use self::memory::MemoryRecorder;
@@ -47,6 +47,9 @@ pub use self::record::{
     RecordId, RecordKind, ThoughtSource, TokenUsage, ToolUsage,
 };
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use self::sql::PostgresRecorder;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sql::SqliteRecorder;

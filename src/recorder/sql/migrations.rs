@@ -6,7 +6,7 @@
 //! row. A database whose highest applied version is newer than the newest migration
 //! compiled into this crate is refused.
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use std::time::SystemTime;
 
 use crate::BoxError;
@@ -30,21 +30,13 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
     sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
 }];
 
-/// Runs a multi-statement script. (`Executor::execute` with a plain `&str` runs several
-/// statements; `sqlx::raw_sql(..).execute(..)` would do the same but its future cannot be
-/// proven `Send` for every lifetime, SQLx issue #3150, which would make `connect`
-/// unspawnable.)
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-async fn run_script<DB: sqlx::Database>(
-    conn: &mut DB::Connection,
-    sql: &'static str,
-) -> Result<(), sqlx::Error>
-where
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-{
-    sqlx::Executor::execute(conn, sql).await?;
-    Ok(())
-}
+/// The PostgreSQL migrations, oldest first.
+#[cfg(feature = "postgres")]
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    description: "init",
+    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+}];
 
 /// The newest version a list of migrations knows.
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {
@@ -98,12 +90,82 @@ pub(crate) async fn apply_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<()
             .await?;
     check_not_newer(applied, SQLITE)?;
     for m in pending(applied, SQLITE) {
-        run_script::<sqlx::Sqlite>(&mut tx, m.sql)
+        // `Executor::execute` with a plain `&str` runs a multi-statement script.
+        // (`sqlx::raw_sql(..).execute(..)` would too, but its future cannot be proven
+        // `Send` for every lifetime, SQLx issue #3150, and `connect` could not be spawned.)
+        sqlx::Executor::execute(&mut *tx, m.sql)
             .await
             .map_err(|e| format!("migration {} ({}) failed: {e}", m.version, m.description))?;
         sqlx::query(
             "INSERT INTO aibridge_schema_migrations (version, description, applied_at) \
              VALUES (?, ?, ?)",
+        )
+        .bind(m.version)
+        .bind(m.description)
+        .bind(super::format_timestamp(SystemTime::now())?)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The `pg_advisory_lock` key that serialises migrations across replicas
+/// (the ASCII bytes of "aibridge").
+#[cfg(feature = "postgres")]
+pub(crate) const PG_LOCK_KEY: i64 = 0x6169_6272_6964_6765;
+
+/// Applies the pending PostgreSQL migrations on `conn` while holding a session-level
+/// advisory lock, so several replicas starting at once migrate one after the other.
+///
+/// The lock is released explicitly; the caller also closes `conn` afterwards, which
+/// releases it in any case (even when this future is dropped midway).
+#[cfg(feature = "postgres")]
+pub(crate) async fn apply_postgres(conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = apply_postgres_locked(conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+async fn apply_postgres_locked(conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
+    use sqlx::Connection as _;
+
+    // Under the advisory lock, so concurrent `IF NOT EXISTS` creations cannot race.
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS aibridge_schema_migrations (
+             version     BIGINT      PRIMARY KEY,
+             description TEXT        NOT NULL,
+             applied_at  TIMESTAMPTZ NOT NULL
+         )",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut tx = conn.begin().await?;
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM aibridge_schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
+    check_not_newer(applied, POSTGRES)?;
+    for m in pending(applied, POSTGRES) {
+        // `Executor::execute` with a plain `&str` runs a multi-statement script.
+        // (`sqlx::raw_sql(..).execute(..)` would too, but its future cannot be proven
+        // `Send` for every lifetime, SQLx issue #3150, and `connect` could not be spawned.)
+        sqlx::Executor::execute(&mut *tx, m.sql)
+            .await
+            .map_err(|e| format!("migration {} ({}) failed: {e}", m.version, m.description))?;
+        sqlx::query(
+            "INSERT INTO aibridge_schema_migrations (version, description, applied_at) \
+             VALUES ($1, $2, $3::timestamptz)",
         )
         .bind(m.version)
         .bind(m.description)
@@ -135,6 +197,12 @@ mod tests {
     #[test]
     fn sqlite_migrations_are_numbered() {
         check_list(SQLITE);
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_migrations_are_numbered() {
+        check_list(POSTGRES);
     }
 
     #[test]

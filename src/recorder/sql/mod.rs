@@ -9,11 +9,15 @@
 //! counts), URL redaction for error messages and the write error type.
 
 mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresRecorder;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteRecorder;
 

@@ -6,6 +6,8 @@
 //! same expectations hold for both backends; PostgreSQL converts its native types to that
 //! form in SQL, and the column types themselves are checked by [`check_schema`].
 
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -53,6 +55,8 @@ pub(super) struct Index {
 pub(super) enum Backend {
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     Sqlite,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres,
 }
 
 /// Raw SQL access to the database a recorder writes to.
@@ -380,12 +384,19 @@ pub(super) async fn check_schema(db: &dyn Db) {
             let ty = match (backend, *logical) {
                 (Backend::Sqlite, "int" | "bool") => "integer",
                 (Backend::Sqlite, _) => "text",
+                (Backend::Postgres, "id") => "uuid",
+                (Backend::Postgres, "int") => "bigint",
+                (Backend::Postgres, "bool") => "boolean",
+                (Backend::Postgres, "json") => "jsonb",
+                (Backend::Postgres, "ts") => "timestamp with time zone",
+                (Backend::Postgres, _) => "text",
             };
             assert_eq!(col.ty, ty, "{table}.{name}: type");
             assert_eq!(col.not_null, !nullable, "{table}.{name}: NOT NULL");
             let default = default.map(|d| match (backend, d) {
                 (Backend::Sqlite, "{}") => "'{}'",
                 (Backend::Sqlite, "false") => "0",
+                (Backend::Postgres, "{}") => "'{}'::jsonb",
                 (_, d) => d,
             });
             assert_eq!(col.default.as_deref(), default, "{table}.{name}: default");

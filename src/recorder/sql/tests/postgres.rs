@@ -1,0 +1,667 @@
+//! The conformance suite and PostgreSQL-specific checks against `PostgresRecorder`, on a
+//! throwaway PostgreSQL cluster per test (see [`PgServer`]).
+//!
+//! These tests need the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`). On
+//! Debian/Ubuntu: `apt-get install -y postgresql`; they are found under
+//! `/usr/lib/postgresql/<version>/bin`, in `$AIBRIDGE_TEST_PG_BIN`, or on `PATH`. Without
+//! them the tests fail (they never pass silently).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::{
+    Backend, Cell, Column, Db, Index, check_schema, concurrent_writes, conformance,
+    full_interception, minimal_interception, prompt_usage, token_usage, tool_usage,
+};
+use crate::recorder::sql::PostgresRecorder;
+use crate::recorder::{Interception, RecordId, Recorder, RecorderError};
+
+// ---------------------------------------------------------------------------------------
+// A throwaway PostgreSQL cluster
+// ---------------------------------------------------------------------------------------
+
+const MISSING: &str = "PostgreSQL server binaries (initdb, pg_ctl) not found in \
+    $AIBRIDGE_TEST_PG_BIN, /usr/lib/postgresql/*/bin or PATH: install the `postgresql` \
+    package (Debian/Ubuntu: `apt-get install -y postgresql`) to run the PostgresRecorder tests";
+
+/// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 on a free port
+/// with `trust` authentication for the superuser `postgres`. Stopped (immediate mode) and
+/// deleted on drop.
+struct PgServer {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    /// Running as root: initdb and postgres refuse that, so they run as `postgres`.
+    as_postgres: bool,
+    // Dropped after `Drop::drop` has stopped the server.
+    _dir: tempfile::TempDir,
+}
+
+impl PgServer {
+    fn start() -> Self {
+        let bin = find_bin();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("aibridge-pg-")
+            .tempdir()
+            .unwrap();
+        if as_postgres {
+            let uid = id_of("-u");
+            let gid = id_of("-g");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let data = dir.path().join("data");
+        let out = command(as_postgres, &bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let log = dir.path().join("server.log");
+        for attempt in 1..=5 {
+            let port = free_port();
+            let status = command(as_postgres, &bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                     -c max_connections=200",
+                    dir.path().display()
+                ))
+                .arg("start")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            if status.success() {
+                return Self {
+                    bin,
+                    data,
+                    port,
+                    as_postgres,
+                    _dir: dir,
+                };
+            }
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            // Another process may have taken the port between probe and start: retry.
+            if attempt == 5 || !log_text.contains("could not bind") {
+                panic!("pg_ctl start failed ({status}):\n{log_text}");
+            }
+        }
+        unreachable!()
+    }
+
+    /// The URL of a database of this server.
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates an empty database and returns its URL.
+    async fn create_database(&self, name: &str) -> String {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        self.url(name)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = command(self.as_postgres, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `$AIBRIDGE_TEST_PG_BIN`, the newest
+/// `/usr/lib/postgresql/<version>/bin`, or a `PATH` entry.
+fn find_bin() -> PathBuf {
+    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("AIBRIDGE_TEST_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            has_tools(&dir),
+            "{MISSING} (AIBRIDGE_TEST_PG_BIN={})",
+            dir.display()
+        );
+        return dir;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_tools(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| has_tools(d)))
+        .unwrap_or_else(|| panic!("{MISSING}"))
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// `id -u postgres` / `id -g postgres`.
+fn id_of(flag: &str) -> u32 {
+    let out = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "running as root, but there is no `postgres` user to run the server as \
+         (the `postgresql` package creates it)"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `program`, run as the `postgres` user when `as_postgres`.
+fn command(as_postgres: bool, program: &Path) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// The inspector
+// ---------------------------------------------------------------------------------------
+
+/// Raw access to a PostgreSQL database; rows come back in the SQLite encoding.
+struct PgDb {
+    pool: PgPool,
+}
+
+impl PgDb {
+    async fn connect(url: &str) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await
+            .unwrap();
+        Self { pool }
+    }
+}
+
+#[async_trait::async_trait]
+impl Db for PgDb {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn row(&self, table: &str, id: RecordId) -> Option<BTreeMap<String, Cell>> {
+        let cols = self.columns(table).await;
+        let select: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let n = &c.name;
+                match c.ty.as_str() {
+                    "uuid" | "jsonb" => format!("{n}::text"),
+                    "boolean" => format!("{n}::int::bigint"),
+                    "timestamp with time zone" => format!(
+                        "to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                    ),
+                    _ => n.clone(),
+                }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE id = $1::uuid",
+            select.join(", ")
+        );
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()?;
+        let mut out = BTreeMap::new();
+        for (i, c) in cols.iter().enumerate() {
+            let cell = match c.ty.as_str() {
+                "bigint" | "boolean" => row.get::<Option<i64>, _>(i).map(Cell::Int),
+                _ => row.get::<Option<String>, _>(i).map(Cell::Text),
+            };
+            out.insert(c.name.clone(), cell.unwrap_or(Cell::Null));
+        }
+        Some(out)
+    }
+
+    async fn columns(&self, table: &str) -> Vec<Column> {
+        let rows = sqlx::query(
+            "SELECT column_name::text, data_type::text, is_nullable::text, column_default::text
+             FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = $1
+             ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| Column {
+                name: r.get(0),
+                ty: r.get::<String, _>(1).to_lowercase(),
+                not_null: r.get::<String, _>(2) == "NO",
+                default: r.get::<Option<String>, _>(3).map(|d| d.to_lowercase()),
+            })
+            .collect()
+    }
+
+    async fn indexes(&self) -> BTreeMap<String, Index> {
+        let rows = sqlx::query(
+            "SELECT indexname::text, tablename::text, indexdef
+             FROM pg_indexes
+             WHERE schemaname = current_schema() AND tablename LIKE 'aibridge%'
+               AND tablename <> 'aibridge_schema_migrations' AND indexname NOT LIKE '%_pkey'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Index {
+                        table: r.get(1),
+                        definition: r.get::<String, _>(2).to_lowercase(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn delete_interception(&self, id: RecordId) {
+        let done = sqlx::query("DELETE FROM aibridge_interceptions WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+
+    async fn applied_versions(&self) -> Vec<i64> {
+        sqlx::query_scalar("SELECT version FROM aibridge_schema_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn postgres_conforms() {
+    let server = PgServer::start();
+    let url = server.create_database("conformance").await;
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    let db = PgDb::connect(&url).await;
+    assert_eq!(db.applied_versions().await, [1]);
+    conformance(&rec, &db).await;
+}
+
+#[tokio::test]
+async fn pool_sizes() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    assert_eq!(rec.pool().options().get_max_connections(), 10);
+    let rec = PostgresRecorder::connect_with(&url, 3).await.unwrap();
+    assert_eq!(rec.pool().options().get_max_connections(), 3);
+    let err = PostgresRecorder::connect_with(&url, 0).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    assert!(err.to_string().contains("max_connections"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_recorders_writing_concurrently_lose_nothing() {
+    let server = PgServer::start();
+    let url = server.create_database("two_pools").await;
+    let a: Arc<dyn Recorder> = Arc::new(PostgresRecorder::connect(&url).await.unwrap());
+    let b: Arc<dyn Recorder> = Arc::new(PostgresRecorder::connect_with(&url, 4).await.unwrap());
+    let db = PgDb::connect(&url).await;
+    concurrent_writes(&[a, b], &db, 8, 200).await;
+    assert_eq!(db.count("aibridge_interceptions").await, 1_600);
+    assert_eq!(db.count("aibridge_token_usages").await, 1_600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_succeed() {
+    let server = PgServer::start();
+    let url = server.create_database("concurrent_migrations").await;
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        handles.push(tokio::spawn(async move {
+            PostgresRecorder::connect(&url).await
+        }));
+    }
+    let mut recorders = Vec::new();
+    for h in handles {
+        recorders.push(h.await.unwrap().unwrap());
+    }
+    let db = PgDb::connect(&url).await;
+    assert_eq!(db.applied_versions().await, [1]);
+    check_schema(&db).await;
+    for rec in &recorders {
+        rec.record_interception(&full_interception()).await.unwrap();
+    }
+    assert_eq!(db.count("aibridge_interceptions").await, 4);
+}
+
+/// `connect` waits for the migration lock held by another replica before touching the
+/// schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_wait_for_the_advisory_lock() {
+    use sqlx::Connection as _;
+    let server = PgServer::start();
+    let url = server.create_database("advisory_lock").await;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(crate::recorder::sql::migrations::PG_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let task = tokio::spawn({
+        let url = url.clone();
+        async move { PostgresRecorder::connect(&url).await }
+    });
+    let db = PgDb::connect(&url).await;
+    // Wait (bounded) until the connecting session queues behind the lock.
+    let waiting = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("connect never waited for the advisory lock");
+    assert!(!task.is_finished());
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('aibridge_schema_migrations') IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(!exists, "nothing is created before the lock is granted");
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(crate::recorder::sql::migrations::PG_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let rec = task.await.unwrap().unwrap();
+    assert_eq!(db.applied_versions().await, [1]);
+    rec.record_interception(&full_interception()).await.unwrap();
+    // The lock is not left held by the recorder.
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let server = PgServer::start();
+    let url = server.create_database("idempotent").await;
+    let first = PostgresRecorder::connect(&url).await.unwrap();
+    let i = full_interception();
+    first.record_interception(&i).await.unwrap();
+    drop(first);
+    let second = PostgresRecorder::connect(&url).await.unwrap();
+    let db = PgDb::connect(&url).await;
+    assert_eq!(db.applied_versions().await, [1]);
+    assert!(db.row("aibridge_interceptions", i.id).await.is_some());
+    second
+        .record_interception(&full_interception())
+        .await
+        .unwrap();
+    assert_eq!(db.count("aibridge_interceptions").await, 2);
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let server = PgServer::start();
+    let url = server.create_database("newer").await;
+    drop(PostgresRecorder::connect(&url).await.unwrap());
+    let db = PgDb::connect(&url).await;
+    sqlx::query(
+        "INSERT INTO aibridge_schema_migrations (version, description, applied_at)
+         VALUES (7, 'from the future', now())",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let err = PostgresRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Migrate(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "cannot apply the database migrations: \
+         database schema version 7 is newer than this aibridge supports (1)"
+    );
+    assert_eq!(db.applied_versions().await, [1, 7]);
+    // The lock was released despite the failure: another connect gets the same answer
+    // instead of hanging.
+    let err = tokio::time::timeout(Duration::from_secs(30), PostgresRecorder::connect(&url))
+        .await
+        .expect("the advisory lock was left held")
+        .unwrap_err();
+    assert!(matches!(err, RecorderError::Migrate(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn passwords_never_show() {
+    let server = PgServer::start();
+    let secret = "hunter2-Sekr3t";
+
+    // trust authentication ignores the password, so this connects.
+    let url = format!(
+        "postgres://postgres:{secret}@127.0.0.1:{}/postgres",
+        server.port
+    );
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    let debug = format!("{rec:?}");
+    assert_eq!(
+        debug,
+        format!(
+            "PostgresRecorder {{ url: \"postgres://postgres:***@127.0.0.1:{}/postgres\", .. }}",
+            server.port
+        )
+    );
+
+    // A database that does not exist.
+    let url = format!(
+        "postgres://postgres:{secret}@127.0.0.1:{}/no_such_db",
+        server.port
+    );
+    let err = PostgresRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("no_such_db"), "{msg}");
+    assert!(msg.contains("postgres:***@"), "{msg}");
+    assert!(!msg.contains(secret), "{msg}");
+    assert!(!format!("{err:?}").contains(secret));
+
+    // Nobody listening.
+    let url = format!("postgres://postgres:{secret}@127.0.0.1:{}/x", free_port());
+    let err = PostgresRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    assert!(!err.to_string().contains(secret), "{err}");
+
+    // An invalid URL, password in the query string.
+    let url = format!("postgres://127.0.0.1:notaport/x?password={secret}");
+    let err = PostgresRecorder::connect(&url).await.unwrap_err();
+    assert!(matches!(err, RecorderError::Connect(_)), "{err:?}");
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert!(!format!("{err:?}").contains(secret));
+}
+
+/// NUL characters, which PostgreSQL cannot store in TEXT or JSONB, are replaced rather
+/// than making the record fail on every retry.
+#[tokio::test]
+async fn nul_characters_are_stored_as_replacement_characters() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    let db = PgDb::connect(&url).await;
+    let i = Interception {
+        model: "m\0x".to_owned(),
+        metadata: BTreeMap::from([("k\0".to_owned(), "v\0".to_owned())]),
+        ..minimal_interception()
+    };
+    rec.record_interception(&i).await.unwrap();
+    let r = db.row("aibridge_interceptions", i.id).await.unwrap();
+    assert_eq!(r["model"], Cell::Text("m\u{FFFD}x".to_owned()));
+    let Cell::Text(meta) = &r["metadata"] else {
+        panic!()
+    };
+    let meta: serde_json::Value = serde_json::from_str(meta).unwrap();
+    assert_eq!(meta, serde_json::json!({"k\u{FFFD}": "v\u{FFFD}"}));
+
+    let p = crate::recorder::PromptUsage {
+        prompt: "a\0b".to_owned(),
+        ..prompt_usage(i.id)
+    };
+    rec.record_prompt_usage(&p).await.unwrap();
+    let r = db.row("aibridge_user_prompts", p.id).await.unwrap();
+    assert_eq!(r["prompt"], Cell::Text("a\u{FFFD}b".to_owned()));
+
+    let t = crate::recorder::ToolUsage {
+        input: "{\"q\":\"\\u0000\"}".to_owned(),
+        ..tool_usage(i.id)
+    };
+    rec.record_tool_usage(&t).await.unwrap();
+    let r = db.row("aibridge_tool_usages", t.id).await.unwrap();
+    let Cell::Text(input) = &r["input"] else {
+        panic!()
+    };
+    let input: serde_json::Value = serde_json::from_str(input).unwrap();
+    assert_eq!(input, serde_json::json!({"q": "\u{FFFD}"}));
+}
+
+/// The example report query of the schema documentation runs and sums correctly.
+#[tokio::test]
+async fn documented_report_query_works() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    let db = PgDb::connect(&url).await;
+    let now = std::time::SystemTime::now();
+    for user in ["alice", "alice", "bob"] {
+        let i = Interception {
+            initiator_id: user.to_owned(),
+            started_at: now,
+            ..minimal_interception()
+        };
+        rec.record_interception(&i).await.unwrap();
+        rec.record_token_usage(&crate::recorder::TokenUsage {
+            created_at: now,
+            ..token_usage(i.id)
+        })
+        .await
+        .unwrap();
+    }
+    // The query exactly as documented, wrapped to read its NUMERIC sums as text.
+    let documented = "SELECT i.initiator_id,
+               date_trunc('day', t.created_at) AS day,
+               sum(t.input_tokens)             AS input,
+               sum(t.output_tokens)            AS output,
+               sum(t.cache_read_input_tokens)  AS cache_read,
+               sum(t.cache_write_input_tokens) AS cache_write
+        FROM aibridge_token_usages t
+        JOIN aibridge_interceptions i ON i.id = t.interception_id
+        WHERE t.created_at >= now() - interval '7 days'
+        GROUP BY 1, 2
+        ORDER BY 2, 1";
+    let rows = sqlx::query(&format!(
+        "SELECT initiator_id, input::text, cache_read::text FROM ({documented}) q
+         ORDER BY day, initiator_id"
+    ))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "alice".to_owned(),
+                "2400".to_owned(),
+                "18000000000".to_owned()
+            ),
+            ("bob".to_owned(), "1200".to_owned(), "9000000000".to_owned()),
+        ]
+    );
+}
