@@ -43,9 +43,9 @@ impl PostgresRecorder {
     /// the embedded migrations.
     ///
     /// `url` is a PostgreSQL connection URL, e.g. `postgres://user:pass@host:5432/db`
-    /// (parameters as understood by SQLx, e.g. `?application_name=aibridge`). The
-    /// connection is not encrypted: this build of the crate has no TLS support for
-    /// PostgreSQL, so `sslmode=require` (or stricter) fails to connect.
+    /// (parameters as understood by SQLx, e.g. `?application_name=aibridge`). TLS is
+    /// supported (rustls): `?sslmode=require` encrypts, `verify-full` also checks the
+    /// server certificate against the bundled web PKI roots (or `sslrootcert=`).
     ///
     /// Migrations run under a PostgreSQL advisory lock, so several replicas may start at
     /// once against the same database.
