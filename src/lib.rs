@@ -79,6 +79,8 @@ mod breaker;
 mod clients;
 mod error;
 mod intercept;
+#[cfg(feature = "mcp")]
+pub(crate) mod mcp;
 mod passthrough;
 mod sse;
 mod upstream;

@@ -350,6 +350,16 @@ impl Metrics {
         }
     }
 
+    pub(crate) fn injected_tool(&self, l: &Labels, server: &str, name: &str) {
+        if let Ok(c) = self
+            .inner
+            .injected_tool_invocations_total
+            .get_metric_with_label_values(&[&l.provider, &l.model, server, name])
+        {
+            c.inc();
+        }
+    }
+
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
         if let Ok(c) = self
             .inner

@@ -107,6 +107,32 @@ impl Emitter {
                 invocation_error: None,
                 created_at,
             }),
+            Fact::InjectedTool {
+                response_id,
+                name,
+                call_id,
+                server_url,
+                input,
+                error,
+                executed,
+            } => {
+                if executed && let Some((m, labels)) = &self.metrics {
+                    m.injected_tool(labels, &server_url, &name);
+                }
+                Record::ToolUsage(ToolUsage {
+                    id,
+                    interception_id,
+                    provider_response_id: response_id,
+                    tool: name,
+                    tool_call_id: call_id,
+                    server_url: Some(server_url),
+                    input,
+                    injected: true,
+                    provider_executed: false,
+                    invocation_error: error,
+                    created_at,
+                })
+            }
             Fact::Thought {
                 response_id,
                 content,

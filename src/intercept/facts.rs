@@ -38,6 +38,18 @@ pub(crate) enum Fact {
         content: String,
         source: ThoughtSource,
     },
+    /// A call of an injected (MCP) tool: executed by the bridge, or not executed and why.
+    InjectedTool {
+        response_id: Option<String>,
+        /// The original MCP tool name.
+        name: String,
+        call_id: String,
+        server_url: String,
+        input: String,
+        error: Option<String>,
+        /// Whether the bridge executed it (counted in `injected_tool_invocations_total`).
+        executed: bool,
+    },
 }
 
 /// How a stream stands, as far as the parser can tell.
@@ -47,17 +59,23 @@ pub(crate) enum StreamStatus {
     Open,
     /// The API's normal terminal event was seen.
     Completed,
+    /// The upstream message ended by calling injected tools: the tool loop continues
+    /// (nothing of the message's end was relayed).
+    ToolCalls,
     /// The upstream sent an in-band error (already provider-shaped; relayed verbatim).
     UpstreamError(String),
 }
 
 /// What to do with a frame after observing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FrameAction {
     /// Relay the frame's bytes unchanged.
     Relay,
-    /// Do not relay it (the client did not ask for it).
+    /// Do not relay it (the client did not ask for it, or it belongs to a hidden
+    /// injected tool call).
     Drop,
+    /// Relay these bytes instead (a re-encoded event: renumbered, summed usage).
+    Replace(bytes::Bytes),
 }
 
 /// Text that is valid JSON: the input itself, else the input as a JSON string.

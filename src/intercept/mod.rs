@@ -10,10 +10,13 @@
 mod chat_completions;
 mod emit;
 mod facts;
+mod json_edit;
 mod messages;
 mod relay;
 pub(crate) mod request;
 mod responses;
+#[cfg(feature = "mcp")]
+mod tool_loop;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -70,6 +73,16 @@ pub(crate) trait StreamObserver: Send + Sync {
     fn content_started(&self) -> bool;
     /// The API's terminal error event (D7).
     fn terminal_event(&self, message: &str) -> Bytes;
+    /// After status `ToolCalls`: the turn that called injected tools.
+    #[cfg(feature = "mcp")]
+    fn take_turn(&mut self) -> Option<tool_loop::Turn> {
+        None
+    }
+    /// Prepares for the next upstream call of a tool loop (`last` = without injected tools).
+    #[cfg(feature = "mcp")]
+    fn next_iteration(&mut self, last: bool) {
+        let _ = last;
+    }
 }
 
 /// Classifies a request body per its API (routing.md steps 7–8).

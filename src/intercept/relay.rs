@@ -51,6 +51,9 @@ pub(crate) struct Ctx {
     pub(crate) waited: Duration,
     /// The final call counted as a breaker failure.
     breaker_failure: bool,
+    /// The MCP tool loop, when tools were injected.
+    #[cfg(feature = "mcp")]
+    pub(crate) tool_loop: Option<super::tool_loop::LoopState>,
 }
 
 impl Ctx {
@@ -89,6 +92,8 @@ impl Ctx {
             credential_kind,
             waited: Duration::ZERO,
             breaker_failure: false,
+            #[cfg(feature = "mcp")]
+            tool_loop: None,
         }
     }
 }
@@ -540,6 +545,10 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         }
         return failed(text);
     }
+    #[cfg(feature = "mcp")]
+    if ctx.tool_loop.is_some() {
+        return blocking_loop(ctx, head, cancel, status, headers, body).await;
+    }
     let mut facts = Vec::new();
     let parsed = blocking_facts(ctx.api, &body, &mut facts);
     ctx.sink.facts(&mut facts).await;
@@ -549,6 +558,121 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
     match parsed {
         Ok(()) => (Outcome::Completed, None),
         Err(reason) => failed(format!("invalid upstream response: {reason}")),
+    }
+}
+
+/// A blocking tool loop (S19): run injected calls until the model answers without them,
+/// then return the last response with usage summed over the iterations.
+#[cfg(feature = "mcp")]
+async fn blocking_loop(
+    ctx: &mut Ctx,
+    head: &mut Head,
+    cancel: &mut watch::Receiver<bool>,
+    mut status: StatusCode,
+    mut headers: HeaderMap,
+    mut body: Bytes,
+) -> End {
+    use super::messages::mcp::{blocking_turn, final_blocking};
+    use super::tool_loop::{execute, not_executed};
+    loop {
+        let Some(mut lp) = ctx.tool_loop.take() else {
+            return failed("aibridge: internal error");
+        };
+        let mut facts = Vec::new();
+        let parsed = blocking_facts(ctx.api, &body, &mut facts);
+        facts.retain(|f| !matches!(f, super::Fact::Tool { name, .. } if lp.tools.contains(name)));
+        let turn = blocking_turn(&body, &lp.tools);
+        let after_limit = lp.iteration() > lp.config.max_iterations;
+        let finish = match &turn {
+            None => true,
+            Some(t) => t.turn.calls.is_empty() || t.client_tool || after_limit,
+        };
+        if finish {
+            if let Some(t) = &turn
+                && !t.turn.calls.is_empty()
+            {
+                let reason = if after_limit {
+                    "tool loop limit reached"
+                } else {
+                    "not executed: the response also called client tools"
+                };
+                not_executed(&lp.tools, &t.turn, reason, &mut facts);
+            }
+            ctx.sink.facts(&mut facts).await;
+            let sum = turn.filter(|_| lp.iteration() > 1).map(|t| {
+                let mut sum = lp.sum.clone();
+                sum.add(&t.usage);
+                sum
+            });
+            let out = final_blocking(&body, sum.as_ref(), &lp.tools);
+            if !head.send(response(status, headers, Body::from(out), ctx.id)) {
+                return client_gone();
+            }
+            return match parsed {
+                Ok(()) => (Outcome::Completed, None),
+                Err(reason) => failed(format!("invalid upstream response: {reason}")),
+            };
+        }
+        let Some(bt) = turn else {
+            return failed("aibridge: internal error");
+        };
+        let limit = lp.iteration() >= lp.config.max_iterations;
+        let results = if limit {
+            not_executed(&lp.tools, &bt.turn, "tool loop limit reached", &mut facts)
+        } else {
+            let waiting = Instant::now();
+            let exec = execute(&lp.tools, lp.executor.as_ref(), &bt.turn, &mut facts);
+            let r = tokio::select! {
+                r = exec => r,
+                () = head.closed() => return client_gone(),
+                () = cancelled(cancel) => {
+                    head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+                    return shutting_down();
+                }
+            };
+            ctx.waited += waiting.elapsed();
+            r
+        };
+        ctx.sink.facts(&mut facts).await;
+        lp.sum.add(&bt.usage);
+        let next = lp.advance(ctx.api, bt.turn, &results, limit);
+        ctx.tool_loop = Some(lp);
+        let Some(next) = next else {
+            return failed("aibridge: internal error");
+        };
+        ctx.body = next;
+        let mut resp = match call(ctx, head, cancel).await {
+            Call::Done(end) => return end,
+            Call::Answer(resp, _) => resp,
+        };
+        status = resp.status();
+        headers = relayed_response_headers(resp.headers());
+        let waiting = Instant::now();
+        let read = tokio::select! {
+            () = head.closed() => return client_gone(),
+            () = cancelled(cancel) => {
+                head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+                return shutting_down();
+            }
+            r = read_all(&mut resp, MAX_BLOCKING_BODY) => r,
+        };
+        ctx.waited += waiting.elapsed();
+        body = match read {
+            Ok(b) => b,
+            Err(_) => {
+                let e = BridgeError::upstream_unreachable("connection reset");
+                let msg = e.message.clone();
+                head.send(e.into_response(ctx.flavor, Some(ctx.id)));
+                return failed(msg);
+            }
+        };
+        if !status.is_success() {
+            let text = upstream_error_text(ctx.flavor, status, &body);
+            if !head.send(response(status, headers, Body::from(body), ctx.id)) {
+                return client_gone();
+            }
+            return failed(text);
+        }
     }
 }
 
@@ -586,25 +710,40 @@ async fn relay_frame(
         // An overload or rate-limit error before any content counts against the breaker.
         ctx.breaker_failure = breaker_counts_kind(ctx, kind);
     }
-    if action == FrameAction::Relay {
-        if let Some(r) = pending.take()
-            && !head.send(r)
-        {
-            return Err(Stop::ClientGone);
-        }
-        let waiting = Instant::now();
-        tokio::select! {
-            r = tx.send(frame.into_raw()) => if r.is_err() { return Err(Stop::ClientGone) },
-            () = cancelled(cancel) => return Err(Stop::Shutdown),
-        }
-        ctx.waited += waiting.elapsed();
+    let out = match action {
+        FrameAction::Relay => frame.into_raw(),
+        FrameAction::Replace(bytes) => bytes,
+        FrameAction::Drop => return Ok(()),
+    };
+    send_out(ctx, out, pending, head, tx, cancel).await
+}
+
+/// Sends bytes to the client (the head first, if it is still pending).
+async fn send_out(
+    ctx: &mut Ctx,
+    out: Bytes,
+    pending: &mut Option<Response<Body>>,
+    head: &mut Head,
+    tx: &mpsc::Sender<Bytes>,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<(), Stop> {
+    if let Some(r) = pending.take()
+        && !head.send(r)
+    {
+        return Err(Stop::ClientGone);
     }
+    let waiting = Instant::now();
+    tokio::select! {
+        r = tx.send(out) => if r.is_err() { return Err(Stop::ClientGone) },
+        () = cancelled(cancel) => return Err(Stop::Shutdown),
+    }
+    ctx.waited += waiting.elapsed();
     Ok(())
 }
 
 async fn stream(
     ctx: &mut Ctx,
-    mut resp: reqwest::Response,
+    resp: reqwest::Response,
     status: StatusCode,
     headers: HeaderMap,
     head: &mut Head,
@@ -618,79 +757,39 @@ async fn stream(
         Body::new(ChannelBody { rx }),
         ctx.id,
     ));
-    let Primed {
-        mut decoder,
-        first,
-        stop: early,
-    } = primed;
     let mut facts = Vec::new();
-    let idle = ctx.inner.timeouts.stream_idle;
-    let stop = 'outer: {
-        if let Some(stop) = early {
-            break 'outer stop;
+    let mut resp = resp;
+    let mut primed = primed;
+    // One pass per upstream call; more than one only inside an MCP tool loop.
+    let stop = loop {
+        let stop = relay_one(
+            ctx,
+            &mut resp,
+            primed,
+            &mut pending,
+            head,
+            &tx,
+            cancel,
+            &mut facts,
+        )
+        .await;
+        if !matches!(stop, Stop::Eof) || ctx.observer.status() != StreamStatus::ToolCalls {
+            break stop;
         }
-        if let Some(frame) = first
-            && let Err(stop) =
-                relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
+        #[cfg(feature = "mcp")]
         {
-            break 'outer stop;
-        }
-        loop {
-            loop {
-                let frame = match decoder.next_frame() {
-                    Err(e) => break 'outer Stop::Fail(format!("invalid event: {e}")),
-                    Ok(None) => break,
-                    Ok(Some(frame)) => frame,
-                };
-                if let Err(stop) =
-                    relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts).await
-                {
-                    break 'outer stop;
+            ctx.sink.facts(&mut facts).await;
+            match next_iteration(ctx, &mut pending, head, &tx, cancel, &mut facts).await {
+                Ok((next_resp, next_primed)) => {
+                    resp = next_resp;
+                    primed = next_primed;
+                    continue;
                 }
-            }
-            let waiting = Instant::now();
-            let next = tokio::select! {
-                biased;
-                () = head.closed() => break 'outer Stop::ClientGone,
-                () = tx.closed(), if head.is_sent() => break 'outer Stop::ClientGone,
-                () = cancelled(cancel) => break 'outer Stop::Shutdown,
-                r = tokio::time::timeout(idle, resp.chunk()) => r,
-            };
-            ctx.waited += waiting.elapsed();
-            match next {
-                Err(_) => {
-                    break 'outer Stop::Fail(format!("idle for more than {}s", idle.as_secs()));
-                }
-                Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "upstream stream broke");
-                    break 'outer Stop::Fail(
-                        "connection closed before the message ended".to_owned(),
-                    );
-                }
-                Ok(Ok(None)) => {
-                    // A final event ended by a bare CR is only complete at EOF. An
-                    // incomplete tail is not an event (SSE) and is not relayed: the client
-                    // gets the terminal error event instead of half an event.
-                    let tail = decoder.finish();
-                    while let Ok(Some(frame)) = decoder.next_frame() {
-                        if let Err(stop) =
-                            relay_frame(ctx, frame, &mut pending, head, &tx, cancel, &mut facts)
-                                .await
-                        {
-                            break 'outer stop;
-                        }
-                    }
-                    if let Some(tail) = tail {
-                        tracing::debug!(
-                            bytes = tail.len(),
-                            "upstream stream ended inside an event"
-                        );
-                    }
-                    break 'outer Stop::Eof;
-                }
-                Ok(Ok(Some(chunk))) => decoder.push(chunk),
+                Err(stop) => break stop,
             }
         }
+        #[cfg(not(feature = "mcp"))]
+        break stop;
     };
     drop(resp);
     ctx.observer.flush(&mut facts);
@@ -725,7 +824,11 @@ async fn stream(
             (failed(msg), ev)
         }
         (Stop::Fail(reason), _) => {
-            let msg = format!("aibridge: upstream stream failed: {reason}");
+            let msg = if reason.starts_with("aibridge: ") {
+                reason
+            } else {
+                format!("aibridge: upstream stream failed: {reason}")
+            };
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
@@ -738,6 +841,161 @@ async fn stream(
     // The client may already be gone; the outcome stands either way.
     let _ = tx.send(event).await;
     end
+}
+
+/// Relays one upstream event stream until it ends or breaks.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the relay loop's state, passed down once"
+)]
+async fn relay_one(
+    ctx: &mut Ctx,
+    resp: &mut reqwest::Response,
+    primed: Primed,
+    pending: &mut Option<Response<Body>>,
+    head: &mut Head,
+    tx: &mpsc::Sender<Bytes>,
+    cancel: &mut watch::Receiver<bool>,
+    facts: &mut Vec<super::Fact>,
+) -> Stop {
+    let Primed {
+        mut decoder,
+        first,
+        stop: early,
+    } = primed;
+    let idle = ctx.inner.timeouts.stream_idle;
+    if let Some(stop) = early {
+        return stop;
+    }
+    if let Some(frame) = first
+        && let Err(stop) = relay_frame(ctx, frame, pending, head, tx, cancel, facts).await
+    {
+        return stop;
+    }
+    loop {
+        loop {
+            let frame = match decoder.next_frame() {
+                Err(e) => return Stop::Fail(format!("invalid event: {e}")),
+                Ok(None) => break,
+                Ok(Some(frame)) => frame,
+            };
+            if let Err(stop) = relay_frame(ctx, frame, pending, head, tx, cancel, facts).await {
+                return stop;
+            }
+        }
+        let waiting = Instant::now();
+        let next = tokio::select! {
+            biased;
+            () = head.closed() => return Stop::ClientGone,
+            () = tx.closed(), if head.is_sent() => return Stop::ClientGone,
+            () = cancelled(cancel) => return Stop::Shutdown,
+            r = tokio::time::timeout(idle, resp.chunk()) => r,
+        };
+        ctx.waited += waiting.elapsed();
+        match next {
+            Err(_) => return Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "upstream stream broke");
+                return Stop::Fail("connection closed before the message ended".to_owned());
+            }
+            Ok(Ok(None)) => {
+                // A final event ended by a bare CR is only complete at EOF. An incomplete
+                // tail is not an event (SSE) and is not relayed: the client gets the
+                // terminal error event instead of half an event.
+                let tail = decoder.finish();
+                while let Ok(Some(frame)) = decoder.next_frame() {
+                    if let Err(stop) =
+                        relay_frame(ctx, frame, pending, head, tx, cancel, facts).await
+                    {
+                        return stop;
+                    }
+                }
+                if let Some(tail) = tail {
+                    tracing::debug!(bytes = tail.len(), "upstream stream ended inside an event");
+                }
+                return Stop::Eof;
+            }
+            Ok(Ok(Some(chunk))) => decoder.push(chunk),
+        }
+    }
+}
+
+/// One step of a streaming tool loop: run the injected calls (keep-alives to the client
+/// meanwhile), append the turns, and make the next upstream call.
+#[cfg(feature = "mcp")]
+async fn next_iteration(
+    ctx: &mut Ctx,
+    pending: &mut Option<Response<Body>>,
+    head: &mut Head,
+    tx: &mpsc::Sender<Bytes>,
+    cancel: &mut watch::Receiver<bool>,
+    facts: &mut Vec<super::Fact>,
+) -> Result<(reqwest::Response, Primed), Stop> {
+    let Some(turn) = ctx.observer.take_turn() else {
+        return Err(Stop::Fail("aibridge: internal error".to_owned()));
+    };
+    let Some(mut lp) = ctx.tool_loop.take() else {
+        return Err(Stop::Fail("aibridge: internal error".to_owned()));
+    };
+    let limit = lp.iteration() >= lp.config.max_iterations;
+    let keep_alive = super::tool_loop::keep_alive_bytes(ctx.api);
+    let results = if limit {
+        super::tool_loop::not_executed(&lp.tools, &turn, "tool loop limit reached", facts)
+    } else {
+        if pending.is_some() {
+            // The client has seen nothing yet: send the head and one keep-alive at once.
+            send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
+        }
+        let exec = super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts);
+        tokio::pin!(exec);
+        let waiting = Instant::now();
+        let results = loop {
+            tokio::select! {
+                r = &mut exec => break r,
+                () = tx.closed() => return Err(Stop::ClientGone),
+                () = cancelled(cancel) => return Err(Stop::Shutdown),
+                () = tokio::time::sleep(lp.config.keep_alive) => {
+                    if tx.send(keep_alive.clone()).await.is_err() {
+                        return Err(Stop::ClientGone);
+                    }
+                }
+            }
+        };
+        ctx.waited += waiting.elapsed();
+        results
+    };
+    ctx.sink.facts(facts).await;
+    let body = lp.advance(ctx.api, turn, &results, limit);
+    ctx.tool_loop = Some(lp);
+    let Some(body) = body else {
+        return Err(Stop::Fail("aibridge: internal error".to_owned()));
+    };
+    ctx.body = body;
+    ctx.observer.next_iteration(limit);
+    match call(ctx, head, cancel).await {
+        Call::Done(end) => {
+            Err(Stop::Fail(end.1.unwrap_or_else(|| {
+                "aibridge: upstream stream failed".to_owned()
+            })))
+        }
+        Call::Answer(resp, Some(primed)) => Ok((resp, primed)),
+        Call::Answer(mut resp, None) => {
+            let status = resp.status();
+            let body = read_all(&mut resp, MAX_BLOCKING_BODY)
+                .await
+                .unwrap_or_default();
+            let reason = if status.is_success() {
+                "aibridge: upstream stream failed: invalid upstream response: not an event stream"
+                    .to_owned()
+            } else {
+                format!(
+                    "aibridge: upstream stream failed: {}",
+                    upstream_error_text(ctx.flavor, status, &body)
+                )
+            };
+            Err(Stop::Fail(reason))
+        }
+    }
 }
 
 /// A relayed response: upstream status, relayed headers, the interception id.

@@ -49,6 +49,7 @@ fn run(obs: &mut ChatStream, input: &str) -> Run {
             match action {
                 FrameAction::Relay => r.relayed.extend_from_slice(&raw),
                 FrameAction::Drop => r.withheld.push(String::from_utf8(raw.to_vec()).unwrap()),
+                FrameAction::Replace(b) => panic!("chat never rewrites without MCP: {b:?}"),
             }
             if matches!(obs.status(), StreamStatus::UpstreamError(_)) {
                 break 'feed;

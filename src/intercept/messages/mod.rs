@@ -314,6 +314,12 @@ impl MessagesStream {
         Self::default()
     }
 
+    /// Forgets the terminal status (the tool loop continues with a new message).
+    #[cfg(feature = "mcp")]
+    pub(crate) fn reset_status(&mut self) {
+        self.status = None;
+    }
+
     fn close_block(&mut self, index: usize, facts: &mut Vec<Fact>, complete: bool) {
         let Some(block) = self.blocks.remove(&index) else {
             return;
@@ -521,5 +527,7 @@ pub(crate) fn terminal_event(message: &str) -> Bytes {
     ))
 }
 
+#[cfg(feature = "mcp")]
+pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,638 @@
+//! Anthropic Messages under the MCP tool loop (anthropic.md "MCP injection"): request
+//! edits, the assistant and tool-result turns, the blocking final body, and the streaming
+//! view that hides injected calls, renumbers blocks and sums usage.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::MessagesStream;
+use crate::intercept::StreamObserver;
+use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
+use crate::intercept::json_edit::{Edit, Obj, apply, array_append, array_prepend};
+use crate::intercept::tool_loop::{
+    Executed, ToolCall, Tools, Turn, UsageSum, merge_usage, not_executed,
+};
+use crate::mcp::InjectedTool;
+use crate::sse::Frame;
+
+/// The injected tools a request gets: the snapshot minus ids a client tool already uses.
+pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        tools: Option<Vec<&'a RawValue>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: Option<String>,
+    }
+    let client: BTreeSet<String> = serde_json::from_slice::<Top<'_>>(body)
+        .ok()
+        .and_then(|t| t.tools)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| serde_json::from_str::<Named>(t.get()).ok()?.name)
+        .collect();
+    let mut list: Vec<InjectedTool> = snapshot
+        .iter()
+        .filter(|t| {
+            let clash = client.contains(&t.id);
+            if clash {
+                tracing::warn!(tool = %t.id, "a client tool has an injected tool's id; not injecting it");
+            }
+            !clash
+        })
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    Tools(list)
+}
+
+/// `{"name":…,"description":…,"input_schema":…}` with a fixed key order.
+fn tool_json(t: &InjectedTool) -> String {
+    let name = serde_json::to_string(&t.id).unwrap_or_default();
+    match &t.description {
+        Some(d) if !d.is_empty() => format!(
+            r#"{{"name":{name},"description":{},"input_schema":{}}}"#,
+            serde_json::to_string(d).unwrap_or_default(),
+            t.input_schema.get()
+        ),
+        _ => format!(
+            r#"{{"name":{name},"input_schema":{}}}"#,
+            t.input_schema.get()
+        ),
+    }
+}
+
+/// The `tool_choice` edit of the injection table.
+fn tool_choice_edit(body: &[u8], top: &Obj<'_>) -> Option<Edit> {
+    const DISABLE: &str = r#"{"type":"auto","disable_parallel_tool_use":true}"#;
+    let Some(raw) = top.get("tool_choice") else {
+        return top.set("tool_choice", DISABLE);
+    };
+    if raw.get() == "null" {
+        return top.set("tool_choice", DISABLE);
+    }
+    let Some(obj) = Obj::at(body, raw) else {
+        tracing::warn!("tool_choice is not an object; left unchanged");
+        return None;
+    };
+    let kind = obj
+        .get("type")
+        .map(|t| serde_json::from_str::<Value>(t.get()).unwrap_or(Value::Null));
+    let rebuild = || {
+        // Missing or empty `type`: set it to "auto" and disable parallel tool use.
+        let mut v: Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+        v.insert("type".into(), Value::from("auto"));
+        v.insert("disable_parallel_tool_use".into(), Value::Bool(true));
+        Some(Edit {
+            range: top.value_range(raw)?,
+            text: Value::Object(v).to_string(),
+        })
+    };
+    match kind {
+        None | Some(Value::Null) => rebuild(),
+        Some(Value::String(t)) if t.is_empty() => rebuild(),
+        Some(Value::String(t)) if matches!(t.as_str(), "auto" | "any" | "tool") => {
+            obj.set("disable_parallel_tool_use", "true")
+        }
+        Some(Value::String(t)) if t == "none" => None,
+        _ => {
+            tracing::warn!("tool_choice has an unknown type; left unchanged");
+            None
+        }
+    }
+}
+
+/// The upstream body of one loop iteration: the client's bytes with the injected tools
+/// (unless `tools` is None: the final call after the bound) and the appended turns.
+pub(crate) fn request_body(
+    original: &[u8],
+    tools: Option<&Tools>,
+    turns: &[String],
+) -> Option<Bytes> {
+    let top = Obj::top(original)?;
+    let mut edits = Vec::new();
+    if let Some(tools) = tools.filter(|t| !t.0.is_empty()) {
+        let items: Vec<String> = tools.0.iter().map(tool_json).collect();
+        let items = items.join(",");
+        match top.get("tools") {
+            Some(raw) if raw.get().starts_with('[') => {
+                edits.push(array_prepend(original, raw, &items)?)
+            }
+            Some(raw) if raw.get() == "null" => {
+                edits.push(top.set("tools", &format!("[{items}]"))?)
+            }
+            Some(_) => return None,
+            None => edits.push(top.set("tools", &format!("[{items}]"))?),
+        }
+        if let Some(e) = tool_choice_edit(original, &top) {
+            edits.push(e);
+        }
+    }
+    if !turns.is_empty() {
+        let messages = top.get("messages")?;
+        edits.push(array_append(original, messages, &turns.join(","))?);
+    }
+    // Two appends at the same closing brace (tools and tool_choice both new): keep order.
+    edits.sort_by_key(|e| e.range.start);
+    merge_same_point(&mut edits);
+    Some(apply(original, edits))
+}
+
+/// Edits inserting at the same point are merged in order (apply() needs disjoint ranges).
+fn merge_same_point(edits: &mut Vec<Edit>) {
+    let mut i = 1;
+    while i < edits.len() {
+        if edits[i].range == edits[i - 1].range && edits[i].range.is_empty() {
+            let e = edits.remove(i);
+            edits[i - 1].text.push_str(&e.text);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// The user message with one `tool_result` per executed (or refused) call (S16).
+pub(crate) fn tool_results_turn(
+    results: &[Executed],
+    max_bytes: usize,
+    note: Option<&str>,
+) -> String {
+    let blocks: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let content = match note {
+                Some(n) => serde_json::json!([{"type": "text", "text": n}]),
+                None => r.outcome.anthropic_content(max_bytes),
+            };
+            serde_json::json!({
+                "type": "tool_result",
+                "tool_use_id": r.call.call_id,
+                "content": content,
+                "is_error": note.is_some() || r.outcome.is_error(),
+            })
+        })
+        .collect();
+    serde_json::json!({"role": "user", "content": blocks}).to_string()
+}
+
+// === blocking ===
+
+/// What a blocking response asks of the loop.
+#[derive(Debug, Default)]
+pub(crate) struct BlockingTurn {
+    pub(crate) turn: Turn,
+    pub(crate) client_tool: bool,
+    pub(crate) usage: Map<String, Value>,
+}
+
+/// Reads a blocking response body for the loop.
+pub(crate) fn blocking_turn(body: &[u8], tools: &Tools) -> Option<BlockingTurn> {
+    #[derive(serde::Deserialize)]
+    struct Msg<'a> {
+        id: Option<String>,
+        #[serde(borrow)]
+        content: Option<&'a RawValue>,
+        usage: Option<Map<String, Value>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        id: Option<String>,
+        name: Option<String>,
+        #[serde(borrow)]
+        input: Option<&'a RawValue>,
+    }
+    let msg: Msg<'_> = serde_json::from_slice(body).ok()?;
+    let mut out = BlockingTurn {
+        usage: msg.usage.unwrap_or_default(),
+        ..BlockingTurn::default()
+    };
+    out.turn.response_id = msg.id;
+    let content = msg.content?;
+    let blocks: Vec<&RawValue> = serde_json::from_str(content.get()).ok()?;
+    for raw in &blocks {
+        let Ok(b) = serde_json::from_str::<Block<'_>>(raw.get()) else {
+            continue;
+        };
+        if b.kind.as_deref() != Some("tool_use") {
+            continue;
+        }
+        let name = b.name.unwrap_or_default();
+        if tools.contains(&name) {
+            out.turn.calls.push(ToolCall {
+                call_id: b.id.unwrap_or_default(),
+                tool_id: name,
+                raw_input: b.input.map(|i| i.get().to_owned()).unwrap_or_default(),
+            });
+        } else {
+            out.client_tool = true;
+        }
+    }
+    out.turn.assistant.push(format!(
+        r#"{{"role":"assistant","content":{}}}"#,
+        content.get()
+    ));
+    Some(out)
+}
+
+/// The final blocking body the client gets (S19): usage summed over iterations (when
+/// there was more than one) and injected calls hidden, `stop_reason` fixed.
+pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes {
+    let Some(top) = Obj::top(body) else {
+        return body.clone();
+    };
+    let mut edits = Vec::new();
+    let mut hidden = false;
+    let mut client_tool = false;
+    if let Some(content) = top.get("content")
+        && let Ok(blocks) = serde_json::from_str::<Vec<&RawValue>>(content.get())
+    {
+        let keep: Vec<&str> = blocks
+            .iter()
+            .filter(|b| {
+                let v: Value = serde_json::from_str(b.get()).unwrap_or(Value::Null);
+                let injected = v["type"] == "tool_use"
+                    && v["name"].as_str().is_some_and(|n| tools.contains(n));
+                client_tool |= v["type"] == "tool_use" && !injected;
+                hidden |= injected;
+                !injected
+            })
+            .map(|b| b.get())
+            .collect();
+        if hidden && let Some(r) = top.value_range(content) {
+            edits.push(Edit {
+                range: r,
+                text: format!("[{}]", keep.join(",")),
+            });
+        }
+    }
+    if hidden
+        && !client_tool
+        && let Some(sr) = top.get("stop_reason")
+        && sr.get() == r#""tool_use""#
+        && let Some(r) = top.value_range(sr)
+    {
+        edits.push(Edit {
+            range: r,
+            text: r#""end_turn""#.to_owned(),
+        });
+    }
+    if let Some(sum) = sum
+        && let Some(usage) = top.get("usage")
+        && let Some(uobj) = Obj::at(body, usage)
+    {
+        for (k, v) in &sum.0 {
+            if let Some(e) = uobj.set(k, &v.to_string()) {
+                edits.push(e);
+            }
+        }
+    }
+    edits.sort_by_key(|e| e.range.start);
+    merge_same_point(&mut edits);
+    apply(body, edits)
+}
+
+// === streaming ===
+
+/// The streaming view of a Messages tool loop. Wraps the plain parser (records) and adds
+/// hiding, renumbering, usage sums and the assistant turn.
+#[derive(Debug)]
+pub(crate) struct McpMessages {
+    inner: MessagesStream,
+    tools: Arc<Tools>,
+    iteration: u32,
+    /// After the loop bound: the last call carries no injected tools.
+    last: bool,
+    /// Client-visible blocks relayed in earlier iterations.
+    relayed_before: usize,
+    sum: UsageSum,
+    msg: MessageState,
+    status: Option<StreamStatus>,
+}
+
+#[derive(Debug, Default)]
+struct MessageState {
+    response_id: Option<String>,
+    hidden: BTreeSet<usize>,
+    index_map: HashMap<usize, usize>,
+    visible: usize,
+    builders: BTreeMap<usize, Value>,
+    partial: HashMap<usize, String>,
+    calls: Vec<ToolCall>,
+    client_tool: bool,
+    usage: Map<String, Value>,
+    stop_reason: Option<String>,
+    continues: bool,
+}
+
+impl McpMessages {
+    pub(crate) fn new(tools: Arc<Tools>) -> Self {
+        Self {
+            inner: MessagesStream::new(),
+            tools,
+            iteration: 1,
+            last: false,
+            relayed_before: 0,
+            sum: UsageSum::default(),
+            msg: MessageState::default(),
+            status: None,
+        }
+    }
+
+    /// The turn of the message that ended with injected calls.
+    fn turn(&mut self) -> Turn {
+        let content: Vec<Value> = std::mem::take(&mut self.msg.builders)
+            .into_values()
+            .collect();
+        Turn {
+            response_id: self.msg.response_id.clone(),
+            assistant: vec![
+                serde_json::json!({"role": "assistant", "content": content}).to_string(),
+            ],
+            calls: std::mem::take(&mut self.msg.calls),
+        }
+    }
+
+    /// Prepares for the next upstream call; `last` = it carries no injected tools.
+    fn advance(&mut self, last: bool) {
+        self.relayed_before += self.msg.visible;
+        let usage = std::mem::take(&mut self.msg.usage);
+        self.sum.add(&usage);
+        self.msg = MessageState::default();
+        self.iteration += 1;
+        self.last = last;
+        self.status = None;
+        self.inner.reset_status();
+    }
+
+    fn renumber(&self, data: &[u8], index: usize) -> FrameAction {
+        match self.msg.index_map.get(&index) {
+            Some(&ci) if ci == index => FrameAction::Relay,
+            Some(&ci) => reencode(data, "index", &ci.to_string()),
+            None => FrameAction::Relay,
+        }
+    }
+
+    fn final_delta(&self, data: &[u8]) -> FrameAction {
+        let Some(top) = Obj::top(data) else {
+            return FrameAction::Relay;
+        };
+        let mut edits = Vec::new();
+        if !self.msg.hidden.is_empty()
+            && !self.msg.client_tool
+            && self.msg.stop_reason.as_deref() == Some("tool_use")
+            && let Some(delta) = top.get("delta")
+            && let Some(d) = Obj::at(data, delta)
+            && let Some(e) = d.set("stop_reason", r#""end_turn""#)
+        {
+            edits.push(e);
+        }
+        if self.iteration > 1 {
+            let mut sum = self.sum.clone();
+            sum.add(&self.msg.usage);
+            match top.get("usage").and_then(|u| Obj::at(data, u)) {
+                Some(u) => {
+                    for (k, v) in &sum.0 {
+                        if let Some(e) = u.set(k, &v.to_string()) {
+                            edits.push(e);
+                        }
+                    }
+                }
+                None => {
+                    if let Some(e) = top.set("usage", &Value::Object(sum.0).to_string()) {
+                        edits.push(e);
+                    }
+                }
+            }
+        }
+        if edits.is_empty() {
+            return FrameAction::Relay;
+        }
+        edits.sort_by_key(|e| e.range.start);
+        merge_same_point(&mut edits);
+        FrameAction::Replace(event_bytes("message_delta", &apply(data, edits)))
+    }
+}
+
+/// `event: <type>\ndata: <json>\n\n`.
+fn event_bytes(kind: &str, data: &[u8]) -> Bytes {
+    crate::sse::event(Some(kind), data)
+}
+
+/// The event re-encoded with one top-level member changed.
+fn reencode(data: &[u8], key: &str, value: &str) -> FrameAction {
+    let Ok(v) = serde_json::from_slice::<Map<String, Value>>(data) else {
+        return FrameAction::Relay;
+    };
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let Some(top) = Obj::top(data) else {
+        return FrameAction::Relay;
+    };
+    let Some(e) = top.set(key, value) else {
+        return FrameAction::Relay;
+    };
+    FrameAction::Replace(event_bytes(&kind, &apply(data, vec![e])))
+}
+
+fn index_of(v: &Value) -> Option<usize> {
+    v.get("index")
+        .and_then(Value::as_u64)
+        .and_then(|i| usize::try_from(i).ok())
+}
+
+impl StreamObserver for McpMessages {
+    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
+        let before = facts.len();
+        let inner_action = self.inner.on_frame(frame, facts)?;
+        // Injected calls are recorded when the bridge runs them, not as client tools.
+        let tools = self.tools.clone();
+        let mut i = before;
+        while i < facts.len() {
+            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
+                facts.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let Some(event) = frame.event_type() else {
+            return Ok(inner_action);
+        };
+        let Some(data) = frame.data() else {
+            return Ok(inner_action);
+        };
+        let v: Value = match event {
+            "message_start"
+            | "content_block_start"
+            | "content_block_delta"
+            | "content_block_stop"
+            | "message_delta" => {
+                serde_json::from_slice(&data).map_err(|e| format!("{event}: {e}"))?
+            }
+            "message_stop" => Value::Null,
+            _ => return Ok(inner_action),
+        };
+        let action = match event {
+            "message_start" => {
+                self.msg.response_id = v["message"]["id"].as_str().map(str::to_owned);
+                if let Some(u) = v["message"]["usage"].as_object() {
+                    merge_usage(&mut self.msg.usage, u);
+                }
+                if self.iteration == 1 { FrameAction::Relay } else { FrameAction::Drop }
+            }
+            "content_block_start" => {
+                let index = index_of(&v).ok_or("content_block_start: no index")?;
+                let block = v.get("content_block").cloned().unwrap_or(Value::Null);
+                let is_tool_use = block["type"] == "tool_use";
+                let name = block["name"].as_str().unwrap_or_default().to_owned();
+                self.msg.builders.insert(index, block);
+                if is_tool_use && self.tools.contains(&name) {
+                    self.msg.hidden.insert(index);
+                    FrameAction::Drop
+                } else {
+                    self.msg.client_tool |= is_tool_use;
+                    let ci = self.relayed_before + self.msg.visible;
+                    self.msg.visible += 1;
+                    self.msg.index_map.insert(index, ci);
+                    self.renumber(&data, index)
+                }
+            }
+            "content_block_delta" => {
+                let index = index_of(&v).ok_or("content_block_delta: no index")?;
+                let delta = &v["delta"];
+                if let Some(b) = self.msg.builders.get_mut(&index) {
+                    match delta["type"].as_str().unwrap_or_default() {
+                        "text_delta" => append(b, "text", delta["text"].as_str()),
+                        "thinking_delta" => append(b, "thinking", delta["thinking"].as_str()),
+                        "signature_delta" => {
+                            b["signature"] = delta["signature"].clone();
+                        }
+                        "input_json_delta" => {
+                            self.msg.partial.entry(index).or_default().push_str(delta["partial_json"].as_str().unwrap_or_default());
+                        }
+                        "citations_delta" => {
+                            if let Some(arr) = b.get_mut("citations").and_then(Value::as_array_mut) {
+                                arr.push(delta["citation"].clone());
+                            } else {
+                                b["citations"] = Value::Array(vec![delta["citation"].clone()]);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if self.msg.hidden.contains(&index) { FrameAction::Drop } else { self.renumber(&data, index) }
+            }
+            "content_block_stop" => {
+                let index = index_of(&v).ok_or("content_block_stop: no index")?;
+                let partial = self.msg.partial.remove(&index);
+                if let Some(b) = self.msg.builders.get_mut(&index)
+                    && let Some(p) = &partial
+                    && !p.trim().is_empty()
+                {
+                    b["input"] = serde_json::from_str(p).unwrap_or_else(|_| Value::Object(Map::new()));
+                }
+                if self.msg.hidden.contains(&index) {
+                    let b = &self.msg.builders[&index];
+                    self.msg.calls.push(ToolCall {
+                        call_id: b["id"].as_str().unwrap_or_default().to_owned(),
+                        tool_id: b["name"].as_str().unwrap_or_default().to_owned(),
+                        raw_input: partial.filter(|p| !p.trim().is_empty()).unwrap_or_else(|| b["input"].to_string()),
+                    });
+                    FrameAction::Drop
+                } else {
+                    self.renumber(&data, index)
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = v["usage"].as_object() {
+                    merge_usage(&mut self.msg.usage, u);
+                }
+                self.msg.stop_reason = v["delta"]["stop_reason"].as_str().map(str::to_owned);
+                self.msg.continues = !self.msg.calls.is_empty() && !self.msg.client_tool && !self.last;
+                if self.msg.continues { FrameAction::Drop } else { self.final_delta(&data) }
+            }
+            _ /* message_stop */ => {
+                let continues = !self.msg.calls.is_empty() && !self.msg.client_tool && !self.last;
+                if continues {
+                    self.status = Some(StreamStatus::ToolCalls);
+                    FrameAction::Drop
+                } else {
+                    if !self.msg.calls.is_empty() {
+                        let reason = if self.last {
+                            "tool loop limit reached"
+                        } else {
+                            "not executed: the response also called client tools"
+                        };
+                        let turn = Turn {
+                            response_id: self.msg.response_id.clone(),
+                            assistant: Vec::new(),
+                            calls: std::mem::take(&mut self.msg.calls),
+                        };
+                        not_executed(&self.tools, &turn, reason, facts);
+                    }
+                    FrameAction::Relay
+                }
+            }
+        };
+        Ok(action)
+    }
+
+    fn flush(&mut self, facts: &mut Vec<Fact>) {
+        let before = facts.len();
+        self.inner.flush(facts);
+        let tools = self.tools.clone();
+        let mut i = before;
+        while i < facts.len() {
+            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
+                facts.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn status(&self) -> StreamStatus {
+        match (&self.status, self.inner.status()) {
+            (_, StreamStatus::UpstreamError(e)) => StreamStatus::UpstreamError(e),
+            (Some(s), _) => s.clone(),
+            (None, s) => s,
+        }
+    }
+
+    fn content_started(&self) -> bool {
+        self.inner.content_started()
+    }
+
+    fn terminal_event(&self, message: &str) -> Bytes {
+        self.inner.terminal_event(message)
+    }
+
+    fn take_turn(&mut self) -> Option<Turn> {
+        Some(self.turn())
+    }
+
+    fn next_iteration(&mut self, last: bool) {
+        self.advance(last);
+    }
+}
+
+fn append(b: &mut Value, key: &str, text: Option<&str>) {
+    let text = text.unwrap_or_default();
+    match b.get_mut(key) {
+        Some(Value::String(s)) => s.push_str(text),
+        _ => b[key] = Value::from(text),
+    }
+}
+
+#[cfg(test)]
+mod tests;

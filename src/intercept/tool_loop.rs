@@ -1,0 +1,375 @@
+//! The MCP tool loop shared by the three APIs (mcp.md "The loop"): which tools a request
+//! gets, executing the injected calls, and the per-API pieces the loop needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::facts::Fact;
+use crate::BoxFuture;
+use crate::mcp::{InjectedTool, ToolOutcome};
+use crate::provider::Api;
+
+/// Executes injected tool calls (the MCP registry; a fake in tests).
+pub(crate) trait ToolExecutor: Send + Sync {
+    /// Calls `tool` with `arguments`; never fails (failures are in the outcome).
+    fn call<'a>(
+        &'a self,
+        tool: &'a InjectedTool,
+        arguments: Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome>;
+}
+
+/// The injected tools of one interception (a snapshot, sorted by id).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tools(pub(crate) Vec<InjectedTool>);
+
+impl Tools {
+    /// The tool with this injected id.
+    pub(crate) fn get(&self, id: &str) -> Option<&InjectedTool> {
+        self.0
+            .binary_search_by(|t| t.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+    /// Whether `name` is an injected id.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// Loop bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoopConfig {
+    pub(crate) max_iterations: u32,
+    pub(crate) tool_timeout: Duration,
+    pub(crate) max_result_bytes: usize,
+    pub(crate) keep_alive: Duration,
+}
+
+/// One call of an injected tool that the model made.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolCall {
+    /// The provider's call id.
+    pub(crate) call_id: String,
+    /// The injected id (`bmcp_…`).
+    pub(crate) tool_id: String,
+    /// The arguments as the model sent them (JSON text).
+    pub(crate) raw_input: String,
+}
+
+impl ToolCall {
+    /// The arguments as a JSON object; empty ⇒ `{}`; anything else ⇒ the reason.
+    pub(crate) fn arguments(&self) -> Result<Map<String, Value>, String> {
+        if self.raw_input.trim().is_empty() {
+            return Ok(Map::new());
+        }
+        match serde_json::from_str::<Value>(&self.raw_input) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Err(format!(
+                "invalid arguments: expected a JSON object, got {}",
+                kind(&other)
+            )),
+            Err(e) => Err(format!("invalid arguments: {e}")),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What one upstream message of the loop asked for.
+#[derive(Debug, Default)]
+pub(crate) struct Turn {
+    /// The upstream message id.
+    pub(crate) response_id: Option<String>,
+    /// The message(s) to append to the request for the next iteration, as JSON texts (the
+    /// assistant turn in the API's format).
+    pub(crate) assistant: Vec<String>,
+    /// The injected calls, in order.
+    pub(crate) calls: Vec<ToolCall>,
+}
+
+/// A call with its outcome.
+#[derive(Debug)]
+pub(crate) struct Executed {
+    pub(crate) call: ToolCall,
+    pub(crate) outcome: ToolOutcome,
+}
+
+/// Runs the calls of one turn in order, producing their ToolUsage facts.
+pub(crate) async fn execute(
+    tools: &Tools,
+    executor: &dyn ToolExecutor,
+    turn: &Turn,
+    facts: &mut Vec<Fact>,
+) -> Vec<Executed> {
+    let mut out = Vec::with_capacity(turn.calls.len());
+    for call in &turn.calls {
+        let Some(tool) = tools.get(&call.tool_id) else {
+            continue;
+        };
+        let (outcome, executed, input) = match call.arguments() {
+            Ok(args) => {
+                let input = Value::Object(args.clone()).to_string();
+                let span = tracing::info_span!(
+                    "aibridge.tool_call",
+                    mcp_server = %tool.server,
+                    mcp_server_url = %tool.server_url,
+                    mcp_tool = %tool.name,
+                    tool_call_id = %call.call_id,
+                );
+                let outcome =
+                    tracing::Instrument::instrument(executor.call(tool, args), span).await;
+                (outcome, true, input)
+            }
+            Err(reason) => (
+                ToolOutcome::failed(reason),
+                false,
+                super::facts::json_text(&call.raw_input),
+            ),
+        };
+        facts.push(Fact::InjectedTool {
+            response_id: turn.response_id.clone(),
+            name: tool.name.clone(),
+            call_id: call.call_id.clone(),
+            server_url: tool.server_url.clone(),
+            input,
+            error: outcome.invocation_error(),
+            executed,
+        });
+        out.push(Executed {
+            call: call.clone(),
+            outcome,
+        });
+    }
+    out
+}
+
+/// Facts for injected calls that are not executed (loop limit, mixed with client calls).
+pub(crate) fn not_executed(
+    tools: &Tools,
+    turn: &Turn,
+    reason: &str,
+    facts: &mut Vec<Fact>,
+) -> Vec<Executed> {
+    turn.calls
+        .iter()
+        .filter_map(|call| {
+            let tool = tools.get(&call.tool_id)?;
+            facts.push(Fact::InjectedTool {
+                response_id: turn.response_id.clone(),
+                name: tool.name.clone(),
+                call_id: call.call_id.clone(),
+                server_url: tool.server_url.clone(),
+                input: super::facts::json_text(&call.raw_input),
+                error: Some(reason.to_owned()),
+                executed: false,
+            });
+            Some(Executed {
+                call: call.clone(),
+                outcome: ToolOutcome::failed(reason.to_owned()),
+            })
+        })
+        .collect()
+}
+
+/// The state of one interception's tool loop.
+pub(crate) struct LoopState {
+    pub(crate) tools: Arc<Tools>,
+    pub(crate) executor: Arc<dyn ToolExecutor>,
+    pub(crate) config: LoopConfig,
+    original: Bytes,
+    turns: Vec<String>,
+    iteration: u32,
+    /// Usage of the finished iterations (blocking loops).
+    pub(crate) sum: UsageSum,
+}
+
+impl std::fmt::Debug for LoopState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopState")
+            .field("tools", &self.tools.0.len())
+            .field("iteration", &self.iteration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopState {
+    pub(crate) fn new(
+        tools: Arc<Tools>,
+        executor: Arc<dyn ToolExecutor>,
+        config: LoopConfig,
+        original: Bytes,
+    ) -> Self {
+        Self {
+            tools,
+            executor,
+            config,
+            original,
+            turns: Vec::new(),
+            iteration: 1,
+            sum: UsageSum::default(),
+        }
+    }
+
+    /// The current iteration (1-based).
+    pub(crate) fn iteration(&self) -> u32 {
+        self.iteration
+    }
+
+    /// The first upstream body: the client's bytes with the injected tools.
+    pub(crate) fn first_body(&self, api: Api) -> Option<Bytes> {
+        request_body(api, &self.original, Some(&self.tools), &[])
+    }
+
+    /// Appends the assistant turn and the tool results; returns the next upstream body
+    /// (without injected tools when `limit`).
+    pub(crate) fn advance(
+        &mut self,
+        api: Api,
+        turn: Turn,
+        results: &[Executed],
+        limit: bool,
+    ) -> Option<Bytes> {
+        self.turns.extend(turn.assistant);
+        let note = limit.then(|| {
+            format!(
+                "aibridge: tool loop limit reached ({} iterations)",
+                self.config.max_iterations
+            )
+        });
+        self.turns.push(results_turn(
+            api,
+            results,
+            self.config.max_result_bytes,
+            note.as_deref(),
+        ));
+        self.iteration += 1;
+        request_body(
+            api,
+            &self.original,
+            (!limit).then_some(&*self.tools),
+            &self.turns,
+        )
+    }
+}
+
+fn request_body(
+    api: Api,
+    original: &[u8],
+    tools: Option<&Tools>,
+    turns: &[String],
+) -> Option<Bytes> {
+    match api {
+        Api::Messages => super::messages::mcp::request_body(original, tools, turns),
+        Api::ChatCompletions | Api::Responses => None,
+    }
+}
+
+fn results_turn(api: Api, results: &[Executed], max_bytes: usize, note: Option<&str>) -> String {
+    match api {
+        Api::Messages | Api::ChatCompletions | Api::Responses => {
+            super::messages::mcp::tool_results_turn(results, max_bytes, note)
+        }
+    }
+}
+
+/// Integer usage fields summed over iterations (nested objects summed member-wise).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct UsageSum(pub(crate) Map<String, Value>);
+
+impl UsageSum {
+    /// Adds one message's merged usage object.
+    pub(crate) fn add(&mut self, usage: &Map<String, Value>) {
+        add_into(&mut self.0, usage);
+    }
+}
+
+fn add_into(acc: &mut Map<String, Value>, add: &Map<String, Value>) {
+    for (k, v) in add {
+        match v {
+            Value::Number(n) if n.as_u64().is_some() => {
+                let prev = acc.get(k).and_then(Value::as_u64).unwrap_or(0);
+                acc.insert(k.clone(), Value::from(prev + n.as_u64().unwrap_or(0)));
+            }
+            Value::Object(inner) => {
+                let entry = acc
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(e) = entry {
+                    add_into(e, inner);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Merges `over` onto `base` (top-level keys of `over` win), as D9 merges usage.
+pub(crate) fn merge_usage(base: &mut Map<String, Value>, over: &Map<String, Value>) {
+    for (k, v) in over {
+        if !v.is_null() {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// Joins JSON texts with commas.
+pub(crate) fn join(items: &[String]) -> String {
+    items.join(",")
+}
+
+/// Whether a frame is worth sending as a keep-alive already.
+pub(crate) fn keep_alive_bytes(api: Api) -> Bytes {
+    match api {
+        Api::Messages => Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
+        Api::ChatCompletions | Api::Responses => Bytes::from_static(b": keep-alive\n\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        let c = |raw: &str| ToolCall {
+            call_id: "c".into(),
+            tool_id: "t".into(),
+            raw_input: raw.into(),
+        };
+        assert!(c("").arguments().unwrap().is_empty());
+        assert_eq!(c(r#"{"a":1}"#).arguments().unwrap()["a"], 1);
+        assert!(c("[1]").arguments().unwrap_err().contains("an array"));
+        assert!(
+            c("{")
+                .arguments()
+                .unwrap_err()
+                .starts_with("invalid arguments: ")
+        );
+    }
+
+    #[test]
+    fn usage_sums_integers_recursively() {
+        let mut s = UsageSum::default();
+        let a: Value = serde_json::json!({"input_tokens": 7545, "output_tokens": 74, "service_tier": "x", "cache_creation": {"ephemeral_5m_input_tokens": 1}});
+        let b: Value = serde_json::json!({"input_tokens": 7763, "output_tokens": 128, "cache_creation": {"ephemeral_5m_input_tokens": 2}});
+        s.add(a.as_object().unwrap());
+        s.add(b.as_object().unwrap());
+        assert_eq!(s.0["input_tokens"], 15308);
+        assert_eq!(s.0["output_tokens"], 202);
+        assert_eq!(s.0["cache_creation"]["ephemeral_5m_input_tokens"], 3);
+        assert!(!s.0.contains_key("service_tier"));
+    }
+}
