@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
     for size in [1024usize, 4096, 16384] {
         let parts = chunks(&stream, size);
         g.bench_function(format!("split_and_extract/{size}B_chunks"), |b| {
-            b.iter(|| split_and_extract("messages", std::hint::black_box(&parts)))
+            b.iter(|| split_and_extract("messages", std::hint::black_box(&parts)));
         });
         g.bench_function(format!("baseline_boundary_scan/{size}B_chunks"), |b| {
             b.iter(|| {
@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
                     n += memchr::memmem::find_iter(p, b"\n\n").count();
                 }
                 n
-            })
+            });
         });
     }
     g.finish();

@@ -37,6 +37,10 @@ struct Config {
     copilot_base: http::Uri,
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the example host is configured by its environment"
+)]
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -324,11 +328,11 @@ async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -439,12 +443,9 @@ async fn main() -> ExitCode {
         let _ = stop_rx.await;
     });
     let serve = tokio::spawn(async move { server.await });
-    let report = match report.await {
-        Ok(Some(r)) => r,
-        _ => {
-            tracing::warn!("second signal: exiting now");
-            return ExitCode::from(130);
-        }
+    let Ok(Some(report)) = report.await else {
+        tracing::warn!("second signal: exiting now");
+        return ExitCode::from(130);
     };
     if report.cancelled_requests > 0 || report.dropped_records > 0 {
         tracing::warn!(

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -237,14 +236,10 @@ fn transition(s: &mut State, to: State, key: &Key, metrics: Option<&Metrics>) {
     }
 }
 
-/// Seconds for `Retry-After` from a duration (rounded up, at least 1).
-pub(crate) fn retry_after_secs(d: Duration) -> u64 {
-    d.as_secs_f64().ceil().max(1.0) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn key(model: &str) -> Key {
         Key {
@@ -345,11 +340,5 @@ mod tests {
         h.report(Report::Failure, None);
         h.report(Report::Failure, None);
         assert!(b.admit(key("m"), &c, None).is_err());
-    }
-
-    #[test]
-    fn retry_after_rounds_up() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(2100)), 3);
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) timeouts: UpstreamTimeouts,
     pub(crate) metrics: Option<crate::metrics::Metrics>,
     pub(crate) breakers: crate::breaker::Breakers,
+    #[cfg(feature = "mcp")]
+    pub(crate) tool_source: Option<Arc<dyn intercept::ToolSource>>,
     inflight: AtomicUsize,
     /// Interception tasks still running (they outlive the response body by the time it
     /// takes to queue their last records).
@@ -151,6 +153,8 @@ impl Inner {
             timeouts,
             metrics,
             breakers: crate::breaker::Breakers::default(),
+            #[cfg(feature = "mcp")]
+            tool_source: None,
             inflight: AtomicUsize::new(0),
             tasks: AtomicUsize::new(0),
             inflight_zero: Notify::new(),

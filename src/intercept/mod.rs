@@ -29,6 +29,8 @@ use tokio::sync::oneshot;
 pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
+#[cfg(feature = "mcp")]
+pub(crate) use self::tool_loop::{ToolExecutor, ToolSource};
 use crate::Actor;
 use crate::body::Body;
 use crate::breaker::Key;
@@ -131,6 +133,32 @@ fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), St
     }
 }
 
+/// Decides on injection (mcp.md "When injection happens") and builds the first body.
+#[cfg(feature = "mcp")]
+fn start_loop(
+    source: &Arc<dyn ToolSource>,
+    api: Api,
+    info: &RequestInfo,
+    body: &Bytes,
+) -> Option<(tool_loop::LoopState, Bytes)> {
+    if api != Api::Messages || !source.should_inject(&info.model) {
+        return None;
+    }
+    let tools = messages::mcp::tools_for_request(body, &source.snapshot());
+    if tools.0.is_empty() {
+        return None;
+    }
+    let executor: Arc<dyn ToolExecutor> = source.clone();
+    let lp = tool_loop::LoopState::new(
+        Arc::new(tools),
+        executor,
+        source.loop_config(),
+        body.clone(),
+    );
+    let first = lp.first_body(api)?;
+    Some((lp, first))
+}
+
 /// Records the interception and runs it (routing.md steps 9–15).
 pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
@@ -199,8 +227,27 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     if let Some(m) = &metrics {
         m.interception_started(&labels.provider, &labels.model, &route);
     }
-    let body = upstream_body(req.api, &req.info, req.body);
-    let observer = observer(req.api, &req.info);
+    #[cfg(feature = "mcp")]
+    let tool_loop = inner
+        .tool_source
+        .as_ref()
+        .and_then(|source| start_loop(source, req.api, &req.info, &req.body));
+    #[cfg(feature = "mcp")]
+    let (body, observer): (Bytes, Box<dyn StreamObserver>) = match &tool_loop {
+        Some((lp, body)) => (
+            body.clone(),
+            Box::new(messages::mcp::McpMessages::new(lp.tools.clone())),
+        ),
+        None => (
+            upstream_body(req.api, &req.info, req.body),
+            observer(req.api, &req.info),
+        ),
+    };
+    #[cfg(not(feature = "mcp"))]
+    let (body, observer) = (
+        upstream_body(req.api, &req.info, req.body),
+        observer(req.api, &req.info),
+    );
     let sink = emit::Emitter::new(
         inner.queue.sink(id),
         id,
@@ -226,6 +273,8 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         breaker_key,
         req.credential.kind(),
     );
+    #[cfg(feature = "mcp")]
+    let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = inner.track_task();

@@ -98,6 +98,15 @@ impl Ctx {
     }
 }
 
+#[cfg(feature = "mcp")]
+impl Ctx {
+    /// Runs the interception as a tool loop.
+    pub(crate) fn with_tool_loop(mut self, lp: Option<super::tool_loop::LoopState>) -> Self {
+        self.tool_loop = lp;
+        self
+    }
+}
+
 /// The response head, until it is sent to the service future.
 struct Head(Option<oneshot::Sender<Response<Body>>>);
 
@@ -169,7 +178,7 @@ pub(crate) async fn drive(
     };
     match outcome {
         Outcome::Completed => {
-            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed")
+            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed");
         }
         Outcome::Failed => tracing::warn!(
             error = error.as_deref().unwrap_or(""),
@@ -213,7 +222,7 @@ struct Primed {
 /// What an upstream call (after its retries) produced.
 enum Call {
     /// An answer to relay.
-    Answer(reqwest::Response, Option<Primed>),
+    Answer(reqwest::Response, Option<Box<Primed>>),
     /// The client has been answered or is gone.
     Done(End),
 }
@@ -243,9 +252,7 @@ fn overload_kind(frame: &Frame) -> Option<&'static str> {
         kind: Option<String>,
         code: Option<serde_json::Value>,
     }
-    if memchr::memmem::find(&data, b"error").is_none() {
-        return None;
-    }
+    memchr::memmem::find(&data, b"error")?;
     let ev: Ev = serde_json::from_slice(&data).ok()?;
     let mut candidates = vec![ev.kind];
     candidates.push(ev.code.and_then(|c| c.as_str().map(str::to_owned)));
@@ -418,7 +425,7 @@ async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>
                             );
                             d
                         }
-                        _ => return Call::Answer(resp, Some(primed)),
+                        _ => return Call::Answer(resp, Some(Box::new(primed))),
                     }
                 }
             }
@@ -510,7 +517,7 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
     let status = resp.status();
     let headers = relayed_response_headers(resp.headers());
     if let Some(primed) = primed {
-        return stream(ctx, resp, status, headers, head, cancel, primed).await;
+        return stream(ctx, resp, status, headers, head, cancel, *primed).await;
     }
     let waiting = Instant::now();
     let body = tokio::select! {
@@ -978,7 +985,7 @@ async fn next_iteration(
                 "aibridge: upstream stream failed".to_owned()
             })))
         }
-        Call::Answer(resp, Some(primed)) => Ok((resp, primed)),
+        Call::Answer(resp, Some(primed)) => Ok((resp, *primed)),
         Call::Answer(mut resp, None) => {
             let status = resp.status();
             let body = read_all(&mut resp, MAX_BLOCKING_BODY)

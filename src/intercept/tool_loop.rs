@@ -22,6 +22,16 @@ pub(crate) trait ToolExecutor: Send + Sync {
     ) -> BoxFuture<'a, ToolOutcome>;
 }
 
+/// Where the tool loop gets its tools, bounds and executor (the MCP registry).
+pub(crate) trait ToolSource: ToolExecutor {
+    /// The injectable tools right now (sorted by id).
+    fn snapshot(&self) -> Vec<InjectedTool>;
+    /// Whether tools are injected for this model (the skip predicate).
+    fn should_inject(&self, model: &str) -> bool;
+    /// The loop bounds.
+    fn loop_config(&self) -> LoopConfig;
+}
+
 /// The injected tools of one interception (a snapshot, sorted by id).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Tools(pub(crate) Vec<InjectedTool>);
@@ -44,7 +54,6 @@ impl Tools {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LoopConfig {
     pub(crate) max_iterations: u32,
-    pub(crate) tool_timeout: Duration,
     pub(crate) max_result_bytes: usize,
     pub(crate) keep_alive: Duration,
 }
@@ -325,16 +334,11 @@ pub(crate) fn merge_usage(base: &mut Map<String, Value>, over: &Map<String, Valu
     }
 }
 
-/// Joins JSON texts with commas.
-pub(crate) fn join(items: &[String]) -> String {
-    items.join(",")
-}
-
 /// Whether a frame is worth sending as a keep-alive already.
 pub(crate) fn keep_alive_bytes(api: Api) -> Bytes {
     match api {
         Api::Messages => Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
-        Api::ChatCompletions | Api::Responses => Bytes::from_static(b": keep-alive\n\n"),
+        Api::ChatCompletions | Api::Responses => crate::sse::comment("keep-alive"),
     }
 }
 

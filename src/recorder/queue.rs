@@ -194,7 +194,8 @@ impl RecordQueue {
         Self { shared, tx }
     }
 
-    /// Installs the per-record outcome hook (metrics).
+    /// Installs a per-record outcome hook (tests).
+    #[cfg(test)]
     pub(crate) fn set_hook(&self, hook: DeliveryHook) {
         *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
@@ -210,6 +211,7 @@ impl RecordQueue {
     }
 
     /// Records dropped so far.
+    #[cfg(test)]
     pub(crate) fn dropped_total(&self) -> u64 {
         self.shared.dropped_total.load(Ordering::Relaxed)
     }

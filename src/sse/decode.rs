@@ -383,6 +383,7 @@ impl Frame {
     }
 
     /// The exact input bytes of this frame.
+    #[cfg(test)]
     pub(crate) fn raw(&self) -> &Bytes {
         &self.raw
     }

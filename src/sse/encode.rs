@@ -50,7 +50,7 @@ pub(crate) fn comment(text: &str) -> Bytes {
 }
 
 /// Appends [`event`]'s bytes to `buf`, so several events can share one buffer.
-pub(crate) fn write_event(buf: &mut BytesMut, event_type: Option<&str>, data: &[u8]) {
+fn write_event(buf: &mut BytesMut, event_type: Option<&str>, data: &[u8]) {
     buf.reserve(event_len(event_type, data));
     write_event_type(buf, event_type);
     for line in lines(data) {

@@ -4,14 +4,14 @@
 //! which yields each event as a [`Frame`]: the event's exact upstream bytes, to relay
 //! unchanged, plus borrowed accessors for its `event:` type and `data:` payload. Only events
 //! the bridge makes or rewrites are written anew, with the helpers re-exported from
-//! `encode` ([`event`], [`json_event`], [`comment`], [`write_event`]).
+//! `encode` ([`event`], [`json_event`], [`comment`]).
 
-mod decode;
+pub(crate) mod decode;
 mod encode;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use self::{
-    decode::{DecodeError, Decoder, Frame},
-    encode::{comment, event, json_event, write_event},
+    decode::{Decoder, Frame},
+    encode::{comment, event, json_event},
 };

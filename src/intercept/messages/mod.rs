@@ -521,6 +521,26 @@ impl StreamObserver for MessagesStream {
 
 /// `event: error` with an Anthropic `api_error` (D7).
 pub(crate) fn terminal_event(message: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        r#type: &'a str,
+        error: ErrorObj<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct ErrorObj<'a> {
+        r#type: &'a str,
+        message: &'a str,
+    }
+    let value = Event {
+        r#type: "error",
+        error: ErrorObj {
+            r#type: "api_error",
+            message,
+        },
+    };
+    if let Ok(b) = crate::sse::json_event(Some("error"), &value) {
+        return b;
+    }
     Bytes::from(format!(
         "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":{}}}}}\n\n",
         json_string(message)

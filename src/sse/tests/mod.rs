@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use self::support::*;
-use super::{DecodeError, Decoder};
+use super::Decoder;
+use super::decode::DecodeError;
 
 const ANTHROPIC: &[u8] = include_bytes!("../../../tests/fixtures/sse/anthropic_messages.sse");
 const CHAT: &[u8] = include_bytes!("../../../tests/fixtures/sse/openai_chat.sse");

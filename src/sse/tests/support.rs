@@ -6,7 +6,8 @@ use std::{borrow::Cow, ops::Range};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::sse::{DecodeError, Decoder, Frame};
+use crate::sse::decode::DecodeError;
+use crate::sse::{Decoder, Frame};
 
 /// The bridge's maximum event size.
 pub(super) const MAX: usize = 16 << 20;

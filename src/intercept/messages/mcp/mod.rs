@@ -122,10 +122,10 @@ pub(crate) fn request_body(
         let items = items.join(",");
         match top.get("tools") {
             Some(raw) if raw.get().starts_with('[') => {
-                edits.push(array_prepend(original, raw, &items)?)
+                edits.push(array_prepend(original, raw, &items)?);
             }
             Some(raw) if raw.get() == "null" => {
-                edits.push(top.set("tools", &format!("[{items}]"))?)
+                edits.push(top.set("tools", &format!("[{items}]"))?);
             }
             Some(_) => return None,
             None => edits.push(top.set("tools", &format!("[{items}]"))?),
