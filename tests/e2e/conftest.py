@@ -34,7 +34,11 @@ ANTHROPIC_KEY = "sk-ant-e2e-secret-key"
 ANTHROPIC_KEY_HINT = "sk-a...-key"
 OPENAI_KEY = "sk-openai-e2e-secret-key"
 OPENAI_KEY_HINT = "sk-o...-key"
-SECRETS = (ANTHROPIC_KEY, OPENAI_KEY, GATEWAY_TOKEN)
+# A per-user GitHub Copilot token: Copilot is always ClientOnly (copilot.md), the gateway has
+# no key of its own for it.
+COPILOT_TOKEN = "ghu_test0123456789abcdefghij"
+COPILOT_TOKEN_HINT = "ghu_...ghij"
+SECRETS = (ANTHROPIC_KEY, OPENAI_KEY, GATEWAY_TOKEN, COPILOT_TOKEN)
 
 STARTUP_DEADLINE = 30.0  # seconds for a process to announce its address
 RECORD_DEADLINE = 15.0  # seconds for an interception's rows to be complete
@@ -207,6 +211,10 @@ class Gateway:
     def openai_base_url(self):
         return self.url + "/api/v2/aibridge/openai/v1"
 
+    @property
+    def copilot_base_url(self):
+        return self.url + "/api/v2/aibridge/copilot"
+
     def logs(self):
         return _log_tail(self.stderr_path, 200)
 
@@ -253,6 +261,7 @@ def running_gateway(tmp_dir, fake_url, extra_env=None):
         "ANTHROPIC_BASE_URL": fake_url,
         "OPENAI_API_KEY": OPENAI_KEY,
         "OPENAI_BASE_URL": fake_url + "/v1",
+        "COPILOT_BASE_URL": fake_url,
         "RUST_LOG": "info",
     })
     env.update(extra_env or {})

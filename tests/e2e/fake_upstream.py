@@ -33,12 +33,23 @@ The header "x-fake-error: STATUS" (e.g. 400, 429, 529) makes the fake answer a b
 provider-shaped error body: Anthropic for /messages, OpenAI otherwise. The Anthropic 400 body
 is the "prompt is too long" error of the spec.
 
+The header "x-fake-cached-tokens: N" (OpenAI Chat and Responses) adds N cached prompt tokens:
+prompt_tokens/input_tokens grow by N and *_tokens_details.cached_tokens is N. The usage the
+fake answers is computed by chat_usage() / responses_usage(), which tests may import.
+
+Responses: every response id the fake issued is remembered; a request whose
+"previous_response_id" is not one of them gets the API's 400 previous_response_not_found.
+
 Secrets are masked in the capture: values of headers whose name contains
-key/authorization/token/cookie/secret keep their first 8 characters only.
+key/authorization/token/cookie/secret keep their first 8 characters only; the capture adds
+"secret_sha256" (lower-case header name -> SHA-256 hex of the full value) so a test can check
+the exact value without the secret being written anywhere. "body_sha256" is the SHA-256 hex
+of the body bytes as received (before any content-encoding is undone).
 """
 import argparse
 import base64
 import gzip
+import hashlib
 import json
 import re
 import sys
@@ -56,6 +67,7 @@ PREFERRED_TOOLS = ["Glob", "LS", "Read", "Grep", "shell", "shell_command",
 
 LOG_LOCK = threading.Lock()
 COUNTER = {"n": 0}
+ISSUED_RESPONSES = set()  # Responses ids handed out (previous_response_id must be one of them)
 
 
 def mask(value):
@@ -73,6 +85,26 @@ def rough_tokens(obj):
 
 def new_id(prefix):
     return prefix + uuid.uuid4().hex[:24]
+
+
+def sha256_hex(value):
+    return hashlib.sha256(value if isinstance(value, bytes) else value.encode()).hexdigest()
+
+
+def chat_usage(messages, cached=0):
+    """The Chat Completions usage the fake answers for these request messages."""
+    ptok = rough_tokens(messages) + cached
+    return {"prompt_tokens": ptok, "completion_tokens": 7, "total_tokens": ptok + 7,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def responses_usage(inp, cached=0):
+    """The Responses usage the fake answers for this request input."""
+    in_tok = rough_tokens(inp) + cached
+    return {"input_tokens": in_tok, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": in_tok + 7}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -129,8 +161,13 @@ class Handler(BaseHTTPRequestHandler):
     def _capture(self, raw):
         data, note = self._decode(raw)
         headers = []
+        secret_sha256 = {}
         for k, v in self.headers.items():
-            headers.append([k, mask(v) if SECRET_HEADER_RE.search(k) else v])
+            if SECRET_HEADER_RE.search(k):
+                headers.append([k, mask(v)])
+                secret_sha256[k.lower()] = sha256_hex(v)
+            else:
+                headers.append([k, v])
         rec = {
             "seq": None,
             "ts": time.time(),
@@ -140,6 +177,8 @@ class Handler(BaseHTTPRequestHandler):
             "http_version": self.request_version,
             "headers": headers,
             "body_len": len(raw),
+            "body_sha256": sha256_hex(raw),
+            "secret_sha256": secret_sha256,
         }
         body_json = None
         if note:
@@ -197,6 +236,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _data(self, obj):
         self._chunk("data: %s\n\n" % (obj if isinstance(obj, str) else json.dumps(obj)))
+
+    def _cached(self):
+        try:
+            return max(0, int(self.headers.get("x-fake-cached-tokens") or 0))
+        except ValueError:
+            return 0
 
     def _mode(self):
         return (self.headers.get("x-fake-mode") or self.server.mode).lower()
@@ -373,10 +418,7 @@ class Handler(BaseHTTPRequestHandler):
         tool = self._pick_tool(tools) if (self._mode() == "tool" and tools and not has_result) else None
         cid = new_id("chatcmpl-")
         created = int(time.time())
-        ptok = rough_tokens(msgs)
-        usage = {"prompt_tokens": ptok, "completion_tokens": 7, "total_tokens": ptok + 7,
-                 "prompt_tokens_details": {"cached_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": 0}}
+        usage = chat_usage(msgs, self._cached())
         call = None
         if tool:
             call = {"id": new_id("call_"), "type": "function",
@@ -428,12 +470,17 @@ class Handler(BaseHTTPRequestHandler):
         has_result = isinstance(inp, list) and bool(inp) and isinstance(inp[-1], dict) and \
             inp[-1].get("type") in ("function_call_output", "custom_tool_call_output")
         tool = self._pick_tool(tools) if (self._mode() == "tool" and tools and not has_result) else None
+        prev = body.get("previous_response_id")
+        if prev is not None and prev not in ISSUED_RESPONSES:
+            return self._send_json(400, {"error": {
+                "message": "Previous response with id '%s' not found." % prev,
+                "type": "invalid_request_error", "param": "previous_response_id",
+                "code": "previous_response_not_found"}})
         rid = new_id("resp_")
+        with LOG_LOCK:
+            ISSUED_RESPONSES.add(rid)
         created = int(time.time())
-        in_tok = rough_tokens(inp)
-        usage = {"input_tokens": in_tok, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": in_tok + 7}
+        usage = responses_usage(inp, self._cached())
         if tool:
             item = {"id": new_id("fc_"), "type": "function_call", "status": "completed",
                     "call_id": new_id("call_"), "name": tool,
