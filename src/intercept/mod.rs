@@ -141,7 +141,7 @@ fn start_loop(
     info: &RequestInfo,
     body: &Bytes,
 ) -> Option<(tool_loop::LoopState, Bytes)> {
-    if api != Api::Messages || !source.should_inject(&info.model) {
+    if api == Api::Responses || !source.should_inject(&info.model) {
         return None;
     }
     let tools = messages::mcp::tools_for_request(body, &source.snapshot());
@@ -154,6 +154,7 @@ fn start_loop(
         executor,
         source.loop_config(),
         body.clone(),
+        info.clone(),
     );
     let first = lp.first_body(api)?;
     Some((lp, first))
@@ -234,10 +235,18 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         .and_then(|source| start_loop(source, req.api, &req.info, &req.body));
     #[cfg(feature = "mcp")]
     let (body, observer): (Bytes, Box<dyn StreamObserver>) = match &tool_loop {
-        Some((lp, body)) => (
-            body.clone(),
-            Box::new(messages::mcp::McpMessages::new(lp.tools.clone())),
-        ),
+        Some((lp, body)) => {
+            let view: Box<dyn StreamObserver> = match req.api {
+                Api::ChatCompletions => Box::new(chat_completions::mcp::McpChat::new(
+                    &req.info,
+                    lp.tools.clone(),
+                )),
+                Api::Messages | Api::Responses => {
+                    Box::new(messages::mcp::McpMessages::new(lp.tools.clone()))
+                }
+            };
+            (body.clone(), view)
+        }
         None => (
             upstream_body(req.api, &req.info, req.body),
             observer(req.api, &req.info),

@@ -579,8 +579,7 @@ async fn blocking_loop(
     mut headers: HeaderMap,
     mut body: Bytes,
 ) -> End {
-    use super::messages::mcp::{blocking_turn, final_blocking};
-    use super::tool_loop::{execute, not_executed};
+    use super::tool_loop::{blocking_turn, execute, final_blocking, not_executed};
     loop {
         let Some(mut lp) = ctx.tool_loop.take() else {
             return failed("aibridge: internal error");
@@ -588,30 +587,30 @@ async fn blocking_loop(
         let mut facts = Vec::new();
         let parsed = blocking_facts(ctx.api, &body, &mut facts);
         facts.retain(|f| !matches!(f, super::Fact::Tool { name, .. } if lp.tools.contains(name)));
-        let turn = blocking_turn(&body, &lp.tools);
+        let turn = blocking_turn(ctx.api, &body, &lp.tools);
         let after_limit = lp.iteration() > lp.config.max_iterations;
         let finish = match &turn {
             None => true,
-            Some(t) => t.turn.calls.is_empty() || t.client_tool || after_limit,
+            Some((t, client_tool, _)) => t.calls.is_empty() || *client_tool || after_limit,
         };
         if finish {
-            if let Some(t) = &turn
-                && !t.turn.calls.is_empty()
+            if let Some((t, _, _)) = &turn
+                && !t.calls.is_empty()
             {
                 let reason = if after_limit {
                     "tool loop limit reached"
                 } else {
                     "not executed: the response also called client tools"
                 };
-                not_executed(&lp.tools, &t.turn, reason, &mut facts);
+                not_executed(&lp.tools, t, reason, &mut facts);
             }
             ctx.sink.facts(&mut facts).await;
-            let sum = turn.filter(|_| lp.iteration() > 1).map(|t| {
+            let sum = turn.filter(|_| lp.iteration() > 1).map(|(_, _, usage)| {
                 let mut sum = lp.sum.clone();
-                sum.add(&t.usage);
+                sum.add(&usage);
                 sum
             });
-            let out = final_blocking(&body, sum.as_ref(), &lp.tools);
+            let out = final_blocking(ctx.api, &body, sum.as_ref(), &lp.tools);
             if !head.send(response(status, headers, Body::from(out), ctx.id)) {
                 return client_gone();
             }
@@ -620,15 +619,15 @@ async fn blocking_loop(
                 Err(reason) => failed(format!("invalid upstream response: {reason}")),
             };
         }
-        let Some(bt) = turn else {
+        let Some((bt_turn, _, bt_usage)) = turn else {
             return failed("aibridge: internal error");
         };
         let limit = lp.iteration() >= lp.config.max_iterations;
         let results = if limit {
-            not_executed(&lp.tools, &bt.turn, "tool loop limit reached", &mut facts)
+            not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
         } else {
             let waiting = Instant::now();
-            let exec = execute(&lp.tools, lp.executor.as_ref(), &bt.turn, &mut facts);
+            let exec = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts);
             let r = tokio::select! {
                 r = exec => r,
                 () = head.closed() => return client_gone(),
@@ -641,8 +640,8 @@ async fn blocking_loop(
             r
         };
         ctx.sink.facts(&mut facts).await;
-        lp.sum.add(&bt.usage);
-        let next = lp.advance(ctx.api, bt.turn, &results, limit);
+        lp.sum.add(&bt_usage);
+        let next = lp.advance(ctx.api, bt_turn, &results, limit);
         ctx.tool_loop = Some(lp);
         let Some(next) = next else {
             return failed("aibridge: internal error");
@@ -938,6 +937,7 @@ async fn next_iteration(
     cancel: &mut watch::Receiver<bool>,
     facts: &mut Vec<super::Fact>,
 ) -> Result<(reqwest::Response, Primed), Stop> {
+    ctx.observer.flush(facts);
     let Some(turn) = ctx.observer.take_turn() else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };

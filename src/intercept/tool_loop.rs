@@ -199,6 +199,7 @@ pub(crate) struct LoopState {
     pub(crate) executor: Arc<dyn ToolExecutor>,
     pub(crate) config: LoopConfig,
     original: Bytes,
+    info: super::RequestInfo,
     turns: Vec<String>,
     iteration: u32,
     /// Usage of the finished iterations (blocking loops).
@@ -220,12 +221,14 @@ impl LoopState {
         executor: Arc<dyn ToolExecutor>,
         config: LoopConfig,
         original: Bytes,
+        info: super::RequestInfo,
     ) -> Self {
         Self {
             tools,
             executor,
             config,
             original,
+            info,
             turns: Vec::new(),
             iteration: 1,
             sum: UsageSum::default(),
@@ -239,7 +242,7 @@ impl LoopState {
 
     /// The first upstream body: the client's bytes with the injected tools.
     pub(crate) fn first_body(&self, api: Api) -> Option<Bytes> {
-        request_body(api, &self.original, Some(&self.tools), &[])
+        request_body(api, &self.info, &self.original, Some(&self.tools), &[])
     }
 
     /// Appends the assistant turn and the tool results; returns the next upstream body
@@ -258,7 +261,7 @@ impl LoopState {
                 self.config.max_iterations
             )
         });
-        self.turns.push(results_turn(
+        self.turns.extend(results_turn(
             api,
             results,
             self.config.max_result_bytes,
@@ -267,6 +270,7 @@ impl LoopState {
         self.iteration += 1;
         request_body(
             api,
+            &self.info,
             &self.original,
             (!limit).then_some(&*self.tools),
             &self.turns,
@@ -276,21 +280,65 @@ impl LoopState {
 
 fn request_body(
     api: Api,
+    info: &super::RequestInfo,
     original: &[u8],
     tools: Option<&Tools>,
     turns: &[String],
 ) -> Option<Bytes> {
     match api {
         Api::Messages => super::messages::mcp::request_body(original, tools, turns),
-        Api::ChatCompletions | Api::Responses => None,
+        Api::ChatCompletions => {
+            let body = super::chat_completions::mcp::request_body(original, tools, turns)?;
+            Some(super::chat_completions::mcp::with_usage_request(info, body))
+        }
+        Api::Responses => None,
     }
 }
 
-fn results_turn(api: Api, results: &[Executed], max_bytes: usize, note: Option<&str>) -> String {
+fn results_turn(
+    api: Api,
+    results: &[Executed],
+    max_bytes: usize,
+    note: Option<&str>,
+) -> Vec<String> {
     match api {
-        Api::Messages | Api::ChatCompletions | Api::Responses => {
-            super::messages::mcp::tool_results_turn(results, max_bytes, note)
+        Api::Messages => vec![super::messages::mcp::tool_results_turn(
+            results, max_bytes, note,
+        )],
+        Api::ChatCompletions => {
+            super::chat_completions::mcp::tool_results_turns(results, max_bytes, note)
         }
+        Api::Responses => Vec::new(),
+    }
+}
+
+/// What a blocking response asks of the loop: the turn, whether it also called client
+/// tools, and its usage object.
+pub(crate) fn blocking_turn(
+    api: Api,
+    body: &[u8],
+    tools: &Tools,
+) -> Option<(Turn, bool, serde_json::Map<String, Value>)> {
+    match api {
+        Api::Messages => super::messages::mcp::blocking_turn(body, tools)
+            .map(|t| (t.turn, t.client_tool, t.usage)),
+        Api::ChatCompletions => super::chat_completions::mcp::blocking_turn(body, tools)
+            .map(|t| (t.turn, t.client_tool, t.usage)),
+        Api::Responses => None,
+    }
+}
+
+/// The body the client gets at the end of a blocking loop.
+pub(crate) fn final_blocking(
+    api: Api,
+    body: &Bytes,
+    sum: Option<&UsageSum>,
+    tools: &Tools,
+) -> Bytes {
+    match api {
+        Api::Messages => super::messages::mcp::final_blocking(body, sum, tools),
+        Api::ChatCompletions => super::chat_completions::mcp::final_blocking(body, sum, tools),
+        Api::Responses => body.clone(),
     }
 }
 

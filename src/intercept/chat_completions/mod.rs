@@ -546,6 +546,17 @@ impl ChatStream {
         }
     }
 
+    /// Forgets the finished completion (the tool loop continues with a new one).
+    #[cfg(feature = "mcp")]
+    pub(crate) fn reset_for_next(&mut self) {
+        self.response_id = None;
+        self.usage = None;
+        self.tools.clear();
+        self.done = false;
+        self.finished = false;
+        self.error = None;
+    }
+
     /// Records the open tool calls of `choice` (at its `finish_reason`), or of all choices
     /// (`None`: at `[DONE]`, or a flush where they may be cut off).
     fn close_tools(&mut self, choice: Option<u64>, facts: &mut Vec<Fact>) {
@@ -703,5 +714,7 @@ pub(crate) fn terminal_event(message: &str) -> Bytes {
     ))
 }
 
+#[cfg(feature = "mcp")]
+pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;
