@@ -141,7 +141,9 @@ fn start_loop(
     info: &RequestInfo,
     body: &Bytes,
 ) -> Option<(tool_loop::LoopState, Bytes)> {
-    if api == Api::Responses || !source.should_inject(&info.model) {
+    if !source.should_inject(&info.model)
+        || (api == Api::Responses && !responses::mcp::injectable(body))
+    {
         return None;
     }
     let tools = messages::mcp::tools_for_request(body, &source.snapshot());
@@ -241,9 +243,11 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
                     &req.info,
                     lp.tools.clone(),
                 )),
-                Api::Messages | Api::Responses => {
-                    Box::new(messages::mcp::McpMessages::new(lp.tools.clone()))
-                }
+                Api::Responses => Box::new(responses::mcp::McpResponses::new(
+                    &req.body,
+                    lp.tools.clone(),
+                )),
+                Api::Messages => Box::new(messages::mcp::McpMessages::new(lp.tools.clone())),
             };
             (body.clone(), view)
         }

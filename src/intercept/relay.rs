@@ -587,7 +587,7 @@ async fn blocking_loop(
         let mut facts = Vec::new();
         let parsed = blocking_facts(ctx.api, &body, &mut facts);
         facts.retain(|f| !matches!(f, super::Fact::Tool { name, .. } if lp.tools.contains(name)));
-        let turn = blocking_turn(ctx.api, &body, &lp.tools);
+        let turn = blocking_turn(ctx.api, lp.original(), &body, &lp.tools);
         let after_limit = lp.iteration() > lp.config.max_iterations;
         let finish = match &turn {
             None => true,

@@ -235,6 +235,11 @@ impl LoopState {
         }
     }
 
+    /// The client's original request body.
+    pub(crate) fn original(&self) -> &Bytes {
+        &self.original
+    }
+
     /// The current iteration (1-based).
     pub(crate) fn iteration(&self) -> u32 {
         self.iteration
@@ -291,7 +296,7 @@ fn request_body(
             let body = super::chat_completions::mcp::request_body(original, tools, turns)?;
             Some(super::chat_completions::mcp::with_usage_request(info, body))
         }
-        Api::Responses => None,
+        Api::Responses => super::responses::mcp::request_body(original, tools, turns),
     }
 }
 
@@ -308,7 +313,7 @@ fn results_turn(
         Api::ChatCompletions => {
             super::chat_completions::mcp::tool_results_turns(results, max_bytes, note)
         }
-        Api::Responses => Vec::new(),
+        Api::Responses => super::responses::mcp::tool_results_turns(results, max_bytes, note),
     }
 }
 
@@ -316,15 +321,22 @@ fn results_turn(
 /// tools, and its usage object.
 pub(crate) fn blocking_turn(
     api: Api,
+    original: &[u8],
     body: &[u8],
     tools: &Tools,
-) -> Option<(Turn, bool, serde_json::Map<String, Value>)> {
+) -> Option<(Turn, bool, Map<String, Value>)> {
     match api {
         Api::Messages => super::messages::mcp::blocking_turn(body, tools)
             .map(|t| (t.turn, t.client_tool, t.usage)),
         Api::ChatCompletions => super::chat_completions::mcp::blocking_turn(body, tools)
             .map(|t| (t.turn, t.client_tool, t.usage)),
-        Api::Responses => None,
+        Api::Responses => {
+            let store_false = super::json_edit::Obj::top(original)
+                .and_then(|t| t.get("store"))
+                .is_some_and(|s| s.get() == "false");
+            super::responses::mcp::blocking_turn(body, tools, store_false)
+                .map(|t| (t.turn, t.client_tool, t.usage))
+        }
     }
 }
 
@@ -338,7 +350,7 @@ pub(crate) fn final_blocking(
     match api {
         Api::Messages => super::messages::mcp::final_blocking(body, sum, tools),
         Api::ChatCompletions => super::chat_completions::mcp::final_blocking(body, sum, tools),
-        Api::Responses => body.clone(),
+        Api::Responses => super::responses::mcp::final_blocking(body, sum, tools),
     }
 }
 

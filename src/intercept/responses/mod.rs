@@ -368,6 +368,13 @@ impl ResponsesStream {
         Self::default()
     }
 
+    /// Forgets the terminal status (the tool loop continues with a new response).
+    #[cfg(feature = "mcp")]
+    pub(crate) fn reset_for_next(&mut self) {
+        self.response_id = None;
+        self.status = None;
+    }
+
     /// Learns the response id from a response object, the first non-empty one.
     fn learn_id(&mut self, response: &ResponseObject<'_>, facts: &mut Vec<Fact>) {
         if self.response_id.is_none()
@@ -537,5 +544,7 @@ pub(crate) fn terminal_event(message: &str, sequence_number: u64) -> Bytes {
     ))
 }
 
+#[cfg(feature = "mcp")]
+pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;
