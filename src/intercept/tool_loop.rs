@@ -1,10 +1,12 @@
 //! The MCP tool loop shared by the three APIs (mcp.md "The loop"): which tools a request
 //! gets, executing the injected calls, and the per-API pieces the loop needs.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::facts::Fact;
@@ -352,6 +354,29 @@ pub(crate) fn final_blocking(
         Api::ChatCompletions => super::chat_completions::mcp::final_blocking(body, sum, tools),
         Api::Responses => super::responses::mcp::final_blocking(body, sum, tools),
     }
+}
+
+/// The client tool names of a request (`name`, or Chat's `function.name`).
+pub(crate) fn client_tool_names(body: &[u8]) -> BTreeSet<String> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        tools: Option<Vec<&'a RawValue>>,
+    }
+    let tools = serde_json::from_slice::<Top<'_>>(body)
+        .ok()
+        .and_then(|t| t.tools)
+        .unwrap_or_default();
+    tools
+        .into_iter()
+        .filter_map(|t| {
+            let v: Value = serde_json::from_str(t.get()).ok()?;
+            v["function"]["name"]
+                .as_str()
+                .or_else(|| v["name"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// Integer usage fields summed over iterations (nested objects summed member-wise).

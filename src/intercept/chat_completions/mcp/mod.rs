@@ -2,11 +2,10 @@
 //! edits, turns, the blocking final body, and the streaming view that hides injected
 //! tool-call deltas, renumbers visible ones, hides intermediate ends and sums usage.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ChatStream;
@@ -17,29 +16,6 @@ use crate::intercept::request::RequestInfo;
 use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
-
-/// The client tool names of a Chat or Responses request (`function.name` or `name`).
-pub(crate) fn client_tool_names(body: &[u8]) -> BTreeSet<String> {
-    #[derive(serde::Deserialize)]
-    struct Top<'a> {
-        #[serde(borrow)]
-        tools: Option<Vec<&'a RawValue>>,
-    }
-    let tools = serde_json::from_slice::<Top<'_>>(body)
-        .ok()
-        .and_then(|t| t.tools)
-        .unwrap_or_default();
-    tools
-        .into_iter()
-        .filter_map(|t| {
-            let v: Value = serde_json::from_str(t.get()).ok()?;
-            v["function"]["name"]
-                .as_str()
-                .or_else(|| v["name"].as_str())
-                .map(str::to_owned)
-        })
-        .collect()
-}
 
 fn tool_json(t: &InjectedTool) -> String {
     let name = serde_json::to_string(&t.id).unwrap_or_default();

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::value::RawValue;
 use crate::sse::Decoder;
 
 fn tools() -> Tools {

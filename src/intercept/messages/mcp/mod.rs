@@ -21,22 +21,7 @@ use crate::sse::Frame;
 
 /// The injected tools a request gets: the snapshot minus ids a client tool already uses.
 pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools {
-    #[derive(serde::Deserialize)]
-    struct Top<'a> {
-        #[serde(borrow)]
-        tools: Option<Vec<&'a RawValue>>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: Option<String>,
-    }
-    let client: BTreeSet<String> = serde_json::from_slice::<Top<'_>>(body)
-        .ok()
-        .and_then(|t| t.tools)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| serde_json::from_str::<Named>(t.get()).ok()?.name)
-        .collect();
+    let client = crate::intercept::tool_loop::client_tool_names(body);
     let mut list: Vec<InjectedTool> = snapshot
         .iter()
         .filter(|t| {

@@ -78,7 +78,7 @@ pub(crate) fn request_body(
         let joined = turns.join(",");
         match top.get("input") {
             Some(raw) if raw.get().starts_with('[') => {
-                edits.push(array_append(original, raw, &joined)?)
+                edits.push(array_append(original, raw, &joined)?);
             }
             Some(raw) if raw.get().starts_with('"') => {
                 let text = format!(r#"[{{"role":"user","content":{}}},{joined}]"#, raw.get());
