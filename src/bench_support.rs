@@ -45,6 +45,67 @@ pub fn claude_code_stream(deltas: usize) -> Bytes {
     Bytes::from(s)
 }
 
+/// A long Chat Completions stream: `deltas` content chunks, a tool call, the finish chunk,
+/// the usage-only chunk and `[DONE]`.
+pub fn chat_stream(deltas: usize) -> Bytes {
+    let mut s = String::with_capacity(deltas * 200 + 1024);
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n");
+    for _ in 0..deltas {
+        s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"I'll read the file to understand \"},\"finish_reason\":null}]}\n\n");
+    }
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\"}}]},\"finish_reason\":null}]}\n\n");
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n");
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4.1\",\"choices\":[],\"usage\":{\"prompt_tokens\":60,\"completion_tokens\":15,\"total_tokens\":75}}\n\n");
+    s.push_str("data: [DONE]\n\n");
+    Bytes::from(s)
+}
+
+/// A long Responses stream: created, one message item with `deltas` text deltas, a
+/// function call item, `response.completed` with usage.
+pub fn responses_stream(deltas: usize) -> Bytes {
+    let mut s = String::with_capacity(deltas * 200 + 2048);
+    let mut seq = 0u64;
+    let mut ev = |s: &mut String, kind: &str, body: &str| {
+        s.push_str(&format!(
+            "event: {kind}\ndata: {{\"type\":\"{kind}\",{body},\"sequence_number\":{seq}}}\n\n"
+        ));
+        seq += 1;
+    };
+    ev(
+        &mut s,
+        "response.created",
+        "\"response\":{\"id\":\"resp_bench\",\"status\":\"in_progress\",\"output\":[]}",
+    );
+    ev(
+        &mut s,
+        "response.output_item.added",
+        "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]}",
+    );
+    for _ in 0..deltas {
+        ev(
+            &mut s,
+            "response.output_text.delta",
+            "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"I'll read the file to understand \"",
+        );
+    }
+    ev(
+        &mut s,
+        "response.output_item.done",
+        "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"…\"}]}",
+    );
+    ev(
+        &mut s,
+        "response.output_item.done",
+        "\"output_index\":1,\"item\":{\"id\":\"fc_1\",\"type\":\"function_call\",\"call_id\":\"call_1\",\"name\":\"exec_command\",\"arguments\":\"{\\\"cmd\\\":\\\"echo hi\\\"}\"}",
+    );
+    ev(
+        &mut s,
+        "response.completed",
+        "\"response\":{\"id\":\"resp_bench\",\"status\":\"completed\",\"usage\":{\"input_tokens\":4006,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":13,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":4019}}",
+    );
+    Bytes::from(s)
+}
+
 /// Splits a stream into chunks of `size` bytes (zero-copy slices), as a network read would.
 pub fn chunks(stream: &Bytes, size: usize) -> Vec<Bytes> {
     (0..stream.len())

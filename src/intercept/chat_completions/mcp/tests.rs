@@ -1,6 +1,6 @@
 use super::*;
-use serde_json::value::RawValue;
 use crate::sse::Decoder;
+use serde_json::value::RawValue;
 
 fn tools() -> Tools {
     Tools(vec![InjectedTool {
