@@ -6,6 +6,9 @@
 //!
 //! Configuration comes only from environment variables (see `README.md` and the table in
 //! `main`'s docs below); it speaks plain HTTP and records into SQLite by default.
+//!
+//! Besides the bridge it serves `/healthz`, `/metrics` and `/usage`, a server-rendered
+//! usage report (see the `usage` module and `docs/usage-queries.md`).
 #![allow(
     clippy::print_stdout,
     reason = "the gateway prints its listening line on stdout"
@@ -19,11 +22,13 @@ use std::time::Duration;
 
 use aibridge::provider::{Anthropic, Copilot, CredentialPolicy, OpenAi, Secret};
 use aibridge::{Actor, RequestBridge};
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+mod usage;
 
 /// Gateway settings read from the environment.
 struct Config {
@@ -135,6 +140,8 @@ fn redact(url: &str) -> String {
 struct AppState {
     tokens: Option<Arc<HashMap<String, String>>>,
     registry: prometheus::Registry,
+    /// The usage report's read-only pool, or why there is none.
+    report: Result<Arc<usage::ReportDb>, Arc<str>>,
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -150,20 +157,23 @@ fn bearer(v: &str) -> Option<&str> {
     (parts.next().is_none() && scheme.eq_ignore_ascii_case("bearer")).then_some(token)
 }
 
+/// The actor of a presented token (every configured token is compared, in constant time).
+fn actor_for(tokens: &HashMap<String, String>, presented: &str) -> Option<String> {
+    let mut found = None;
+    for (token, actor) in tokens {
+        if ct_eq(token.as_bytes(), presented.as_bytes()) {
+            found = Some(actor.clone());
+        }
+    }
+    found
+}
+
 /// The actor for a presented credential, and the header it came in.
 fn authenticate(
     tokens: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Option<(String, header::HeaderName)> {
-    let find = |presented: &str| {
-        let mut found = None;
-        for (token, actor) in tokens {
-            if ct_eq(token.as_bytes(), presented.as_bytes()) {
-                found = Some(actor.clone());
-            }
-        }
-        found
-    };
+    let find = |presented: &str| actor_for(tokens, presented);
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok())
         && let Some(actor) = find(v)
     {
@@ -236,6 +246,120 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// The password of an `Authorization: Basic` header (the user name is ignored).
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(b64.trim())?).ok()?;
+    decoded.split_once(':').map(|(_, pass)| pass.to_owned())
+}
+
+/// Standard base64 with optional padding; `None` if malformed.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// `GET /usage`: the usage report page.
+///
+/// Local mode: open, like everything else. Token mode: the caller must present a
+/// configured gateway token, as `x-api-key`, `Authorization: Bearer`, or, for browsers,
+/// HTTP Basic authentication with the token as the password (any user name); a failed
+/// check answers 401 with a `Basic` challenge, so a browser asks for it. A token in the
+/// URL is deliberately not accepted (it would end up in history, logs and `Referer`).
+/// Every valid token sees the whole report (all users), so hand out gateway tokens only
+/// to people who may see the team's usage.
+async fn usage_page(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(tokens) = &state.tokens {
+        let ok = authenticate(tokens, &headers).is_some()
+            || basic_password(&headers).is_some_and(|p| actor_for(tokens, &p).is_some());
+        if !ok {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "unauthorized\n",
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="aibridge usage", charset="UTF-8""#),
+            );
+            return resp;
+        }
+    }
+    let days = match usage::parse_days(query.as_deref()) {
+        Ok(d) => d,
+        Err(msg) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                msg,
+            )
+                .into_response();
+        }
+    };
+    let (status, body) = match &state.report {
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            usage::error_page(days, &format!("The usage report is not available: {why}.")),
+        ),
+        Ok(db) => match usage::Report::load(db, days, std::time::SystemTime::now()).await {
+            Ok(report) => (StatusCode::OK, report.render()),
+            Err(e) => {
+                tracing::error!(error = %e, "usage report: query failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    usage::error_page(
+                        days,
+                        "The usage report could not be loaded from the database; the gateway log has the details.",
+                    ),
+                )
+            }
+        },
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -413,9 +537,17 @@ async fn main() -> ExitCode {
             "AIBRIDGE_TOKENS is not set: every request runs as actor \"local\"; do not expose this gateway beyond localhost"
         );
     }
+    let report = match usage::ReportDb::open(&cfg.database_url) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(e) => {
+            tracing::warn!(error = %e, "usage report disabled");
+            Err(Arc::from(e))
+        }
+    };
     let state = AppState {
         tokens: cfg.tokens.map(Arc::new),
         registry,
+        report,
     };
     let bridged = axum::Router::new()
         .nest_service("/api/v2/aibridge", bridge.clone())
@@ -424,6 +556,7 @@ async fn main() -> ExitCode {
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/usage", get(usage_page))
         .merge(bridged)
         .with_state(state);
 

@@ -2,6 +2,7 @@
 # Runs every test of the project:
 #   1. cargo test --all-features        unit, integration and doc tests
 #   2. cargo build --example gateway    the example gateway used by the end-to-end tests
+#      (and its own unit tests: cargo test --example gateway)
 #   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
 #
 # Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv).
@@ -47,6 +48,13 @@ else
 fi
 
 # 2. The example gateway ----------------------------------------------------------------------
+step "cargo test --all-features --example gateway"
+if cargo test --all-features --example gateway; then
+    record "cargo test --example gateway" ok
+else
+    record "cargo test --example gateway" FAILED
+fi
+
 step "cargo build --example gateway"
 GATEWAY_BIN=""
 if build_json=$(cargo build --example gateway --message-format=json-render-diagnostics); then

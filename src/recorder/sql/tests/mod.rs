@@ -7,6 +7,8 @@
 //! form in SQL, and the column types themselves are checked by [`check_schema`].
 
 #[cfg(feature = "postgres")]
+mod pg_server;
+#[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;

@@ -1,5 +1,5 @@
 //! The conformance suite and PostgreSQL-specific checks against `PostgresRecorder`, on a
-//! throwaway PostgreSQL cluster per test (see [`PgServer`]).
+//! throwaway PostgreSQL cluster per test (see [`PgServer`] in `pg_server.rs`).
 //!
 //! These tests need the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`). On
 //! Debian/Ubuntu: `apt-get install -y postgresql`; they are found under
@@ -7,213 +7,19 @@
 //! them the tests fail (they never pass silently).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::pg_server::{PgServer, free_port};
 use super::{
     Backend, Cell, Column, Db, Index, check_schema, concurrent_writes, conformance,
     full_interception, minimal_interception, prompt_usage, token_usage, tool_usage,
 };
 use crate::recorder::sql::PostgresRecorder;
 use crate::recorder::{Interception, RecordId, Recorder, RecorderError};
-
-// ---------------------------------------------------------------------------------------
-// A throwaway PostgreSQL cluster
-// ---------------------------------------------------------------------------------------
-
-const MISSING: &str = "PostgreSQL server binaries (initdb, pg_ctl) not found in \
-    $AIBRIDGE_TEST_PG_BIN, /usr/lib/postgresql/*/bin or PATH: install the `postgresql` \
-    package (Debian/Ubuntu: `apt-get install -y postgresql`) to run the PostgresRecorder tests";
-
-/// A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 on a free port
-/// with `trust` authentication for the superuser `postgres`. Stopped (immediate mode) and
-/// deleted on drop.
-struct PgServer {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    /// Running as root: initdb and postgres refuse that, so they run as `postgres`.
-    as_postgres: bool,
-    // Dropped after `Drop::drop` has stopped the server.
-    _dir: tempfile::TempDir,
-}
-
-impl PgServer {
-    fn start() -> Self {
-        let bin = find_bin();
-        let as_postgres = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("aibridge-pg-")
-            .tempdir()
-            .unwrap();
-        if as_postgres {
-            let uid = id_of("-u");
-            let gid = id_of("-g");
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-        }
-        let data = dir.path().join("data");
-        let out = command(as_postgres, &bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "-N",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-
-        let log = dir.path().join("server.log");
-        for attempt in 1..=5 {
-            let port = free_port();
-            let status = command(as_postgres, &bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                     -c max_connections=200",
-                    dir.path().display()
-                ))
-                .arg("start")
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            if status.success() {
-                return Self {
-                    bin,
-                    data,
-                    port,
-                    as_postgres,
-                    _dir: dir,
-                };
-            }
-            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-            // Another process may have taken the port between probe and start: retry.
-            if attempt == 5 || !log_text.contains("could not bind") {
-                panic!("pg_ctl start failed ({status}):\n{log_text}");
-            }
-        }
-        unreachable!()
-    }
-
-    /// The URL of a database of this server.
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    /// Creates an empty database and returns its URL.
-    async fn create_database(&self, name: &str) -> String {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
-            .await
-            .unwrap();
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        self.url(name)
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let _ = command(self.as_postgres, &self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The directory holding `initdb` and `pg_ctl`: `$AIBRIDGE_TEST_PG_BIN`, the newest
-/// `/usr/lib/postgresql/<version>/bin`, or a `PATH` entry.
-fn find_bin() -> PathBuf {
-    let has_tools = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
-    if let Some(dir) = std::env::var_os("AIBRIDGE_TEST_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            has_tools(&dir),
-            "{MISSING} (AIBRIDGE_TEST_PG_BIN={})",
-            dir.display()
-        );
-        return dir;
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            has_tools(&bin).then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return bin;
-    }
-    std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).find(|d| has_tools(d)))
-        .unwrap_or_else(|| panic!("{MISSING}"))
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-/// `id -u postgres` / `id -g postgres`.
-fn id_of(flag: &str) -> u32 {
-    let out = Command::new("id")
-        .args([flag, "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "running as root, but there is no `postgres` user to run the server as \
-         (the `postgresql` package creates it)"
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-/// `program`, run as the `postgres` user when `as_postgres`.
-fn command(as_postgres: bool, program: &Path) -> Command {
-    if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 // ---------------------------------------------------------------------------------------
 // The inspector

@@ -1,0 +1,18 @@
+-- Tokens per model (the request's model) of the token usages recorded since $1,
+-- largest total first. input = uncached input tokens; total = input + output + cache
+-- read + cache write; requests = interceptions that reported usage in the period.
+-- $1 = start of the period (TIMESTAMPTZ in PostgreSQL, RFC 3339 UTC text in SQLite).
+SELECT i.model AS label,
+       COUNT(DISTINCT t.interception_id)                AS requests,
+       CAST(SUM(t.input_tokens) AS BIGINT)              AS input_tokens,
+       CAST(SUM(t.output_tokens) AS BIGINT)             AS output_tokens,
+       CAST(SUM(t.cache_read_input_tokens) AS BIGINT)   AS cache_read_tokens,
+       CAST(SUM(t.cache_write_input_tokens) AS BIGINT)  AS cache_write_tokens,
+       CAST(SUM(t.input_tokens + t.output_tokens
+                + t.cache_read_input_tokens + t.cache_write_input_tokens)
+            AS BIGINT)                                  AS total_tokens
+FROM aibridge_token_usages t
+JOIN aibridge_interceptions i ON i.id = t.interception_id
+WHERE t.created_at >= $1
+GROUP BY i.model
+ORDER BY total_tokens DESC, label;
