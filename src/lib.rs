@@ -61,6 +61,8 @@
 
 pub mod body;
 pub mod bridge;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod metrics;
 pub mod provider;
 pub mod recorder;
