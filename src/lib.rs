@@ -61,6 +61,8 @@
 
 pub mod body;
 pub mod bridge;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod metrics;
 pub mod provider;
 pub mod recorder;
@@ -79,8 +81,6 @@ mod breaker;
 mod clients;
 mod error;
 mod intercept;
-#[cfg(feature = "mcp")]
-pub(crate) mod mcp;
 mod passthrough;
 mod sse;
 mod upstream;

@@ -119,6 +119,24 @@ pub enum BuildError {
         /// The prefix.
         prefix: String,
     },
+    /// An MCP server's name, URL or header is invalid, or two servers share a name.
+    #[error("invalid MCP server {server:?}: {reason}")]
+    InvalidMcpServer {
+        /// The server name.
+        server: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An MCP allow or deny pattern is not a valid regex.
+    #[error("invalid regex {pattern:?} for MCP server {server:?}: {reason}")]
+    InvalidRegex {
+        /// The server name.
+        server: String,
+        /// The pattern.
+        pattern: String,
+        /// The regex error.
+        reason: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {reason}")]
     HttpClient {
@@ -151,6 +169,8 @@ pub struct Builder {
     path_prefix: Option<String>,
     timeouts: UpstreamTimeouts,
     metrics: Option<Metrics>,
+    #[cfg(feature = "mcp")]
+    mcp: Option<crate::mcp::McpConfig>,
 }
 
 impl fmt::Debug for Builder {
@@ -175,6 +195,8 @@ impl Default for Builder {
             path_prefix: None,
             timeouts: UpstreamTimeouts::default(),
             metrics: None,
+            #[cfg(feature = "mcp")]
+            mcp: None,
         }
     }
 }
@@ -214,6 +236,14 @@ impl Builder {
     /// the plain-text 404. Default: none (the host strips, as axum's `nest_service` does).
     pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// MCP servers and tool-loop bounds (feature `mcp`). Servers connect in the background;
+    /// building never waits for them.
+    #[cfg(feature = "mcp")]
+    pub fn mcp(mut self, config: crate::mcp::McpConfig) -> Self {
+        self.mcp = Some(config);
         self
     }
 
@@ -276,6 +306,30 @@ impl Builder {
             validate_base_url(p.as_ref())?;
             validate_credentials(p.as_ref())?;
         }
+        #[cfg(feature = "mcp")]
+        if let Some(cfg) = &self.mcp {
+            cfg.validate().map_err(|e| match e {
+                crate::mcp::McpConfigError::InvalidServer { server, reason } => {
+                    BuildError::InvalidMcpServer { server, reason }
+                }
+                crate::mcp::McpConfigError::InvalidRegex {
+                    server,
+                    pattern,
+                    reason,
+                } => BuildError::InvalidRegex {
+                    server,
+                    pattern,
+                    reason,
+                },
+                crate::mcp::McpConfigError::InvalidLimit { what } => {
+                    BuildError::InvalidLimit { what }
+                }
+                other => BuildError::InvalidMcpServer {
+                    server: String::new(),
+                    reason: other.to_string(),
+                },
+            })?;
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(self.timeouts.connect)
             .no_proxy()
@@ -288,16 +342,22 @@ impl Builder {
         if let Some(m) = &self.metrics {
             queue.set_metrics(m.clone());
         }
+        let inner = Inner::new(
+            self.providers,
+            queue,
+            client,
+            self.max_request_body,
+            self.path_prefix,
+            self.timeouts,
+            self.metrics,
+        );
+        #[cfg(feature = "mcp")]
+        let inner = match self.mcp {
+            Some(cfg) => inner.with_mcp(cfg),
+            None => inner,
+        };
         Ok(RequestBridge {
-            inner: Arc::new(Inner::new(
-                self.providers,
-                queue,
-                client,
-                self.max_request_body,
-                self.path_prefix,
-                self.timeouts,
-                self.metrics,
-            )),
+            inner: Arc::new(inner),
         })
     }
 }

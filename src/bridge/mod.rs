@@ -2,6 +2,8 @@
 
 mod builder;
 mod future;
+#[cfg(feature = "mcp")]
+mod mcp;
 pub(crate) mod route;
 
 pub use self::builder::{BuildError, Builder, UpstreamTimeouts};
@@ -59,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) breakers: crate::breaker::Breakers,
     #[cfg(feature = "mcp")]
     pub(crate) tool_source: Option<Arc<dyn intercept::ToolSource>>,
+    #[cfg(feature = "mcp")]
+    mcp: Option<Arc<crate::mcp::McpRegistry>>,
     inflight: AtomicUsize,
     /// Interception tasks still running (they outlive the response body by the time it
     /// takes to queue their last records).
@@ -125,6 +129,10 @@ impl RequestBridge {
                     inner.wait_idle(deadline).await;
                 }
                 let dropped_records = inner.queue.drain(deadline).await;
+                #[cfg(feature = "mcp")]
+                if let Some(registry) = &inner.mcp {
+                    registry.shutdown().await;
+                }
                 ShutdownReport {
                     cancelled_requests,
                     dropped_records,
@@ -134,7 +142,39 @@ impl RequestBridge {
     }
 }
 
+#[cfg(feature = "mcp")]
+impl RequestBridge {
+    /// Resolves once every configured MCP server has finished its first connection
+    /// attempt (success or failure); at once without MCP. For tests and readiness probes.
+    pub async fn mcp_ready(&self) {
+        if let Some(registry) = &self.inner.mcp {
+            registry.ready().await;
+        }
+    }
+
+    /// The tools currently injectable, sorted by id.
+    pub fn mcp_tools(&self) -> Vec<crate::mcp::McpToolInfo> {
+        self.inner
+            .mcp
+            .as_ref()
+            .map(|r| r.tools())
+            .unwrap_or_default()
+    }
+}
+
 impl Inner {
+    /// Starts the MCP registry and makes it the tool loop's tool source.
+    #[cfg(feature = "mcp")]
+    pub(crate) fn with_mcp(mut self, config: crate::mcp::McpConfig) -> Self {
+        let registry = crate::mcp::McpRegistry::start(config.clone());
+        self.tool_source = Some(Arc::new(mcp::McpSource {
+            registry: registry.clone(),
+            config,
+        }));
+        self.mcp = Some(registry);
+        self
+    }
+
     pub(crate) fn new(
         providers: Vec<Arc<dyn Provider>>,
         queue: RecordQueue,
@@ -155,6 +195,8 @@ impl Inner {
             breakers: crate::breaker::Breakers::default(),
             #[cfg(feature = "mcp")]
             tool_source: None,
+            #[cfg(feature = "mcp")]
+            mcp: None,
             inflight: AtomicUsize::new(0),
             tasks: AtomicUsize::new(0),
             inflight_zero: Notify::new(),

@@ -30,7 +30,7 @@ pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
-pub(crate) use self::tool_loop::{ToolExecutor, ToolSource};
+pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
 use crate::Actor;
 use crate::body::Body;
 use crate::breaker::Key;

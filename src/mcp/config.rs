@@ -1,0 +1,552 @@
+//! MCP configuration: the servers to connect to and the tool-loop bounds.
+
+use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use crate::provider::Secret;
+
+/// Header names the MCP transport sets itself; a server may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "connection",
+    "transfer-encoding",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
+/// MCP servers whose tools the bridge injects, and the bounds of the tool loop.
+///
+/// Nothing is contacted while the configuration is built; the bridge validates it once when
+/// it is built and then connects to every server in the background.
+///
+/// ```
+/// use std::time::Duration;
+/// use aibridge::mcp::{McpConfig, McpServer};
+/// use aibridge::provider::Secret;
+///
+/// let config = McpConfig::new()
+///     .server(
+///         McpServer::new("coder", "https://coder.example.com/api/experimental/mcp/http".parse().unwrap())
+///             .with_header(http::header::AUTHORIZATION, Secret::new("Bearer s3cret"))
+///             .with_deny("^delete_"),
+///     )
+///     .tool_timeout(Duration::from_secs(30))
+///     .max_iterations(5);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct McpConfig {
+    servers: Vec<McpServer>,
+    refresh_interval: Duration,
+    max_iterations: u32,
+    tool_timeout: Duration,
+    max_result_bytes: usize,
+    keep_alive_interval: Duration,
+    skip_injection: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// One MCP server, reached over the streamable HTTP transport.
+///
+/// The name must match `^[A-Za-z0-9][A-Za-z0-9_-]*$` and be unique; it becomes part of the
+/// injected tool ids (`bmcp_{server}_{tool}`). `Debug` redacts header values.
+///
+/// ```
+/// use aibridge::mcp::McpServer;
+/// use aibridge::provider::Secret;
+///
+/// let server = McpServer::new("github", "https://mcp.example.com/mcp".parse().unwrap())
+///     .with_header(http::HeaderName::from_static("x-api-key"), Secret::new("k-123"))
+///     .with_allow("^(list|get)_");
+/// assert!(!format!("{server:?}").contains("k-123"));
+/// ```
+#[derive(Clone)]
+pub struct McpServer {
+    name: String,
+    url: Uri,
+    headers: Vec<(HeaderName, Secret)>,
+    allow: Vec<String>,
+    deny: Vec<String>,
+}
+
+/// A configuration the bridge refuses to build with (reported by the bridge builder).
+///
+/// ```
+/// use aibridge::mcp::McpConfigError;
+///
+/// let err = McpConfigError::InvalidLimit { what: "max_iterations" };
+/// assert_eq!(err.to_string(), "invalid MCP setting max_iterations: must be greater than zero");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum McpConfigError {
+    /// A server's name, URL or headers are invalid, or its name is used twice.
+    #[error("invalid MCP server {server:?}: {reason}")]
+    InvalidServer {
+        /// The server name as configured.
+        server: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An allow or deny pattern is not a valid regular expression.
+    #[error("invalid regex {pattern:?} for MCP server {server:?}: {reason}")]
+    InvalidRegex {
+        /// The server name.
+        server: String,
+        /// The pattern as configured.
+        pattern: String,
+        /// The regex compiler's message.
+        reason: String,
+    },
+    /// A bound is zero (`max_iterations`, `max_result_bytes`, a duration).
+    #[error("invalid MCP setting {what}: must be greater than zero")]
+    InvalidLimit {
+        /// The setting's name.
+        what: &'static str,
+    },
+}
+
+// === impl McpConfig ===
+
+impl McpConfig {
+    /// An empty configuration with the default bounds: refresh every 5 min, 10 iterations,
+    /// 60 s per tool call, 256 KiB per result, keep-alives every 10 s, no injection for
+    /// models whose name contains `haiku`.
+    pub fn new() -> Self {
+        Self {
+            servers: Vec::new(),
+            refresh_interval: Duration::from_secs(300),
+            max_iterations: 10,
+            tool_timeout: Duration::from_secs(60),
+            max_result_bytes: 262_144,
+            keep_alive_interval: Duration::from_secs(10),
+            skip_injection: Arc::new(|model: &str| model.contains("haiku")),
+        }
+    }
+
+    /// Adds a server. Servers configured earlier win when two tools get the same id.
+    #[must_use]
+    pub fn server(mut self, server: McpServer) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// How often each server's tool list is fetched again (default 5 min). A server that
+    /// stays unreachable for longer than this has its tools withdrawn.
+    #[must_use]
+    pub fn refresh_interval(mut self, d: Duration) -> Self {
+        self.refresh_interval = d;
+        self
+    }
+
+    /// Upstream calls that may carry injected tools per interception (default 10, ≥ 1).
+    #[must_use]
+    pub fn max_iterations(mut self, n: u32) -> Self {
+        self.max_iterations = n;
+        self
+    }
+
+    /// Timeout of one MCP tool call (default 60 s).
+    #[must_use]
+    pub fn tool_timeout(mut self, d: Duration) -> Self {
+        self.tool_timeout = d;
+        self
+    }
+
+    /// Size limit of one rendered tool result (default 262 144 bytes).
+    #[must_use]
+    pub fn max_result_bytes(mut self, n: usize) -> Self {
+        self.max_result_bytes = n;
+        self
+    }
+
+    /// Interval of client keep-alives while tools run in a streaming response (default 10 s).
+    #[must_use]
+    pub fn keep_alive_interval(mut self, d: Duration) -> Self {
+        self.keep_alive_interval = d;
+        self
+    }
+
+    /// Skips injection for the models the predicate returns `true` for. The default skips
+    /// models whose name contains `haiku`.
+    ///
+    /// ```
+    /// use aibridge::mcp::McpConfig;
+    /// let config = McpConfig::new().skip_injection_when(|model| model.starts_with("gpt-4o-mini"));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn skip_injection_when(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.skip_injection = Arc::new(f);
+        self
+    }
+
+    /// Checks every invariant: server names (pattern, unique), URLs (http/https with a
+    /// host), headers (valid values, no transport-reserved names), regexes, non-zero bounds.
+    pub(crate) fn validate(&self) -> Result<(), McpConfigError> {
+        let limits: [(&'static str, bool); 5] = [
+            ("max_iterations", self.max_iterations == 0),
+            ("max_result_bytes", self.max_result_bytes == 0),
+            ("tool_timeout", self.tool_timeout.is_zero()),
+            ("refresh_interval", self.refresh_interval.is_zero()),
+            ("keep_alive_interval", self.keep_alive_interval.is_zero()),
+        ];
+        if let Some((what, _)) = limits.iter().find(|(_, bad)| *bad) {
+            return Err(McpConfigError::InvalidLimit { what });
+        }
+        let mut names = HashSet::new();
+        for server in &self.servers {
+            server.validate()?;
+            if !names.insert(server.name.as_str()) {
+                return Err(server.invalid("the name is used by another server"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether tools are injected into requests for `model`.
+    pub(crate) fn should_inject(&self, model: &str) -> bool {
+        !(self.skip_injection)(model)
+    }
+
+    /// The configured servers, in configuration order.
+    pub(crate) fn servers(&self) -> &[McpServer] {
+        &self.servers
+    }
+
+    /// Upstream calls that may carry injected tools (`max_iterations`).
+    pub(crate) fn iterations(&self) -> u32 {
+        self.max_iterations
+    }
+
+    /// Timeout of one tool call (`tool_timeout`).
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.tool_timeout
+    }
+
+    /// Size limit of one rendered result (`max_result_bytes`).
+    pub(crate) fn result_limit(&self) -> usize {
+        self.max_result_bytes
+    }
+
+    /// Keep-alive interval while tools run (`keep_alive_interval`).
+    pub(crate) fn keep_alive(&self) -> Duration {
+        self.keep_alive_interval
+    }
+
+    /// Tool-list TTL (`refresh_interval`).
+    pub(crate) fn refresh_period(&self) -> Duration {
+        self.refresh_interval
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for McpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpConfig")
+            .field("servers", &self.servers)
+            .field("refresh_interval", &self.refresh_interval)
+            .field("max_iterations", &self.max_iterations)
+            .field("tool_timeout", &self.tool_timeout)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .field("skip_injection_when", &format_args!("<fn>"))
+            .finish()
+    }
+}
+
+// === impl McpServer ===
+
+impl McpServer {
+    /// A server named `name` (`^[A-Za-z0-9][A-Za-z0-9_-]*$`, unique) at the streamable HTTP
+    /// endpoint `url` (`http` or `https`). The bridge checks both when it is built.
+    pub fn new(name: impl Into<String>, url: Uri) -> Self {
+        Self {
+            name: name.into(),
+            url,
+            headers: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+
+    /// A header sent on every MCP HTTP request to this server, e.g.
+    /// `Authorization: Bearer …`. Values are secrets: they are never logged.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: Secret) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Only tools whose original name matches one of the allow patterns are injected
+    /// (unanchored, case-sensitive regex search; use `^…$` for whole names).
+    #[must_use]
+    pub fn with_allow(mut self, pattern: impl Into<String>) -> Self {
+        self.allow.push(pattern.into());
+        self
+    }
+
+    /// Tools whose original name matches a deny pattern are never injected, even when an
+    /// allow pattern matches too.
+    #[must_use]
+    pub fn with_deny(mut self, pattern: impl Into<String>) -> Self {
+        self.deny.push(pattern.into());
+        self
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    pub(crate) fn headers(&self) -> &[(HeaderName, Secret)] {
+        &self.headers
+    }
+
+    pub(crate) fn allow(&self) -> &[String] {
+        &self.allow
+    }
+
+    pub(crate) fn deny(&self) -> &[String] {
+        &self.deny
+    }
+
+    /// The URL without userinfo, as recorded and logged.
+    pub(crate) fn display_url(&self) -> String {
+        display_url(&self.url)
+    }
+
+    fn validate(&self) -> Result<(), McpConfigError> {
+        if !is_valid_name(&self.name) {
+            return Err(self.invalid("the name must match ^[A-Za-z0-9][A-Za-z0-9_-]*$"));
+        }
+        match self.url.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(self.invalid("the URL must be http or https")),
+        }
+        if self.url.host().is_none_or(str::is_empty) {
+            return Err(self.invalid("the URL has no host"));
+        }
+        for (name, value) in &self.headers {
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(self.invalid(format!("header {name} is set by the MCP transport")));
+            }
+            if HeaderValue::from_str(value.expose()).is_err() {
+                return Err(self.invalid(format!("header {name} has an invalid value")));
+            }
+        }
+        for pattern in self.allow.iter().chain(&self.deny) {
+            if let Err(e) = regex::Regex::new(pattern) {
+                return Err(McpConfigError::InvalidRegex {
+                    server: self.name.clone(),
+                    pattern: pattern.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> McpConfigError {
+        McpConfigError::InvalidServer {
+            server: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Redacted<'a>(&'a [(HeaderName, Secret)]);
+        impl fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(name, _)| (name.as_str(), "***")))
+                    .finish()
+            }
+        }
+        f.debug_struct("McpServer")
+            .field("name", &self.name)
+            .field("url", &self.display_url())
+            .field("headers", &Redacted(&self.headers))
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .finish()
+    }
+}
+
+// === helpers ===
+
+fn is_valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `scheme://host[:port]/path?query`, without any `user:password@`.
+fn display_url(url: &Uri) -> String {
+    let Some(authority) = url.authority() else {
+        return url.to_string();
+    };
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host)| host);
+    let scheme = url.scheme_str().unwrap_or("http");
+    let path = url.path_and_query().map_or("", |p| p.as_str());
+    format!("{scheme}://{host_port}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header;
+
+    use super::*;
+
+    fn server(name: &str, url: &str) -> McpServer {
+        McpServer::new(name, url.parse().unwrap())
+    }
+
+    #[test]
+    fn valid_config_passes() {
+        let config = McpConfig::new()
+            .server(server("a", "http://127.0.0.1:1/mcp"))
+            .server(
+                server("B-2_x", "https://example.com/mcp")
+                    .with_header(header::AUTHORIZATION, Secret::new("Bearer t")),
+            );
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_names_are_rejected() {
+        for name in ["", "_a", "-a", "a.b", "a b", "ä"] {
+            let err = McpConfig::new()
+                .server(server(name, "http://h/mcp"))
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(err, McpConfigError::InvalidServer { .. }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let err = McpConfig::new()
+            .server(server("a", "http://h/mcp"))
+            .server(server("a", "http://i/mcp"))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("used by another server"), "{err}");
+    }
+
+    #[test]
+    fn non_http_urls_are_rejected() {
+        for url in ["ftp://h/mcp", "/mcp", "ws://h/mcp"] {
+            let err = McpConfig::new()
+                .server(server("a", url))
+                .validate()
+                .unwrap_err();
+            assert!(matches!(err, McpConfigError::InvalidServer { .. }), "{url}");
+        }
+    }
+
+    #[test]
+    fn reserved_and_invalid_headers_are_rejected() {
+        let reserved = server("a", "http://h/mcp")
+            .with_header(HeaderName::from_static("mcp-session-id"), Secret::new("x"));
+        let invalid = server("a", "http://h/mcp")
+            .with_header(header::AUTHORIZATION, Secret::new("bad\nvalue"));
+        for s in [reserved, invalid] {
+            let err = McpConfig::new().server(s).validate().unwrap_err();
+            assert!(matches!(err, McpConfigError::InvalidServer { .. }));
+            assert!(!err.to_string().contains("bad\nvalue"));
+        }
+    }
+
+    #[test]
+    fn invalid_regex_is_rejected() {
+        let err = McpConfig::new()
+            .server(server("a", "http://h/mcp").with_allow("ok").with_deny("("))
+            .validate()
+            .unwrap_err();
+        let McpConfigError::InvalidRegex {
+            server, pattern, ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!((server.as_str(), pattern.as_str()), ("a", "("));
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let cases = [
+            (McpConfig::new().max_iterations(0), "max_iterations"),
+            (McpConfig::new().max_result_bytes(0), "max_result_bytes"),
+            (
+                McpConfig::new().tool_timeout(Duration::ZERO),
+                "tool_timeout",
+            ),
+            (
+                McpConfig::new().refresh_interval(Duration::ZERO),
+                "refresh_interval",
+            ),
+        ];
+        for (config, name) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(matches!(err, McpConfigError::InvalidLimit { what } if what == name));
+        }
+    }
+
+    #[test]
+    fn default_predicate_skips_haiku() {
+        let config = McpConfig::new();
+        assert!(!config.should_inject("claude-3-5-haiku-20241022"));
+        assert!(config.should_inject("claude-sonnet-4-5"));
+        let config = config.skip_injection_when(|_| false);
+        assert!(config.should_inject("claude-3-5-haiku-20241022"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = McpConfig::new();
+        assert_eq!(c.iterations(), 10);
+        assert_eq!(c.call_timeout(), Duration::from_secs(60));
+        assert_eq!(c.result_limit(), 262_144);
+        assert_eq!(c.keep_alive(), Duration::from_secs(10));
+        assert_eq!(c.refresh_period(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn display_url_strips_userinfo() {
+        let s = server("a", "https://user:pw@example.com:8443/mcp?x=1");
+        assert_eq!(s.display_url(), "https://example.com:8443/mcp?x=1");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("pw"), "{dbg}");
+    }
+
+    #[test]
+    fn debug_redacts_header_values() {
+        let s = server("a", "http://h/mcp")
+            .with_header(header::AUTHORIZATION, Secret::new("Bearer top-secret"));
+        let dbg = format!("{:?}", McpConfig::new().server(s));
+        assert!(!dbg.contains("top-secret"), "{dbg}");
+        assert!(dbg.contains("authorization"), "{dbg}");
+    }
+}

@@ -1,0 +1,515 @@
+//! The MCP registry: one background task per server keeps a session and its tool list;
+//! the merged, filtered tool set is published as an immutable snapshot.
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use rmcp::{Peer, RoleClient, ServiceError, model::CallToolRequestParams};
+use serde_json::{Map, Value};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::Instrument;
+
+use super::{
+    McpToolInfo,
+    config::{McpConfig, McpServer},
+    connection::{self, Handler, Session},
+    result::{ToolOutcome, ToolResult},
+    tools::{InjectedTool, ToolFilter, ToolSet, injectable},
+};
+
+/// First reconnection delay; doubles per failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest reconnection delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// The MCP servers, their sessions and the current injectable tool set.
+pub(crate) struct McpRegistry {
+    shared: Arc<Shared>,
+    /// `None` until the tasks are spawned (deferred when `start` ran outside a runtime).
+    tasks: Mutex<Option<Vec<JoinHandle<()>>>>,
+    started: AtomicBool,
+}
+
+/// State shared by the registry and the server tasks.
+struct Shared {
+    config: McpConfig,
+    servers: Vec<ServerState>,
+    snapshot: watch::Sender<Arc<ToolSet>>,
+    /// Servers that have not finished their first attempt.
+    pending: watch::Sender<usize>,
+    /// Connection attempts finished so far, all servers (observable by tests).
+    attempts: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// One server as the tasks and the calls see it.
+struct ServerState {
+    server: McpServer,
+    /// `None` when the patterns do not compile (`validate` was skipped): never connected.
+    filter: Option<ToolFilter>,
+    /// The live session's peer, for calls.
+    peer: Mutex<Option<Peer<RoleClient>>>,
+    /// The server's injectable tools; empty until listed or after withdrawal.
+    tools: Mutex<Vec<InjectedTool>>,
+    /// `notifications/tools/list_changed` from the server.
+    list_changed: Arc<Notify>,
+    /// A call hit a transport error: check the session now.
+    check: Notify,
+}
+
+/// How a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost,
+}
+
+// === impl McpRegistry ===
+
+impl McpRegistry {
+    /// Spawns one background task per server (connect, list, refresh, reconnect with
+    /// backoff 1 s·2ⁿ ≤ 60 s) and returns at once. Outside a Tokio runtime the tasks are
+    /// spawned by the first later call made inside one.
+    pub(crate) fn start(config: McpConfig) -> Arc<Self> {
+        let servers: Vec<ServerState> = config
+            .servers()
+            .iter()
+            .map(|server| ServerState {
+                filter: match ToolFilter::new(server) {
+                    Ok(filter) => Some(filter),
+                    Err(e) => {
+                        tracing::error!(server = server.name(), error = %e, "invalid MCP tool filter; server ignored");
+                        None
+                    }
+                },
+                server: server.clone(),
+                peer: Mutex::new(None),
+                tools: Mutex::new(Vec::new()),
+                list_changed: Arc::new(Notify::new()),
+                check: Notify::new(),
+            })
+            .collect();
+        let pending = servers.iter().filter(|s| s.filter.is_some()).count();
+        let registry = Arc::new(Self {
+            shared: Arc::new(Shared {
+                config,
+                servers,
+                snapshot: watch::Sender::new(Arc::new(ToolSet::default())),
+                pending: watch::Sender::new(pending),
+                attempts: watch::Sender::new(0),
+                shutdown: watch::Sender::new(false),
+            }),
+            tasks: Mutex::new(None),
+            started: AtomicBool::new(false),
+        });
+        registry.ensure_started();
+        registry
+    }
+
+    /// Resolves once every server finished its first attempt (success or failure).
+    pub(crate) async fn ready(&self) {
+        self.ensure_started();
+        let mut pending = self.shared.pending.subscribe();
+        // Err only if the sender is gone, which cannot happen while `self` lives.
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
+
+    /// The current injectable tool set: immutable, sorted by id, deduplicated, filtered.
+    pub(crate) fn snapshot(&self) -> Arc<ToolSet> {
+        self.ensure_started();
+        self.shared.snapshot.borrow().clone()
+    }
+
+    /// The public view of the current tool set.
+    pub(crate) fn tools(&self) -> Vec<McpToolInfo> {
+        self.snapshot()
+            .tools()
+            .iter()
+            .map(InjectedTool::info)
+            .collect()
+    }
+
+    /// A receiver that sees every new snapshot (for waiting on tool-list changes).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<ToolSet>> {
+        self.ensure_started();
+        self.shared.snapshot.subscribe()
+    }
+
+    /// Counts finished connection attempts (successful or not) of all servers.
+    #[cfg(test)]
+    pub(crate) fn attempts(&self) -> watch::Receiver<u64> {
+        self.shared.attempts.subscribe()
+    }
+
+    /// Executes one `tools/call` (with the original tool name) on the tool's server, within
+    /// the tool timeout. Never panics. Dropping the future (or the timeout) cancels the
+    /// request with `notifications/cancelled`.
+    pub(crate) async fn call(
+        &self,
+        tool: &InjectedTool,
+        arguments: Map<String, Value>,
+    ) -> ToolOutcome {
+        self.ensure_started();
+        let Some(state) = self
+            .shared
+            .servers
+            .iter()
+            .find(|s| s.server.name() == tool.server)
+        else {
+            return ToolOutcome::failed("server unavailable");
+        };
+        let Some(peer) = state.peer() else {
+            return ToolOutcome::failed("server unavailable");
+        };
+        let timeout = self.shared.config.call_timeout();
+        let params = CallToolRequestParams::new(tool.name.clone()).with_arguments(arguments);
+        let span = tracing::debug_span!("mcp_tool_call", server = %tool.server, tool = %tool.name);
+        let answer = tokio::time::timeout(timeout, peer.call_tool(params))
+            .instrument(span)
+            .await;
+        match answer {
+            Ok(Ok(result)) => ToolOutcome::answered(ToolResult::from(result)),
+            Ok(Err(e)) => {
+                let reason = connection::service_error(&e);
+                if matches!(
+                    e,
+                    ServiceError::TransportSend(_) | ServiceError::TransportClosed
+                ) {
+                    // Let the server's task check the session now rather than at the next
+                    // refresh.
+                    state.check.notify_one();
+                }
+                let reason = state.redact(reason);
+                tracing::debug!(server = %tool.server, tool = %tool.name, error = %reason, "MCP tool call failed");
+                ToolOutcome::failed(reason)
+            }
+            Err(_) => ToolOutcome::failed(format!("timed out after {}", seconds(timeout))),
+        }
+    }
+
+    /// Closes every session (DELETE where the server issued one) and stops the tasks.
+    /// Idempotent. Afterwards the tool set is empty.
+    pub(crate) async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        let handles = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default();
+        for handle in handles {
+            if let Err(e) = handle.await {
+                tracing::warn!(error = %e, "MCP server task ended abnormally");
+            }
+        }
+        for state in &self.shared.servers {
+            state.set_peer(None);
+            state.set_tools(Vec::new());
+        }
+        self.shared.publish();
+        self.shared.pending.send_replace(0);
+    }
+
+    /// Spawns the server tasks once, when a runtime is available.
+    fn ensure_started(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.started.swap(true, Ordering::AcqRel) || *self.shared.shutdown.borrow() {
+            return;
+        }
+        let handles = (0..self.shared.servers.len())
+            .filter(|&i| self.shared.servers[i].filter.is_some())
+            .map(|index| {
+                let shared = self.shared.clone();
+                let state = &self.shared.servers[index];
+                let span = tracing::info_span!(
+                    "mcp_server",
+                    server = state.server.name(),
+                    url = %state.server.display_url()
+                );
+                runtime.spawn(run_server(shared, index).instrument(span))
+            })
+            .collect();
+        *tasks = Some(handles);
+    }
+}
+
+impl std::fmt::Debug for McpRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpRegistry")
+            .field("config", &self.shared.config)
+            .field("tools", &self.shared.snapshot.borrow().tools().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for McpRegistry {
+    fn drop(&mut self) {
+        // The tasks notice and close their sessions on their own.
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Rebuilds the tool set from every server's list (configuration order decides
+    /// duplicate ids) and publishes it if it changed.
+    fn publish(&self) {
+        self.snapshot.send_if_modified(|current| {
+            let lists: Vec<Vec<InjectedTool>> =
+                self.servers.iter().map(ServerState::tools).collect();
+            let next = ToolSet::merge(lists.iter().map(Vec::as_slice));
+            if next.same_as(current) {
+                return false;
+            }
+            tracing::debug!(tools = next.tools().len(), "MCP tool set updated");
+            *current = Arc::new(next);
+            true
+        });
+    }
+
+    fn first_attempt_done(&self, first: &mut bool) {
+        if std::mem::take(first) {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+// === impl ServerState ===
+
+impl ServerState {
+    fn peer(&self) -> Option<Peer<RoleClient>> {
+        self.peer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_peer(&self, peer: Option<Peer<RoleClient>>) {
+        *self.peer.lock().unwrap_or_else(PoisonError::into_inner) = peer;
+    }
+
+    fn tools(&self) -> Vec<InjectedTool> {
+        self.tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn has_tools(&self) -> bool {
+        !self
+            .tools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    fn set_tools(&self, tools: Vec<InjectedTool>) {
+        *self.tools.lock().unwrap_or_else(PoisonError::into_inner) = tools;
+    }
+
+    /// Removes the URL's userinfo from an error text (reqwest errors quote the URL).
+    fn redact(&self, text: String) -> String {
+        let raw = self.server.url().to_string();
+        if self
+            .server
+            .url()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            text.replace(&raw, &self.server.display_url())
+        } else {
+            text
+        }
+    }
+
+    /// Lists the server's tools and converts them.
+    async fn list(&self, session: &Session) -> Result<Vec<InjectedTool>, String> {
+        let listed = connection::list_tools(session, self.server.name()).await?;
+        let filter = self.filter.clone().unwrap_or_default();
+        Ok(injectable(&self.server, &filter, listed))
+    }
+}
+
+// === the server task ===
+
+/// Connects, lists, refreshes and reconnects one server until shutdown.
+async fn run_server(shared: Arc<Shared>, index: usize) {
+    let state = &shared.servers[index];
+    let mut shutdown = shared.shutdown.subscribe();
+    let http = match connection::http_client() {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "MCP server disabled");
+            shared.first_attempt_done(&mut true);
+            return;
+        }
+    };
+    let refresh = shared.config.refresh_period();
+    let mut first = true;
+    let mut failures: u32 = 0;
+    // Since when the server has been unreachable (None while connected).
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let attempt = async {
+            let handler = Handler::new(state.list_changed.clone());
+            let session = connection::connect(&state.server, http.clone(), handler).await?;
+            match state.list(&session).await {
+                Ok(tools) => Ok((session, tools)),
+                Err(e) => {
+                    connection::close(session).await;
+                    Err(e)
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            outcome = attempt => outcome,
+        };
+        shared.attempts.send_modify(|n| *n += 1);
+        match outcome {
+            Ok((session, tools)) => {
+                if failures > 0 || down_since.is_some() {
+                    tracing::info!(tools = tools.len(), "MCP server connected again");
+                } else {
+                    tracing::debug!(tools = tools.len(), "MCP server connected");
+                }
+                failures = 0;
+                state.set_tools(tools);
+                state.set_peer(Some(session.peer().clone()));
+                shared.publish();
+                shared.first_attempt_done(&mut first);
+                let end = serve_session(&shared, state, &session, &mut shutdown).await;
+                state.set_peer(None);
+                connection::close(session).await;
+                if let SessionEnd::Shutdown = end {
+                    return;
+                }
+                down_since = Some(Instant::now());
+                // Reconnect at once; backoff applies to failed attempts.
+                continue;
+            }
+            Err(e) => {
+                let e = state.redact(e);
+                if failures == 0 {
+                    tracing::warn!(error = %e, "MCP server unreachable; retrying in the background");
+                } else {
+                    tracing::debug!(error = %e, failures, "MCP server still unreachable");
+                }
+                shared.first_attempt_done(&mut first);
+                down_since.get_or_insert_with(Instant::now);
+            }
+        }
+        failures = failures.saturating_add(1);
+        let wake = Instant::now() + backoff(failures);
+        // Wait for the next attempt; withdraw the tools once the server has been down for
+        // longer than one refresh interval.
+        loop {
+            let withdraw_at = down_since.map(|since| since + refresh);
+            let withdraw_due = state.has_tools() && withdraw_at.is_some_and(|at| at < wake);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep_until(withdraw_at.unwrap_or(wake)), if withdraw_due => {
+                    tracing::warn!("MCP server unreachable for longer than the refresh interval; its tools are withdrawn");
+                    state.set_tools(Vec::new());
+                    shared.publish();
+                }
+                () = tokio::time::sleep_until(wake) => break,
+            }
+        }
+        if state.has_tools() && down_since.is_some_and(|since| since.elapsed() > refresh) {
+            tracing::warn!(
+                "MCP server unreachable for longer than the refresh interval; its tools are withdrawn"
+            );
+            state.set_tools(Vec::new());
+            shared.publish();
+        }
+    }
+}
+
+/// Keeps the tool list fresh (on `list_changed`, a failed call, and every refresh
+/// interval) until a refresh fails or shutdown.
+async fn serve_session(
+    shared: &Shared,
+    state: &ServerState,
+    session: &Session,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let refresh = shared.config.refresh_period();
+    loop {
+        let next_refresh = Instant::now() + refresh;
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
+            () = state.list_changed.notified() => {}
+            () = state.check.notified() => {}
+            () = tokio::time::sleep_until(next_refresh) => {}
+        }
+        let listed = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
+            listed = state.list(session) => listed,
+        };
+        match listed {
+            Ok(tools) => {
+                state.set_tools(tools);
+                shared.publish();
+            }
+            Err(e) => {
+                let e = state.redact(e);
+                tracing::warn!(error = %e, "MCP tool refresh failed; keeping the previous tools and reconnecting");
+                return SessionEnd::Lost;
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX)
+}
+
+/// `60s`, `1.5s`, `0.25s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn seconds_are_formatted_compactly() {
+        assert_eq!(seconds(Duration::from_secs(60)), "60s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(seconds(Duration::from_millis(250)), "0.25s");
+    }
+}
