@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use http::request::Parts;
 use http::{Response, header};
 use http_body_util::BodyExt;
+use tokio::sync::watch;
 
 use crate::BoxError;
 use crate::body::Body;
@@ -63,7 +64,12 @@ where
     if !empty {
         req = req.body(reqwest::Body::wrap_stream(stream));
     }
-    let sent = req.send().await;
+    // At the shutdown deadline an open passthrough is cut off, before or after its head.
+    let cancel = inner.cancel.subscribe();
+    let sent = tokio::select! {
+        r = req.send() => Some(r),
+        () = cancelled(cancel.clone()) => None,
+    };
     if let Some(m) = &inner.metrics {
         m.passthrough(
             provider.name(),
@@ -71,11 +77,14 @@ where
             parts.method.as_str(),
         );
     }
+    let Some(sent) = sent else {
+        return BridgeError::shutting_down().into_response(flavor, None);
+    };
     match sent {
         Ok(resp) => {
             let status = resp.status();
             let headers = passthrough_response_headers(resp.headers());
-            let body = resp.bytes_stream().map_err(BoxError::from);
+            let body = until_cancelled(resp.bytes_stream().map_err(BoxError::from), cancel);
             let mut out = Response::new(Body::new(http_body_util::StreamBody::new(
                 body.map_ok(http_body::Frame::data),
             )));
@@ -93,6 +102,32 @@ where
             BridgeError::upstream_unreachable(kind).into_response(flavor, None)
         }
     }
+}
+
+/// Resolves when the bridge cancels in-flight work (never if the bridge is gone).
+async fn cancelled(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The body stream, ending with an error (the client's connection is then closed and the
+/// upstream response dropped) if the bridge cancels in-flight work first.
+fn until_cancelled<S>(
+    body: S,
+    cancel: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
+{
+    let state = Some((Box::pin(body), Box::pin(cancelled(cancel))));
+    futures::stream::unfold(state, |state| async move {
+        let (mut body, mut cancel) = state?;
+        tokio::select! {
+            item = body.next() => item.map(|item| (item, Some((body, cancel)))),
+            () = &mut cancel => Some((Err(BoxError::from("aibridge: gateway is shutting down")), None)),
+        }
+    })
 }
 
 fn is_body_limit(err: &reqwest::Error) -> bool {
