@@ -324,10 +324,6 @@ impl Builder {
                 crate::mcp::McpConfigError::InvalidLimit { what } => {
                     BuildError::InvalidLimit { what }
                 }
-                other => BuildError::InvalidMcpServer {
-                    server: String::new(),
-                    reason: other.to_string(),
-                },
             })?;
         }
         let client = reqwest::Client::builder()

@@ -27,11 +27,7 @@ mod test_server;
 mod tests;
 
 pub use self::config::{McpConfig, McpConfigError, McpServer};
-pub(crate) use self::{
-    registry::McpRegistry,
-    result::ToolOutcome,
-    tools::{InjectedTool, ToolSet},
-};
+pub(crate) use self::{registry::McpRegistry, result::ToolOutcome, tools::InjectedTool};
 
 /// A tool the bridge currently injects (see `RequestBridge::mcp_tools`).
 #[derive(Debug, Clone)]

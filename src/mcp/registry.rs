@@ -138,6 +138,7 @@ impl McpRegistry {
     }
 
     /// A receiver that sees every new snapshot (for waiting on tool-list changes).
+    #[cfg(test)]
     pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<ToolSet>> {
         self.ensure_started();
         self.shared.snapshot.subscribe()

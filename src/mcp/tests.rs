@@ -6,9 +6,10 @@ use http::{HeaderName, Method, header};
 use serde_json::{Map, Value, json};
 
 use super::{
-    McpConfig, McpRegistry, McpServer, ToolSet,
+    McpConfig, McpRegistry, McpServer,
     test_server::{MockTools, RPC_ERROR_MESSAGE, TestServer, tool, tool_with_schema, url},
     tools::InjectedTool,
+    tools::ToolSet,
 };
 use crate::provider::Secret;
 

@@ -102,6 +102,7 @@ impl ToolSet {
     }
 
     /// The tool with this id.
+    #[cfg(test)]
     pub(crate) fn get(&self, id: &str) -> Option<&InjectedTool> {
         self.tools
             .binary_search_by(|t| t.id.as_str().cmp(id))
@@ -110,6 +111,7 @@ impl ToolSet {
     }
 
     /// Whether there is nothing to inject.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }
