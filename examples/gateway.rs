@@ -40,6 +40,10 @@ struct Config {
     openai_key: Option<String>,
     openai_base: http::Uri,
     copilot_base: http::Uri,
+    /// MCP servers (`name`, URL) with the shared allow/deny patterns.
+    mcp_servers: Vec<(String, http::Uri)>,
+    mcp_allow: Option<String>,
+    mcp_deny: Option<String>,
 }
 
 #[expect(
@@ -76,17 +80,10 @@ impl Config {
         let tokens = env("AIBRIDGE_TOKENS")
             .map(|v| parse_tokens(&v))
             .transpose()?;
-        for unsupported in [
-            "AIBRIDGE_MCP_SERVERS",
-            "AIBRIDGE_MCP_ALLOW",
-            "AIBRIDGE_MCP_DENY",
-        ] {
-            if env(unsupported).is_some() {
-                return Err(format!(
-                    "{unsupported}: MCP tool injection is not available in this version yet"
-                ));
-            }
-        }
+        let mcp_servers = env("AIBRIDGE_MCP_SERVERS")
+            .map(|v| parse_mcp_servers(&v))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
             listen,
             database_url,
@@ -99,6 +96,9 @@ impl Config {
                 "COPILOT_BASE_URL",
                 "https://api.individual.githubcopilot.com",
             )?,
+            mcp_servers,
+            mcp_allow: env("AIBRIDGE_MCP_ALLOW"),
+            mcp_deny: env("AIBRIDGE_MCP_DENY"),
         })
     }
 }
@@ -122,6 +122,33 @@ fn parse_tokens(v: &str) -> Result<HashMap<String, String>, String> {
         return Err("AIBRIDGE_TOKENS: no tokens".to_owned());
     }
     Ok(out)
+}
+
+/// `name=url` pairs, comma separated.
+fn parse_mcp_servers(v: &str) -> Result<Vec<(String, http::Uri)>, String> {
+    let mut out = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| "AIBRIDGE_MCP_SERVERS: each entry must be name=url".to_owned())?;
+        let url = url
+            .trim()
+            .parse()
+            .map_err(|e| format!("AIBRIDGE_MCP_SERVERS: invalid URL for {}: {e}", name.trim()))?;
+        out.push((name.trim().to_owned(), url));
+    }
+    Ok(out)
+}
+
+/// A URL for logs: scheme, host, port and path, never user info.
+fn without_userinfo(url: &http::Uri) -> String {
+    let host = url.host().unwrap_or("");
+    let port = url.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{host}{port}{}",
+        url.scheme_str().unwrap_or("http"),
+        url.path()
+    )
 }
 
 /// Redacts the password of a database URL for messages.
@@ -397,11 +424,26 @@ async fn build_bridge(
         eprintln!("aibridge gateway: metrics: {e}");
         ExitCode::from(1)
     })?;
-    let builder = RequestBridge::builder()
+    let mut builder = RequestBridge::builder()
         .metrics(metrics)
         .provider(anthropic)
         .provider(openai)
         .provider(copilot);
+    if !cfg.mcp_servers.is_empty() {
+        let mut mcp = aibridge::mcp::McpConfig::new();
+        for (name, url) in &cfg.mcp_servers {
+            let mut server = aibridge::mcp::McpServer::new(name.clone(), url.clone());
+            if let Some(a) = &cfg.mcp_allow {
+                server = server.with_allow(a.clone());
+            }
+            if let Some(d) = &cfg.mcp_deny {
+                server = server.with_deny(d.clone());
+            }
+            mcp = mcp.server(server);
+            tracing::info!(mcp_server = %name, mcp_server_url = %without_userinfo(url), "mcp server");
+        }
+        builder = builder.mcp(mcp);
+    }
     let builder = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
             Ok(r) => builder.recorder(r),
