@@ -358,7 +358,7 @@ async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>
         let delay = match sent {
             Err(_) => {
                 ctx.breaker_failure = true;
-                let e = BridgeError::upstream_timeout(timeouts.response.as_secs());
+                let e = BridgeError::upstream_timeout(secs_ceil(timeouts.response));
                 let msg = e.message.clone();
                 head.send(e.into_response(ctx.flavor, Some(ctx.id)));
                 return Call::Done(failed(msg));
@@ -492,7 +492,7 @@ async fn prime(
         ctx.waited += waiting.elapsed();
         let stop = match next {
             Err(stop) => stop,
-            Ok(Err(_)) => Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+            Ok(Err(_)) => Stop::Fail(format!("idle for more than {}s", secs_ceil(idle))),
             Ok(Ok(Err(_))) => Stop::Fail("connection closed before the message ended".to_owned()),
             Ok(Ok(Ok(None))) => Stop::Eof,
             Ok(Ok(Ok(Some(chunk)))) => {
@@ -899,7 +899,7 @@ async fn relay_one(
         };
         ctx.waited += waiting.elapsed();
         match next {
-            Err(_) => return Stop::Fail(format!("idle for more than {}s", idle.as_secs())),
+            Err(_) => return Stop::Fail(format!("idle for more than {}s", secs_ceil(idle))),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "upstream stream broke");
                 return Stop::Fail("connection closed before the message ended".to_owned());
@@ -1124,4 +1124,9 @@ impl http_body::Body for ChannelBody {
             .poll_recv(cx)
             .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
+}
+
+/// Whole seconds for messages, rounded up (a 300 ms timeout reads "1s", not "0s").
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

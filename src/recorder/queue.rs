@@ -143,6 +143,23 @@ struct Shared {
     hook: Mutex<Option<DeliveryHook>>,
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     dropped_total: AtomicU64,
+    /// Unfinished records per kind (to count what a shutdown deadline drops).
+    unfinished: [AtomicU64; KINDS.len()],
+    /// Set at the shutdown deadline: what finishes later is no longer reported.
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+const KINDS: [RecordKind; 6] = [
+    RecordKind::Interception,
+    RecordKind::InterceptionEnded,
+    RecordKind::TokenUsage,
+    RecordKind::PromptUsage,
+    RecordKind::ToolUsage,
+    RecordKind::ModelThought,
+];
+
+fn kind_index(kind: RecordKind) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 struct Job {
@@ -177,6 +194,8 @@ impl RecordQueue {
             hook: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
             dropped_total: AtomicU64::new(0),
+            unfinished: Default::default(),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
             config,
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -260,15 +279,7 @@ impl RecordQueue {
                 return 0;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                let left = self.depth() as u64;
-                if left > 0 {
-                    tracing::error!(
-                        records = left,
-                        "record queue not drained by the shutdown deadline; dropping"
-                    );
-                    self.shared.dropped_total.fetch_add(left, Ordering::Relaxed);
-                }
-                return left;
+                return self.shared.abandon();
             }
         }
     }
@@ -276,6 +287,9 @@ impl RecordQueue {
 
 impl Shared {
     fn report(&self, kind: RecordKind, outcome: Delivery) {
+        if self.abandoned.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(m) = self.metrics.get() {
             m.record(kind, outcome);
         }
@@ -288,13 +302,50 @@ impl Shared {
         }
     }
 
+    /// At the shutdown deadline: every unfinished record is dropped, counted per kind.
+    fn abandon(&self) -> u64 {
+        let mut left = 0;
+        let counts: Vec<(RecordKind, u64)> = KINDS
+            .iter()
+            .map(|k| (*k, self.unfinished[kind_index(*k)].load(Ordering::Acquire)))
+            .collect();
+        for (kind, n) in counts {
+            for _ in 0..n {
+                self.report(kind, Delivery::Dropped);
+            }
+            left += n;
+        }
+        self.abandoned.store(true, Ordering::Release);
+        if left > 0 {
+            tracing::error!(
+                records = left,
+                "record queue not drained by the shutdown deadline; dropping"
+            );
+        }
+        if let Some(m) = self.metrics.get() {
+            m.queue_depth(0);
+        }
+        left
+    }
+
+    /// A record of `kind` was queued (or is held until its interception's other records finish).
+    fn started(&self, kind: RecordKind) {
+        self.unfinished[kind_index(kind)].fetch_add(1, Ordering::AcqRel);
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        self.depth_changed();
+    }
+
     fn depth_changed(&self) {
+        if self.abandoned.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(m) = self.metrics.get() {
             m.queue_depth(self.depth.load(Ordering::Acquire));
         }
     }
 
-    fn finish_one(&self) {
+    fn finish_one(&self, kind: RecordKind) {
+        self.unfinished[kind_index(kind)].fetch_sub(1, Ordering::AcqRel);
         let before = self.depth.fetch_sub(1, Ordering::AcqRel);
         self.depth_changed();
         if before == 1 {
@@ -307,7 +358,7 @@ impl Shared {
         if let Some(tracker) = job.tracker {
             self.release(&tracker).await;
         }
-        self.finish_one();
+        self.finish_one(job.record.kind());
     }
 
     /// One outstanding record of the tracker's interception finished; when it was the last,
@@ -323,7 +374,7 @@ impl Shared {
             if let Some(ended) = ended {
                 self.deliver_with_retry(&Record::InterceptionEnded(ended))
                     .await;
-                self.finish_one();
+                self.finish_one(RecordKind::InterceptionEnded);
             }
         }
     }
@@ -388,8 +439,7 @@ impl RecordSink {
     /// Queues one record, following the queue-full policy. Never awaits the recorder.
     pub(crate) async fn push(&self, record: Record) {
         self.tracker.pending.fetch_add(1, Ordering::AcqRel);
-        self.shared.depth.fetch_add(1, Ordering::AcqRel);
-        self.shared.depth_changed();
+        self.shared.started(record.kind());
         let job = Job {
             record,
             tracker: Some(self.tracker.clone()),
@@ -397,7 +447,7 @@ impl RecordSink {
         if let Err(job) = self.send(job).await {
             self.dropped(&job.record);
             self.shared.release(&self.tracker).await;
-            self.shared.finish_one();
+            self.shared.finish_one(job.record.kind());
         }
     }
 
@@ -435,8 +485,7 @@ impl RecordSink {
     /// Ends the interception: the ended record is delivered once every record pushed before
     /// it has finished.
     pub(crate) async fn end(self, ended: InterceptionEnded) {
-        self.shared.depth.fetch_add(1, Ordering::AcqRel);
-        self.shared.depth_changed();
+        self.shared.started(RecordKind::InterceptionEnded);
         *self.tracker.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
         if self.tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let ended = self
@@ -452,7 +501,7 @@ impl RecordSink {
                 };
                 if let Err(job) = self.send(job).await {
                     self.dropped(&job.record);
-                    self.shared.finish_one();
+                    self.shared.finish_one(RecordKind::InterceptionEnded);
                 }
             }
         }
@@ -606,5 +655,68 @@ mod tests {
         sink.push(usage(id)).await; // fills the queue
         sink.push(usage(id)).await; // dropped
         assert_eq!(q.dropped_total(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_left_at_the_deadline_are_counted_as_dropped_per_kind() {
+        #[derive(Debug)]
+        struct Stall;
+        #[async_trait::async_trait]
+        impl Recorder for Stall {
+            async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_interception_ended(
+                &self,
+                _: &InterceptionEnded,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
+                std::future::pending().await
+            }
+            async fn record_prompt_usage(
+                &self,
+                _: &super::super::PromptUsage,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
+                Ok(())
+            }
+            async fn record_model_thought(
+                &self,
+                _: &super::super::ModelThought,
+            ) -> Result<(), BoxError> {
+                Ok(())
+            }
+        }
+        let registry = prometheus::Registry::new();
+        let metrics = crate::metrics::Metrics::new(&registry).unwrap();
+        let q = RecordQueue::start(
+            Arc::new(Stall),
+            RecordQueueConfig::default().with_call_timeout(Duration::from_secs(3600)),
+        );
+        q.set_metrics(metrics);
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await;
+        sink.end(ended(id)).await;
+        let left = q
+            .drain(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(left, 2);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains(r#"records_total{kind="token_usage",outcome="dropped"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"records_total{kind="interception_ended",outcome="dropped"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("record_queue_depth 0"), "{text}");
     }
 }
