@@ -52,11 +52,69 @@
 //! [`Builder::path_prefix`](bridge::Builder::path_prefix) so the bridge strips the mount
 //! path itself.
 //!
+//! # Recording
+//!
+//! Implement [`Recorder`] (six `async fn`s under [`macro@async_trait`]; see the
+//! [`recorder`] module for an example) or use a shipped one:
+//! [`recorder::SqliteRecorder`], [`recorder::PostgresRecorder`] (many replicas, one
+//! database), [`recorder::MemoryRecorder`] (tests) or [`recorder::NoopRecorder`]. Only
+//! `record_interception` is awaited before the upstream call; everything else goes through
+//! a bounded queue with timeouts, retries and counters
+//! ([`recorder::RecordQueueConfig`]), so recording never slows a stream down and never
+//! loses a record silently.
+//!
+//! # MCP tools
+//!
+//! ```no_run
+//! use aibridge::mcp::{McpConfig, McpServer};
+//! use aibridge::provider::{Anthropic, Secret};
+//! use aibridge::recorder::NoopRecorder;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mcp = McpConfig::new()
+//!     .server(
+//!         McpServer::new("coder", "https://coder.example.com/api/experimental/mcp/http".parse()?)
+//!             .with_header(http::header::AUTHORIZATION, Secret::new("Bearer …"))
+//!             .with_deny("^delete_"),
+//!     )
+//!     .max_iterations(10);
+//! let bridge = aibridge::RequestBridge::builder()
+//!     .provider(Anthropic::new(Secret::new("sk-ant-…")))
+//!     .recorder(NoopRecorder)
+//!     .mcp(mcp)
+//!     .build()?;
+//! bridge.mcp_ready().await; // optional: wait for the first connection attempts
+//! # Ok(()) }
+//! ```
+//!
+//! The tools are offered to the model as `bmcp_<server>_<tool>`; the bridge runs the calls
+//! itself and calls the upstream again until the model answers without them. The client
+//! sees one coherent answer, streamed live, with summed usage.
+//!
+//! # Metrics and shutdown
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = prometheus::Registry::new();
+//! let bridge = aibridge::RequestBridge::builder()
+//!     .provider(aibridge::provider::Anthropic::new(aibridge::provider::Secret::new("k")))
+//!     .recorder(aibridge::recorder::NoopRecorder)
+//!     .metrics(aibridge::metrics::Metrics::new(&registry)?)
+//!     .build()?;
+//! // Serve `prometheus::TextEncoder` over `registry.gather()` on /metrics; on SIGTERM:
+//! let report = bridge.shutdown(std::time::Duration::from_secs(30)).await;
+//! assert_eq!(report.dropped_records, 0);
+//! # Ok(()) }
+//! ```
+//!
+//! `shutdown` answers new requests with a provider-shaped 503, lets in-flight requests
+//! finish during two thirds of the timeout, then ends the rest with their API's terminal
+//! error event and drains the record queue.
+//!
 //! # Feature flags
 //!
 //! - `sqlite` (default): [`recorder::SqliteRecorder`].
-//! - `postgres` (default): `recorder::PostgresRecorder`.
-//! - `mcp` (default): reserved for MCP tool injection.
+//! - `postgres` (default): [`recorder::PostgresRecorder`].
+//! - `mcp` (default): [`mcp`] tool injection and the inner tool loop.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
