@@ -519,38 +519,12 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
     if let Some(primed) = primed {
         return stream(ctx, resp, status, headers, head, cancel, *primed).await;
     }
-    let waiting = Instant::now();
-    let body = tokio::select! {
-        () = head.closed() => return client_gone(),
-        () = cancelled(cancel) => {
-            head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-            return shutting_down();
-        }
-        r = read_all(&mut resp, MAX_BLOCKING_BODY) => r,
-    };
-    ctx.waited += waiting.elapsed();
-    let body = match body {
+    let body = match read_answer(ctx, &mut resp, head, cancel).await {
         Ok(b) => b,
-        Err(ReadError::TooLarge) => {
-            let e = BridgeError::upstream_too_large(MAX_BLOCKING_BODY);
-            let msg = e.message.clone();
-            head.send(e.into_response(ctx.flavor, Some(ctx.id)));
-            return failed(msg);
-        }
-        Err(ReadError::Io(err)) => {
-            tracing::warn!(error = %err, "upstream body failed");
-            let e = BridgeError::upstream_unreachable("connection reset");
-            let msg = e.message.clone();
-            head.send(e.into_response(ctx.flavor, Some(ctx.id)));
-            return failed(msg);
-        }
+        Err(end) => return end,
     };
     if !status.is_success() {
-        let text = upstream_error_text(ctx.flavor, status, &body);
-        if !head.send(response(status, headers, Body::from(body), ctx.id)) {
-            return client_gone();
-        }
-        return failed(text);
+        return relay_error(ctx, status, headers, body, head);
     }
     #[cfg(feature = "mcp")]
     if ctx.tool_loop.is_some() {
@@ -653,33 +627,60 @@ async fn blocking_loop(
         };
         status = resp.status();
         headers = relayed_response_headers(resp.headers());
-        let waiting = Instant::now();
-        let read = tokio::select! {
-            () = head.closed() => return client_gone(),
-            () = cancelled(cancel) => {
-                head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-                return shutting_down();
-            }
-            r = read_all(&mut resp, MAX_BLOCKING_BODY) => r,
-        };
-        ctx.waited += waiting.elapsed();
-        body = match read {
+        body = match read_answer(ctx, &mut resp, head, cancel).await {
             Ok(b) => b,
-            Err(_) => {
-                let e = BridgeError::upstream_unreachable("connection reset");
-                let msg = e.message.clone();
-                head.send(e.into_response(ctx.flavor, Some(ctx.id)));
-                return failed(msg);
-            }
+            Err(end) => return end,
         };
         if !status.is_success() {
-            let text = upstream_error_text(ctx.flavor, status, &body);
-            if !head.send(response(status, headers, Body::from(body), ctx.id)) {
-                return client_gone();
-            }
-            return failed(text);
+            return relay_error(ctx, status, headers, body, head);
         }
     }
+}
+
+/// Reads a whole (blocking) upstream body; client disconnect, shutdown, an oversized or
+/// broken body end the exchange (the client gets the provider-shaped error).
+async fn read_answer(
+    ctx: &mut Ctx,
+    resp: &mut reqwest::Response,
+    head: &mut Head,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<Bytes, End> {
+    let waiting = Instant::now();
+    let read = tokio::select! {
+        () = head.closed() => return Err(client_gone()),
+        () = cancelled(cancel) => {
+            head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+            return Err(shutting_down());
+        }
+        r = read_all(resp, MAX_BLOCKING_BODY) => r,
+    };
+    ctx.waited += waiting.elapsed();
+    let e = match read {
+        Ok(b) => return Ok(b),
+        Err(ReadError::TooLarge) => BridgeError::upstream_too_large(MAX_BLOCKING_BODY),
+        Err(ReadError::Io(err)) => {
+            tracing::warn!(error = %err, "upstream body failed");
+            BridgeError::upstream_unreachable("connection reset")
+        }
+    };
+    let msg = e.message.clone();
+    head.send(e.into_response(ctx.flavor, Some(ctx.id)));
+    Err(failed(msg))
+}
+
+/// Relays an upstream HTTP error verbatim (D6); the interception fails with its text.
+fn relay_error(
+    ctx: &Ctx,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    head: &mut Head,
+) -> End {
+    let text = upstream_error_text(ctx.flavor, status, &body);
+    if !head.send(response(status, headers, Body::from(body), ctx.id)) {
+        return client_gone();
+    }
+    failed(text)
 }
 
 /// How the relay loop stopped.

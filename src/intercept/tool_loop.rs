@@ -167,6 +167,19 @@ pub(crate) async fn execute(
     out
 }
 
+/// Removes the client-tool facts (from index `from` on) that are calls of injected tools:
+/// those are recorded when the bridge runs them, not as client tools.
+pub(crate) fn drop_injected(facts: &mut Vec<Fact>, from: usize, tools: &Tools) {
+    let mut i = from;
+    while i < facts.len() {
+        if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
+            facts.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Facts for injected calls that are not executed (loop limit, mixed with client calls).
 pub(crate) fn not_executed(
     tools: &Tools,

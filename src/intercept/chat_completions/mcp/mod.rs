@@ -293,15 +293,7 @@ impl StreamObserver for McpChat {
     fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
         let before = facts.len();
         let inner_action = self.inner.on_frame(frame, facts)?;
-        let tools = self.tools.clone();
-        let mut i = before;
-        while i < facts.len() {
-            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
-                facts.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
         let Some(data) = frame.data() else {
             return Ok(inner_action);
         };
@@ -450,15 +442,7 @@ impl StreamObserver for McpChat {
     fn flush(&mut self, facts: &mut Vec<Fact>) {
         let before = facts.len();
         self.inner.flush(facts);
-        let tools = self.tools.clone();
-        let mut i = before;
-        while i < facts.len() {
-            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
-                facts.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
         if !self.c.continues && self.injected_pending() {
             let reason = if self.last {
                 "tool loop limit reached"

@@ -440,16 +440,7 @@ impl StreamObserver for McpMessages {
     fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
         let before = facts.len();
         let inner_action = self.inner.on_frame(frame, facts)?;
-        // Injected calls are recorded when the bridge runs them, not as client tools.
-        let tools = self.tools.clone();
-        let mut i = before;
-        while i < facts.len() {
-            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
-                facts.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
         let Some(event) = frame.event_type() else {
             return Ok(inner_action);
         };
@@ -575,15 +566,7 @@ impl StreamObserver for McpMessages {
     fn flush(&mut self, facts: &mut Vec<Fact>) {
         let before = facts.len();
         self.inner.flush(facts);
-        let tools = self.tools.clone();
-        let mut i = before;
-        while i < facts.len() {
-            if matches!(&facts[i], Fact::Tool { name, .. } if tools.contains(name)) {
-                facts.remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
     }
 
     fn status(&self) -> StreamStatus {
