@@ -622,6 +622,9 @@ async fn blocking_loop(
         let Some((bt_turn, _, bt_usage)) = turn else {
             return failed("aibridge: internal error");
         };
+        // This response's records (prompt, token usage, thoughts) are final now: queue them
+        // before the tools run, so a client that leaves meanwhile does not lose them.
+        ctx.sink.facts(&mut facts).await;
         let limit = lp.iteration() >= lp.config.max_iterations;
         let results = if limit {
             not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
