@@ -1057,6 +1057,18 @@ async fn disconnect_streaming(api: Api) {
     bounded("the end", e.rec.wait_for_ended(1)).await;
     assert_records(&e, api, true, &[u], Outcome::Cancelled);
     assert_eq!(e.upstream.requests().len(), 1);
+    // The interrupted call is recorded.
+    let rows = injected_rows(&e.rec);
+    assert_eq!(rows.len(), 1, "{api:?}: {rows:?}");
+    assert_injected_row(
+        &rows[0],
+        &e,
+        "hang",
+        "call_01",
+        &msg_id(api, 1),
+        "{}",
+        Some("cancelled"),
+    );
 }
 
 #[tokio::test]
@@ -1086,5 +1098,16 @@ async fn client_disconnect_during_the_tool_call_cancels_blocking() {
         bounded("the end", e.rec.wait_for_ended(1)).await;
         // The first response's prompt and token rows are kept.
         assert_records(&e, api, false, &[u], Outcome::Cancelled);
+        let rows = injected_rows(&e.rec);
+        assert_eq!(rows.len(), 1, "{api:?}: {rows:?}");
+        assert_injected_row(
+            &rows[0],
+            &e,
+            "hang",
+            "call_01",
+            &msg_id(api, 1),
+            "{}",
+            Some("cancelled"),
+        );
     }
 }

@@ -630,17 +630,26 @@ async fn blocking_loop(
             not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
         } else {
             let waiting = Instant::now();
-            let exec = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts);
-            let r = tokio::select! {
-                r = exec => r,
-                () = head.closed() => return client_gone(),
-                () = cancelled(cancel) => {
+            let abort = async {
+                tokio::select! {
+                    () = head.closed() => Stop::ClientGone,
+                    () = cancelled(cancel) => Stop::Shutdown,
+                }
+            };
+            let r = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts, abort).await;
+            ctx.waited += waiting.elapsed();
+            match r {
+                Ok(r) => r,
+                Err(stop) => {
+                    // The interrupted call's record.
+                    ctx.sink.facts(&mut facts).await;
+                    if matches!(stop, Stop::ClientGone) {
+                        return client_gone();
+                    }
                     head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
                     return shutting_down();
                 }
-            };
-            ctx.waited += waiting.elapsed();
-            r
+            }
         };
         ctx.sink.facts(&mut facts).await;
         lp.sum.add(&bt_usage);
@@ -956,18 +965,22 @@ async fn next_iteration(
             // The client has seen nothing yet: send the head and one keep-alive at once.
             send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
         }
-        let exec = super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts);
+        // The interrupted call's record stays in `facts`; the caller queues it.
+        let abort = async {
+            tokio::select! {
+                () = tx.closed() => Stop::ClientGone,
+                () = cancelled(cancel) => Stop::Shutdown,
+            }
+        };
+        let exec = super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts, abort);
         tokio::pin!(exec);
         let waiting = Instant::now();
         let results = loop {
             tokio::select! {
-                r = &mut exec => break r,
-                () = tx.closed() => return Err(Stop::ClientGone),
-                () = cancelled(cancel) => return Err(Stop::Shutdown),
+                r = &mut exec => break r?,
                 () = tokio::time::sleep(lp.config.keep_alive) => {
-                    if tx.send(keep_alive.clone()).await.is_err() {
-                        return Err(Stop::ClientGone);
-                    }
+                    // A failed send means the client left; `exec` sees that and stops.
+                    let _ = tx.send(keep_alive.clone()).await;
                 }
             }
         };
