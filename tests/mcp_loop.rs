@@ -1111,3 +1111,44 @@ async fn client_disconnect_during_the_tool_call_cancels_blocking() {
         );
     }
 }
+
+/// Keep-alives continue after the tool finished, while the next upstream call has not
+/// produced a relayed event yet (the model "thinks" before its first byte).
+async fn keep_alive_while_waiting_for_the_next_iteration(api: Api) {
+    let e = env(&[TOOL], |c| {
+        c.keep_alive_interval(Duration::from_millis(20))
+    })
+    .await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", TOOL_ID, ARGS);
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 1), Some(T1), vec![c1], usages[0])));
+    let (held, gate) = api
+        .answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1]))
+        .held();
+    e.upstream.push(held);
+    let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+    let piece = first_text_piece();
+    r.until("the first text", |t| t.contains(&piece)).await;
+    // The tool has run and the second upstream call is waiting for its head.
+    e.upstream.wait_for_requests(2).await;
+    let marker = keep_alive_marker(api);
+    let before = r.text().matches(marker).count();
+    r.until("keep-alives while the next call is pending", |t| {
+        t.matches(marker).count() >= before + 2
+    })
+    .await;
+    gate.release();
+    let resp = r.rest().await;
+    let view = view_of(api, true, &resp);
+    assert_eq!(view.texts, expected_texts(api, true, &[T1, T2]));
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, true, &usages, Outcome::Completed);
+}
+
+#[tokio::test]
+async fn keep_alives_continue_until_the_next_iteration_relays() {
+    for api in APIS {
+        keep_alive_while_waiting_for_the_next_iteration(api).await;
+    }
+}

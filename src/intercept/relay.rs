@@ -54,6 +54,10 @@ pub(crate) struct Ctx {
     /// The MCP tool loop, when tools were injected.
     #[cfg(feature = "mcp")]
     pub(crate) tool_loop: Option<super::tool_loop::LoopState>,
+    /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
+    /// next iteration's first relayed bytes.
+    #[cfg(feature = "mcp")]
+    keep_alive: Option<KeepAlive>,
 }
 
 impl Ctx {
@@ -94,6 +98,8 @@ impl Ctx {
             breaker_failure: false,
             #[cfg(feature = "mcp")]
             tool_loop: None,
+            #[cfg(feature = "mcp")]
+            keep_alive: None,
         }
     }
 }
@@ -104,6 +110,32 @@ impl Ctx {
     pub(crate) fn with_tool_loop(mut self, lp: Option<super::tool_loop::LoopState>) -> Self {
         self.tool_loop = lp;
         self
+    }
+}
+
+/// Sends a keep-alive to the streaming client every `every` until dropped (D11: while
+/// tools run and until the next iteration relays something).
+#[cfg(feature = "mcp")]
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+#[cfg(feature = "mcp")]
+impl KeepAlive {
+    fn start(tx: mpsc::Sender<Bytes>, bytes: Bytes, every: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.send(bytes.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(feature = "mcp")]
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -750,6 +782,11 @@ async fn send_out(
     {
         return Err(Stop::ClientGone);
     }
+    // Relayed bytes end the silence the keep-alives filled.
+    #[cfg(feature = "mcp")]
+    {
+        ctx.keep_alive = None;
+    }
     let waiting = Instant::now();
     tokio::select! {
         r = tx.send(out) => if r.is_err() { return Err(Stop::ClientGone) },
@@ -810,6 +847,10 @@ async fn stream(
         break stop;
     };
     drop(resp);
+    #[cfg(feature = "mcp")]
+    {
+        ctx.keep_alive = None;
+    }
     ctx.observer.flush(&mut facts);
     ctx.sink.facts(&mut facts).await;
     let status = ctx.observer.status();
@@ -958,13 +999,19 @@ async fn next_iteration(
     };
     let limit = lp.iteration() >= lp.config.max_iterations;
     let keep_alive = super::tool_loop::keep_alive_bytes(ctx.api);
+    if pending.is_some() {
+        // The client has seen nothing yet: send the head and one keep-alive at once.
+        send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
+    }
+    // Keep-alives from now until the next iteration relays its first bytes (send_out).
+    ctx.keep_alive = Some(KeepAlive::start(
+        tx.clone(),
+        keep_alive,
+        lp.config.keep_alive,
+    ));
     let results = if limit {
         super::tool_loop::not_executed(&lp.tools, &turn, "tool loop limit reached", facts)
     } else {
-        if pending.is_some() {
-            // The client has seen nothing yet: send the head and one keep-alive at once.
-            send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
-        }
         // The interrupted call's record stays in `facts`; the caller queues it.
         let abort = async {
             tokio::select! {
@@ -972,18 +1019,9 @@ async fn next_iteration(
                 () = cancelled(cancel) => Stop::Shutdown,
             }
         };
-        let exec = super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts, abort);
-        tokio::pin!(exec);
         let waiting = Instant::now();
-        let results = loop {
-            tokio::select! {
-                r = &mut exec => break r?,
-                () = tokio::time::sleep(lp.config.keep_alive) => {
-                    // A failed send means the client left; `exec` sees that and stops.
-                    let _ = tx.send(keep_alive.clone()).await;
-                }
-            }
-        };
+        let results =
+            super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts, abort).await?;
         ctx.waited += waiting.elapsed();
         results
     };
