@@ -54,6 +54,10 @@ pub(crate) struct Ctx {
     /// The MCP tool loop, when tools were injected.
     #[cfg(feature = "mcp")]
     pub(crate) tool_loop: Option<super::tool_loop::LoopState>,
+    /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
+    /// next iteration's first relayed bytes.
+    #[cfg(feature = "mcp")]
+    keep_alive: Option<KeepAlive>,
 }
 
 impl Ctx {
@@ -94,6 +98,8 @@ impl Ctx {
             breaker_failure: false,
             #[cfg(feature = "mcp")]
             tool_loop: None,
+            #[cfg(feature = "mcp")]
+            keep_alive: None,
         }
     }
 }
@@ -104,6 +110,32 @@ impl Ctx {
     pub(crate) fn with_tool_loop(mut self, lp: Option<super::tool_loop::LoopState>) -> Self {
         self.tool_loop = lp;
         self
+    }
+}
+
+/// Sends a keep-alive to the streaming client every `every` until dropped (D11: while
+/// tools run and until the next iteration relays something).
+#[cfg(feature = "mcp")]
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+#[cfg(feature = "mcp")]
+impl KeepAlive {
+    fn start(tx: mpsc::Sender<Bytes>, bytes: Bytes, every: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.send(bytes.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(feature = "mcp")]
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -596,22 +628,34 @@ async fn blocking_loop(
         let Some((bt_turn, _, bt_usage)) = turn else {
             return failed("aibridge: internal error");
         };
+        // This response's records (prompt, token usage, thoughts) are final now: queue them
+        // before the tools run, so a client that leaves meanwhile does not lose them.
+        ctx.sink.facts(&mut facts).await;
         let limit = lp.iteration() >= lp.config.max_iterations;
         let results = if limit {
             not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
         } else {
             let waiting = Instant::now();
-            let exec = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts);
-            let r = tokio::select! {
-                r = exec => r,
-                () = head.closed() => return client_gone(),
-                () = cancelled(cancel) => {
+            let abort = async {
+                tokio::select! {
+                    () = head.closed() => Stop::ClientGone,
+                    () = cancelled(cancel) => Stop::Shutdown,
+                }
+            };
+            let r = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts, abort).await;
+            ctx.waited += waiting.elapsed();
+            match r {
+                Ok(r) => r,
+                Err(stop) => {
+                    // The interrupted call's record.
+                    ctx.sink.facts(&mut facts).await;
+                    if matches!(stop, Stop::ClientGone) {
+                        return client_gone();
+                    }
                     head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
                     return shutting_down();
                 }
-            };
-            ctx.waited += waiting.elapsed();
-            r
+            }
         };
         ctx.sink.facts(&mut facts).await;
         lp.sum.add(&bt_usage);
@@ -739,6 +783,11 @@ async fn send_out(
     {
         return Err(Stop::ClientGone);
     }
+    // Relayed bytes end the silence the keep-alives filled.
+    #[cfg(feature = "mcp")]
+    {
+        ctx.keep_alive = None;
+    }
     let waiting = Instant::now();
     tokio::select! {
         r = tx.send(out) => if r.is_err() { return Err(Stop::ClientGone) },
@@ -799,6 +848,10 @@ async fn stream(
         break stop;
     };
     drop(resp);
+    #[cfg(feature = "mcp")]
+    {
+        ctx.keep_alive = None;
+    }
     ctx.observer.flush(&mut facts);
     ctx.sink.facts(&mut facts).await;
     let status = ctx.observer.status();
@@ -947,28 +1000,29 @@ async fn next_iteration(
     };
     let limit = lp.iteration() >= lp.config.max_iterations;
     let keep_alive = super::tool_loop::keep_alive_bytes(ctx.api);
+    if pending.is_some() {
+        // The client has seen nothing yet: send the head and one keep-alive at once.
+        send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
+    }
+    // Keep-alives from now until the next iteration relays its first bytes (send_out).
+    ctx.keep_alive = Some(KeepAlive::start(
+        tx.clone(),
+        keep_alive,
+        lp.config.keep_alive,
+    ));
     let results = if limit {
         super::tool_loop::not_executed(&lp.tools, &turn, "tool loop limit reached", facts)
     } else {
-        if pending.is_some() {
-            // The client has seen nothing yet: send the head and one keep-alive at once.
-            send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
-        }
-        let exec = super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts);
-        tokio::pin!(exec);
-        let waiting = Instant::now();
-        let results = loop {
+        // The interrupted call's record stays in `facts`; the caller queues it.
+        let abort = async {
             tokio::select! {
-                r = &mut exec => break r,
-                () = tx.closed() => return Err(Stop::ClientGone),
-                () = cancelled(cancel) => return Err(Stop::Shutdown),
-                () = tokio::time::sleep(lp.config.keep_alive) => {
-                    if tx.send(keep_alive.clone()).await.is_err() {
-                        return Err(Stop::ClientGone);
-                    }
-                }
+                () = tx.closed() => Stop::ClientGone,
+                () = cancelled(cancel) => Stop::Shutdown,
             }
         };
+        let waiting = Instant::now();
+        let results =
+            super::tool_loop::execute(&lp.tools, lp.executor.as_ref(), &turn, facts, abort).await?;
         ctx.waited += waiting.elapsed();
         results
     };

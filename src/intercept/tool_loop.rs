@@ -118,13 +118,22 @@ pub(crate) struct Executed {
     pub(crate) outcome: ToolOutcome,
 }
 
+/// The invocation error of a call interrupted by the client leaving (or shutdown).
+pub(crate) const CANCELLED: &str = "cancelled";
+
 /// Runs the calls of one turn in order, producing their ToolUsage facts.
-pub(crate) async fn execute(
+///
+/// If `abort` resolves first (the client left, the bridge shuts down), the running call is
+/// dropped, which cancels it on its server; it is recorded with the invocation error
+/// `cancelled` and `abort`'s value is returned.
+pub(crate) async fn execute<R>(
     tools: &Tools,
     executor: &dyn ToolExecutor,
     turn: &Turn,
     facts: &mut Vec<Fact>,
-) -> Vec<Executed> {
+    abort: impl Future<Output = R>,
+) -> Result<Vec<Executed>, R> {
+    tokio::pin!(abort);
     let mut out = Vec::with_capacity(turn.calls.len());
     for call in &turn.calls {
         let Some(tool) = tools.get(&call.tool_id) else {
@@ -140,9 +149,22 @@ pub(crate) async fn execute(
                     mcp_tool = %tool.name,
                     tool_call_id = %call.call_id,
                 );
-                let outcome =
-                    tracing::Instrument::instrument(executor.call(tool, args), span).await;
-                (outcome, true, input)
+                let running = tracing::Instrument::instrument(executor.call(tool, args), span);
+                tokio::select! {
+                    outcome = running => (outcome, true, input),
+                    r = &mut abort => {
+                        facts.push(Fact::InjectedTool {
+                            response_id: turn.response_id.clone(),
+                            name: tool.name.clone(),
+                            call_id: call.call_id.clone(),
+                            server_url: tool.server_url.clone(),
+                            input,
+                            error: Some(CANCELLED.to_owned()),
+                            executed: true,
+                        });
+                        return Err(r);
+                    }
+                }
             }
             Err(reason) => (
                 ToolOutcome::failed(reason),
@@ -164,7 +186,7 @@ pub(crate) async fn execute(
             outcome,
         });
     }
-    out
+    Ok(out)
 }
 
 /// Removes the client-tool facts (from index `from` on) that are calls of injected tools:
