@@ -64,8 +64,8 @@ impl Table {
         else {
             return Resolved::Unknown(&entry.provider);
         };
-        if has_dot_segment(rest) {
-            // The upstream URL parser would resolve `..` and escape the allowlist.
+        if !is_plain_path(rest) {
+            // The upstream URL parser (or the upstream) would resolve it elsewhere.
             return Resolved::Unknown(&entry.provider);
         }
         match entry.provider.routes().iter().find(|r| r.matches(rest)) {
@@ -93,12 +93,27 @@ pub(crate) fn route_label(provider: &dyn Provider, route_path: &str) -> String {
     format!("{under_name}{route_path}")
 }
 
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
+/// Whether a route path (starting with `/`) means the same to every URL parser and server,
+/// so the allowlist decision holds upstream too. Refused:
+///
+/// - `.` and `..` segments, literal or percent-encoded (`%2e`): URL parsers resolve them;
+/// - a backslash, literal or encoded (`%5c`): the WHATWG URL parser (reqwest's) treats `\`
+///   as `/` in http(s) URLs, so `/v1/models/..\..\admin` would become `/admin`;
+/// - an encoded slash (`%2f`): servers that decode before routing see extra segments;
+/// - empty segments (`//`) except a trailing `/`: servers that merge slashes see another path.
+fn is_plain_path(path: &str) -> bool {
+    if path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return false;
+    }
+    let segments: Vec<&str> = lower.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    segments.iter().enumerate().all(|(i, seg)| {
+        let decoded = seg.replace("%2e", ".");
+        decoded != "." && decoded != ".." && (i == last || !seg.is_empty())
     })
 }
 
@@ -186,9 +201,27 @@ mod tests {
             "/anthropic/v1/models/../../admin",
             "/anthropic/v1/models/%2E%2e/x",
             "/openai/v1/responses/./x",
+            "/anthropic/v1/models/..\\..\\admin",
+            "/anthropic/v1/models/x%5Cy",
+            "/anthropic/v1/models/..%2F..%2Fadmin",
+            "/anthropic/v1/models/a%2fb",
+            "/anthropic/v1/models//x",
+            "/anthropic/v1/models//",
+            "/openai/v1/conversations/.%2E/x",
         ] {
             let r = t.resolve(p);
             assert!(matches!(r, Resolved::Unknown(_)), "{p}: {r:?}");
+        }
+        for p in [
+            "/anthropic/v1/models/",
+            "/anthropic/v1/models/claude-sonnet-4-5",
+            "/anthropic/v1/models/a.b..c",
+            "/openai/v1/models/ft:gpt-4o-mini:org:custom:abc%20x",
+            "/copilot/.well-known/openid-configuration",
+            "/openai/v1/responses/resp_1/input_items",
+        ] {
+            let r = t.resolve(p);
+            assert!(matches!(r, Resolved::Matched { .. }), "{p}: {r:?}");
         }
         assert!(matches!(
             t.resolve("/nope/v1/messages"),

@@ -99,8 +99,11 @@ pub enum QueueFullPolicy {
     Drop,
 }
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
 
 use tokio::sync::{Notify, mpsc};
 
@@ -237,15 +240,12 @@ impl RecordQueue {
 
     /// `record_interception`, awaited inline with the call timeout and no retry.
     pub(crate) async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
-        let r = tokio::time::timeout(
+        let r = call_recorder(
             self.shared.config.call_timeout,
             self.shared.recorder.record_interception(rec),
         )
-        .await;
-        let r = match r {
-            Ok(r) => r,
-            Err(_) => Err("recorder call timed out".into()),
-        };
+        .await
+        .map_err(BoxError::from);
         self.shared.report(
             RecordKind::Interception,
             if r.is_ok() {
@@ -384,15 +384,13 @@ impl Shared {
         let attempts = cfg.max_attempts.max(1);
         for attempt in 1..=attempts {
             let result =
-                tokio::time::timeout(cfg.call_timeout, deliver(self.recorder.as_ref(), record))
-                    .await;
+                call_recorder(cfg.call_timeout, deliver(self.recorder.as_ref(), record)).await;
             let err = match result {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     self.report(record.kind(), Delivery::Written);
                     return;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "recorder call timed out".to_owned(),
+                Err(e) => e,
             };
             if attempt == attempts {
                 tracing::error!(
@@ -409,6 +407,28 @@ impl Shared {
             tracing::warn!(kind = record.kind().as_str(), record_id = %record.id(), attempt, error = %err, ?delay, "recording failed; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// One recorder call under the call timeout. A panic inside the recorder is caught and
+/// becomes an error like any other (retried, then counted): it must kill neither the
+/// worker task nor the request that awaits `record_interception`.
+async fn call_recorder<F>(timeout: Duration, call: F) -> Result<(), String>
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".to_owned());
+            Err(format!("recorder panicked: {what}"))
+        }
+        Err(_) => Err("recorder call timed out".to_owned()),
     }
 }
 
