@@ -1039,6 +1039,75 @@ async fn responses_streams_text_first_and_keeps_alive_while_the_tool_runs() {
     keep_alive_while_the_tool_runs(Api::Responses).await;
 }
 
+/// OpenAI streams a tool call without preamble text with the role in the first tool-call
+/// chunk. When that call is injected, the chunk is relayed without it, so the client still
+/// gets the role once (SDK accumulators take the message's `role` from it), before the tool
+/// finishes.
+#[tokio::test]
+async fn chat_role_reaches_the_client_once_when_the_first_chunk_is_an_injected_call() {
+    let api = Api::Chat;
+    let e = env(&["gated"], |c| {
+        c.keep_alive_interval(Duration::from_millis(20))
+    })
+    .await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", "bmcp_coder_gated", "{}");
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 1), None, vec![c1], usages[0])));
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+    let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+    r.until("a keep-alive", |t| t.contains(": keep-alive\n\n"))
+        .await;
+    e.mcp.wait_started(1).await;
+    let first = support::parse_sse(r.text().as_bytes())[0].json();
+    assert_eq!(
+        first["choices"][0]["delta"],
+        json!({"role": "assistant", "content": null, "refusal": null})
+    );
+    e.mcp.release();
+    let resp = r.rest().await;
+    let view = view_of(api, true, &resp); // checks: exactly one role
+    assert_eq!(view.texts, vec![T2.to_owned()]);
+    assert_eq!(view.stop, "stop");
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, true, &usages, Outcome::Completed);
+}
+
+/// A Chat stream whose very first chunk is the injected call, without a role: nothing
+/// visible was relayed when the tool starts, so the head and one keep-alive go out at
+/// once; the role then comes from the next iteration's opening chunk.
+#[tokio::test]
+async fn chat_head_and_a_keep_alive_go_out_at_once_when_nothing_was_relayed() {
+    let api = Api::Chat;
+    // A long interval: only the immediate keep-alive can arrive while the tool waits.
+    let e = env(&["gated"], |c| {
+        c.keep_alive_interval(Duration::from_secs(3600))
+    })
+    .await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", "bmcp_coder_gated", "{}");
+    let first = mcp_wire::chat_sse(&turn(&msg_id(api, 1), None, vec![c1], usages[0]));
+    let roleless = first.replacen(r#""role":"assistant","#, "", 1);
+    assert_ne!(first, roleless);
+    e.upstream.push(support::MockResponse::sse(roleless));
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+    // The head arrives although the tool is still waiting.
+    let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+    r.until("a keep-alive", |t| t.contains(": keep-alive\n\n"))
+        .await;
+    e.mcp.wait_started(1).await;
+    assert_eq!(r.text(), ": keep-alive\n\n", "only the keep-alive so far");
+    e.mcp.release();
+    let resp = r.rest().await;
+    let view = view_of(api, true, &resp); // checks: exactly one role
+    assert_eq!(view.texts, vec![T2.to_owned()]);
+    assert_eq!(view.stop, "stop");
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, true, &usages, Outcome::Completed);
+}
+
 // === client disconnect during a tool call ===
 
 async fn disconnect_streaming(api: Api) {
