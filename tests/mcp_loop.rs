@@ -1560,3 +1560,31 @@ async fn chat_copilot_shaped_stream_with_the_call_at_index_1() {
     assert_eq!(rows, [(510, 58, 25429), (232, 39, 25934)]);
     assert_eq!(injected_rows(&e.rec).len(), 1);
 }
+
+/// The client leaves after the tool ran, while the next upstream call waits for its
+/// answer: that call is dropped at once (D8) and the interception ends cancelled.
+#[tokio::test]
+async fn client_disconnect_while_the_next_upstream_call_is_pending() {
+    for api in APIS {
+        let e = env(&[TOOL], |c| c).await;
+        let usages = reference_usage(api);
+        let c1 = call("call_01", TOOL_ID, ARGS);
+        e.upstream
+            .push(api.answer(true, &turn(&msg_id(api, 1), Some(T1), vec![c1], usages[0])));
+        let (held, gate) = api
+            .answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1]))
+            .held();
+        e.upstream.push(held);
+        let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+        let piece = first_text_piece();
+        r.until("the first text", |t| t.contains(&piece)).await;
+        e.upstream.wait_for_requests(2).await;
+        drop(r);
+        bounded("the upstream call to be dropped", gate.closed()).await;
+        bounded("the end", e.rec.wait_for_ended(1)).await;
+        assert_records(&e, api, true, &usages[..1], Outcome::Cancelled);
+        let rows = injected_rows(&e.rec);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].invocation_error, None);
+    }
+}
