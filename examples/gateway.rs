@@ -30,6 +30,9 @@ use axum::routing::get;
 
 mod usage;
 
+/// How long the start waits for the MCP servers' first connection attempt.
+const MCP_READY_WAIT: Duration = Duration::from_secs(15);
+
 /// Gateway settings read from the environment.
 struct Config {
     listen: SocketAddr,
@@ -531,6 +534,18 @@ async fn main() -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
+    if !cfg.mcp_servers.is_empty() {
+        // Give every MCP server its first connection attempt before announcing the address,
+        // so the first request already gets their tools. Bounded: a server that is slow to
+        // answer joins later in the background (a server that is down fails at once).
+        if tokio::time::timeout(MCP_READY_WAIT, bridge.mcp_ready())
+            .await
+            .is_err()
+        {
+            tracing::warn!("MCP servers still connecting; their tools join when they are up");
+        }
+        tracing::info!(tools = bridge.mcp_tools().len(), "mcp tools");
+    }
     let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
         Ok(l) => l,
         Err(e) => {

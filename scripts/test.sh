@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project:
 #   1. cargo test --all-features        unit, integration and doc tests
-#   2. cargo build --example gateway    the example gateway used by the end-to-end tests
-#      (and its own unit tests: cargo test --example gateway)
+#   2. cargo build --example gateway --example mcp_test_server
+#      the example gateway and the MCP test server used by the end-to-end tests
+#      (and the gateway's own unit tests: cargo test --example gateway)
 #   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
 #
 # Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv).
@@ -55,11 +56,12 @@ else
     record "cargo test --example gateway" FAILED
 fi
 
-step "cargo build --example gateway"
+step "cargo build --example gateway --example mcp_test_server"
 GATEWAY_BIN=""
-if build_json=$(cargo build --example gateway --message-format=json-render-diagnostics); then
-    # The path of the built example, wherever the target directory is.
-    GATEWAY_BIN=$(printf '%s\n' "$build_json" | python3 -c '
+MCP_SERVER_BIN=""
+# The path of a built example, wherever the target directory is.
+example_path() { # example_path NAME < cargo's JSON messages
+    python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -67,16 +69,22 @@ for line in sys.stdin:
     except ValueError:
         continue
     target = msg.get("target") or {}
-    if msg.get("reason") == "compiler-artifact" and target.get("name") == "gateway" \
+    if msg.get("reason") == "compiler-artifact" and target.get("name") == sys.argv[1] \
             and "example" in target.get("kind", []) and msg.get("executable"):
         print(msg["executable"])
-')
+' "$1"
+}
+if build_json=$(cargo build --example gateway --example mcp_test_server \
+        --message-format=json-render-diagnostics); then
+    GATEWAY_BIN=$(printf '%s\n' "$build_json" | example_path gateway)
+    MCP_SERVER_BIN=$(printf '%s\n' "$build_json" | example_path mcp_test_server)
 fi
-if [[ -n "$GATEWAY_BIN" && -x "$GATEWAY_BIN" ]]; then
-    record "cargo build --example gateway" ok
+if [[ -n "$GATEWAY_BIN" && -x "$GATEWAY_BIN" && -n "$MCP_SERVER_BIN" && -x "$MCP_SERVER_BIN" ]]; then
+    record "cargo build --example gateway …" ok
     echo "gateway binary: $GATEWAY_BIN"
+    echo "mcp test server binary: $MCP_SERVER_BIN"
 else
-    record "cargo build --example gateway" FAILED
+    record "cargo build --example gateway …" FAILED
 fi
 
 # 3. End-to-end tests with the official SDKs --------------------------------------------------
@@ -100,14 +108,14 @@ else
 fi
 
 step "pytest tests/e2e"
-if [[ $venv_ok -eq 1 && -n "$GATEWAY_BIN" ]]; then
-    if AIBRIDGE_GATEWAY_BIN="$GATEWAY_BIN" .venv/bin/python -m pytest -q -ra -p no:cacheprovider tests/e2e; then
+if [[ $venv_ok -eq 1 && -n "$GATEWAY_BIN" && -n "$MCP_SERVER_BIN" ]]; then
+    if AIBRIDGE_GATEWAY_BIN="$GATEWAY_BIN" AIBRIDGE_MCP_SERVER_BIN="$MCP_SERVER_BIN" .venv/bin/python -m pytest -q -ra -p no:cacheprovider tests/e2e; then
         record "pytest tests/e2e" ok
     else
         record "pytest tests/e2e" FAILED
     fi
 else
-    echo "not run: it needs the gateway binary and the Python environment"
+    echo "not run: it needs the example binaries and the Python environment"
     record "pytest tests/e2e" "NOT RUN"
 fi
 

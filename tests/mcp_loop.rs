@@ -1039,6 +1039,75 @@ async fn responses_streams_text_first_and_keeps_alive_while_the_tool_runs() {
     keep_alive_while_the_tool_runs(Api::Responses).await;
 }
 
+/// OpenAI streams a tool call without preamble text with the role in the first tool-call
+/// chunk. When that call is injected, the chunk is relayed without it, so the client still
+/// gets the role once (SDK accumulators take the message's `role` from it), before the tool
+/// finishes.
+#[tokio::test]
+async fn chat_role_reaches_the_client_once_when_the_first_chunk_is_an_injected_call() {
+    let api = Api::Chat;
+    let e = env(&["gated"], |c| {
+        c.keep_alive_interval(Duration::from_millis(20))
+    })
+    .await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", "bmcp_coder_gated", "{}");
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 1), None, vec![c1], usages[0])));
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+    let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+    r.until("a keep-alive", |t| t.contains(": keep-alive\n\n"))
+        .await;
+    e.mcp.wait_started(1).await;
+    let first = support::parse_sse(r.text().as_bytes())[0].json();
+    assert_eq!(
+        first["choices"][0]["delta"],
+        json!({"role": "assistant", "content": null, "refusal": null})
+    );
+    e.mcp.release();
+    let resp = r.rest().await;
+    let view = view_of(api, true, &resp); // checks: exactly one role
+    assert_eq!(view.texts, vec![T2.to_owned()]);
+    assert_eq!(view.stop, "stop");
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, true, &usages, Outcome::Completed);
+}
+
+/// A Chat stream whose very first chunk is the injected call, without a role: nothing
+/// visible was relayed when the tool starts, so the head and one keep-alive go out at
+/// once; the role then comes from the next iteration's opening chunk.
+#[tokio::test]
+async fn chat_head_and_a_keep_alive_go_out_at_once_when_nothing_was_relayed() {
+    let api = Api::Chat;
+    // A long interval: only the immediate keep-alive can arrive while the tool waits.
+    let e = env(&["gated"], |c| {
+        c.keep_alive_interval(Duration::from_secs(3600))
+    })
+    .await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", "bmcp_coder_gated", "{}");
+    let first = mcp_wire::chat_sse(&turn(&msg_id(api, 1), None, vec![c1], usages[0]));
+    let roleless = first.replacen(r#""role":"assistant","#, "", 1);
+    assert_ne!(first, roleless);
+    e.upstream.push(support::MockResponse::sse(roleless));
+    e.upstream
+        .push(api.answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+    // The head arrives although the tool is still waiting.
+    let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+    r.until("a keep-alive", |t| t.contains(": keep-alive\n\n"))
+        .await;
+    e.mcp.wait_started(1).await;
+    assert_eq!(r.text(), ": keep-alive\n\n", "only the keep-alive so far");
+    e.mcp.release();
+    let resp = r.rest().await;
+    let view = view_of(api, true, &resp); // checks: exactly one role
+    assert_eq!(view.texts, vec![T2.to_owned()]);
+    assert_eq!(view.stop, "stop");
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, true, &usages, Outcome::Completed);
+}
+
 // === client disconnect during a tool call ===
 
 async fn disconnect_streaming(api: Api) {
@@ -1150,5 +1219,372 @@ async fn keep_alive_while_waiting_for_the_next_iteration(api: Api) {
 async fn keep_alives_continue_until_the_next_iteration_relays() {
     for api in APIS {
         keep_alive_while_waiting_for_the_next_iteration(api).await;
+    }
+}
+
+// === more shapes ===
+
+/// The first answer is only the injected call (no text); parallel injected calls run in
+/// order and their results are appended in call order.
+async fn tool_only_and_parallel(api: Api, stream: bool) {
+    let e = env(&[TOOL, "echo"], |c| c).await;
+    let usages = reference_usage(api);
+    let c1 = call("call_01", TOOL_ID, ARGS);
+    let c2 = call("call_02", "bmcp_coder_echo", r#"{"n":2}"#);
+    e.upstream.push(api.answer(
+        stream,
+        &turn(
+            &msg_id(api, 1),
+            None,
+            vec![c1.clone(), c2.clone()],
+            usages[0],
+        ),
+    ));
+    e.upstream
+        .push(api.answer(stream, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+    let resp = send_req(&e, api, &api.request(stream, PROMPT)).await;
+    let view = view_of(api, stream, &resp);
+    assert_eq!(view.texts, vec![T2.to_owned()]);
+    assert!(view.calls.is_empty());
+    assert_contains(&view.usage, &api.summed_usage(&usages), "usage");
+    let calls = e.mcp.calls();
+    let names: Vec<&str> = calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, [TOOL, "echo"], "in call order");
+    let reqs = e.upstream.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_continuation(
+        api,
+        &reqs[1].json(),
+        &msg_id(api, 1),
+        None,
+        &[c1, c2],
+        &[
+            ("call_01", Res::Ok("mock")),
+            ("call_02", Res::Ok(r#"{"n":2}"#)),
+        ],
+    );
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    assert_records(&e, api, stream, &usages, Outcome::Completed);
+    assert_eq!(injected_rows(&e.rec).len(), 2);
+}
+
+#[tokio::test]
+async fn tool_only_answers_and_parallel_injected_calls() {
+    for api in APIS {
+        for stream in [false, true] {
+            tool_only_and_parallel(api, stream).await;
+        }
+    }
+}
+
+/// Arguments that are not a JSON object are not sent; the model gets the error.
+#[tokio::test]
+async fn invalid_arguments_are_not_sent_to_the_server() {
+    for api in [Api::Chat, Api::Responses] {
+        for stream in [false, true] {
+            let e = env(&[TOOL], |c| c).await;
+            let usages = reference_usage(api);
+            let c1 = call("call_01", TOOL_ID, "[1,2]");
+            e.upstream.push(api.answer(
+                stream,
+                &turn(&msg_id(api, 1), Some(T1), vec![c1.clone()], usages[0]),
+            ));
+            e.upstream
+                .push(api.answer(stream, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1])));
+            send_req(&e, api, &api.request(stream, PROMPT)).await;
+            assert!(e.mcp.calls().is_empty());
+            let reqs = e.upstream.requests();
+            let reason = "invalid arguments: expected a JSON object, got an array";
+            assert_continuation(
+                api,
+                &reqs[1].json(),
+                &msg_id(api, 1),
+                Some(T1),
+                &[c1],
+                &[(
+                    "call_01",
+                    Res::Failed(format!("aibridge: tool call failed: {reason}")),
+                )],
+            );
+            bounded("the end", e.rec.wait_for_ended(1)).await;
+            let rows = injected_rows(&e.rec);
+            assert_eq!(rows.len(), 1);
+            assert_injected_row(
+                &rows[0],
+                &e,
+                TOOL,
+                "call_01",
+                &msg_id(api, 1),
+                "[1,2]",
+                Some(reason),
+            );
+            // Not executed: not counted.
+            assert_eq!(injected_metric(&e, api, TOOL), 0.0);
+        }
+    }
+}
+
+/// Anthropic with extended thinking: the thinking block (with its signature) goes back to
+/// the model in the assistant turn, is relayed to the client, and is recorded.
+#[tokio::test]
+async fn anthropic_thinking_blocks_are_kept_in_the_assistant_turn() {
+    for stream in [false, true] {
+        let api = Api::Messages;
+        let e = env(&[TOOL], |c| c).await;
+        let usages = reference_usage(api);
+        let c1 = call("toolu_01", TOOL_ID, ARGS);
+        let t1 = turn("msg_01", Some(T1), vec![c1.clone()], usages[0]);
+        let thinking = "The user wants workspaces.";
+        let first = if stream {
+            // Insert a thinking block at index 0 and shift the others.
+            let sse = mcp_wire::anthropic_sse(&t1)
+                .replace(r#""index":1"#, r#""index":2"#)
+                .replace(r#""index":0"#, r#""index":1"#);
+            let block = format!(
+                "event: content_block_start\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\nevent: content_block_stop\ndata: {}\n\n",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": thinking}}),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig-abc"}}),
+                json!({"type": "content_block_stop", "index": 0}),
+            );
+            let at = sse.find("event: content_block_start").unwrap();
+            support::MockResponse::sse(format!("{}{block}{}", &sse[..at], &sse[at..]))
+        } else {
+            let mut v = mcp_wire::anthropic_json(&t1);
+            v["content"].as_array_mut().unwrap().insert(
+                0,
+                json!({"type": "thinking", "thinking": thinking, "signature": "sig-abc"}),
+            );
+            support::MockResponse::json(200, v.to_string())
+        };
+        e.upstream.push(first);
+        e.upstream
+            .push(api.answer(stream, &turn("msg_02", Some(T2), vec![], usages[1])));
+        let resp = send_req(&e, api, &api.request(stream, PROMPT)).await;
+        assert!(!resp.text().contains("bmcp_"));
+        if stream {
+            // thinking (0), text (1), text of the second message (2).
+            let starts: Vec<Value> = support::parse_sse(&resp.body)
+                .iter()
+                .filter(|e| e.event.as_deref() == Some("content_block_start"))
+                .map(|e| e.json())
+                .collect();
+            let kinds: Vec<(u64, &str)> = starts
+                .iter()
+                .map(|s| {
+                    (
+                        s["index"].as_u64().unwrap(),
+                        s["content_block"]["type"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(kinds, [(0, "thinking"), (1, "text"), (2, "text")]);
+        }
+        let second = e.upstream.requests()[1].json();
+        let msgs = second["messages"].as_array().unwrap();
+        assert_eq!(
+            msgs[msgs.len() - 2]["content"][0],
+            json!({"type": "thinking", "thinking": thinking, "signature": "sig-abc"})
+        );
+        assert_eq!(msgs[msgs.len() - 2]["content"][1]["text"], T1);
+        assert_eq!(msgs[msgs.len() - 2]["content"][2]["id"], "toolu_01");
+        bounded("the end", e.rec.wait_for_ended(1)).await;
+        let thoughts = e.rec.model_thoughts();
+        assert_eq!(thoughts.len(), 1);
+        assert_eq!(thoughts[0].content, thinking);
+        assert_eq!(thoughts[0].provider_response_id.as_deref(), Some("msg_01"));
+    }
+}
+
+/// The second upstream call fails: a blocking client gets the upstream's error as is; a
+/// streaming client, which already has the first iteration's bytes, gets one terminal
+/// error event naming it. The first message's usage is recorded.
+#[tokio::test]
+async fn upstream_error_in_the_second_iteration() {
+    for api in APIS {
+        for stream in [false, true] {
+            let e = env(&[TOOL], |c| c).await;
+            let usages = reference_usage(api);
+            let c1 = call("call_01", TOOL_ID, ARGS);
+            e.upstream.push(api.answer(
+                stream,
+                &turn(&msg_id(api, 1), Some(T1), vec![c1], usages[0]),
+            ));
+            let error = match api {
+                Api::Messages => {
+                    json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 205429 tokens > 200000 maximum"}})
+                }
+                _ => {
+                    json!({"error": {"message": "Input tokens exceed the configured limit", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+                }
+            };
+            e.upstream.push(
+                support::MockResponse::json(400, error.to_string())
+                    .header("x-should-retry", "false"),
+            );
+            let resp = bounded(
+                "the response",
+                send(&e.bridge, post(api.path(), api.request(stream, PROMPT))),
+            )
+            .await;
+            let text = resp.text();
+            assert!(!text.contains("bmcp_"), "{text}");
+            let message = error["error"]["message"].as_str().unwrap();
+            if stream {
+                assert_eq!(resp.status, StatusCode::OK);
+                let events = support::parse_sse(&resp.body);
+                let last = events.last().unwrap();
+                match api {
+                    Api::Chat => assert!(last.json()["error"].is_object(), "{text}"),
+                    _ => assert_eq!(last.event.as_deref(), Some("error"), "{text}"),
+                }
+                assert!(last.data.contains(message), "{}", last.data);
+                assert!(text.contains(T1[..T1.len() / 2].trim()), "{text}");
+            } else {
+                assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+                assert_eq!(resp.json(), error);
+            }
+            bounded("the end", e.rec.wait_for_ended(1)).await;
+            assert_records(&e, api, stream, &usages[..1], Outcome::Failed);
+            assert_eq!(injected_rows(&e.rec).len(), 1);
+        }
+    }
+}
+
+/// Copilot's Chat shapes: the injected call at tool-call index 1 with empty arguments, the
+/// role repeated in every chunk, usage on the finish chunk, no usage-only chunk.
+#[tokio::test]
+async fn chat_copilot_shaped_stream_with_the_call_at_index_1() {
+    let api = Api::Chat;
+    let e = env(&[TOOL], |c| c).await;
+    let chunk = |id: &str, delta: Value, finish: Value, usage: Value| {
+        let mut c = json!({"id": id, "created": 1, "model": "gpt-4.1",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if !usage.is_null() {
+            c["usage"] = usage;
+        }
+        format!("data: {c}\n\n")
+    };
+    let first = [
+        chunk(
+            "c1",
+            json!({"role": "assistant", "content": "Checking."}),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            "c1",
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 1, "id": "call_cp", "type": "function", "function": {"name": TOOL_ID, "arguments": ""}}]}),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            "c1",
+            json!({"role": "assistant", "content": null}),
+            Value::from("tool_calls"),
+            json!({"prompt_tokens": 25939, "completion_tokens": 58, "total_tokens": 25997, "prompt_tokens_details": {"cached_tokens": 25429}}),
+        ),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    let second = [
+        chunk(
+            "c2",
+            json!({"role": "assistant", "content": "Done."}),
+            Value::Null,
+            Value::Null,
+        ),
+        chunk(
+            "c2",
+            json!({"role": "assistant", "content": null}),
+            Value::from("stop"),
+            json!({"prompt_tokens": 26166, "completion_tokens": 39, "total_tokens": 26205, "prompt_tokens_details": {"cached_tokens": 25934}}),
+        ),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    e.upstream.push(support::MockResponse::sse(first));
+    e.upstream.push(support::MockResponse::sse(second));
+    let resp = send_req(&e, api, &api.request(true, PROMPT)).await;
+    let text = resp.text();
+    assert!(
+        !text.contains("bmcp_") && !text.contains("tool_calls\":["),
+        "{text}"
+    );
+    let chunks: Vec<Value> = support::parse_sse(&resp.body)
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| e.json())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Checking.Done.");
+    let finishes: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finishes, ["stop"]);
+    let usage: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["usage"].is_object())
+        .map(|c| &c["usage"])
+        .collect();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["prompt_tokens"], 25939 + 26166);
+    assert_eq!(usage[0]["completion_tokens"], 58 + 39);
+    assert_eq!(
+        e.mcp.calls(),
+        vec![ReceivedCall {
+            name: TOOL.to_owned(),
+            arguments: json!({})
+        }]
+    );
+    let second = e.upstream.requests()[1].json();
+    let msgs = second["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs[msgs.len() - 2],
+        json!({"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "call_cp", "type": "function", "function": {"name": TOOL_ID, "arguments": ""}}]})
+    );
+    assert_eq!(
+        msgs[msgs.len() - 1],
+        json!({"role": "tool", "tool_call_id": "call_cp", "content": "mock"})
+    );
+    bounded("the end", e.rec.wait_for_ended(1)).await;
+    let tokens = e.rec.token_usages();
+    let rows: Vec<(u64, u64, u64)> = tokens
+        .iter()
+        .map(|t| (t.input_tokens, t.output_tokens, t.cache_read_input_tokens))
+        .collect();
+    assert_eq!(rows, [(510, 58, 25429), (232, 39, 25934)]);
+    assert_eq!(injected_rows(&e.rec).len(), 1);
+}
+
+/// The client leaves after the tool ran, while the next upstream call waits for its
+/// answer: that call is dropped at once (D8) and the interception ends cancelled.
+#[tokio::test]
+async fn client_disconnect_while_the_next_upstream_call_is_pending() {
+    for api in APIS {
+        let e = env(&[TOOL], |c| c).await;
+        let usages = reference_usage(api);
+        let c1 = call("call_01", TOOL_ID, ARGS);
+        e.upstream
+            .push(api.answer(true, &turn(&msg_id(api, 1), Some(T1), vec![c1], usages[0])));
+        let (held, gate) = api
+            .answer(true, &turn(&msg_id(api, 2), Some(T2), vec![], usages[1]))
+            .held();
+        e.upstream.push(held);
+        let mut r = Reader::start(&e.bridge, api, api.request(true, PROMPT)).await;
+        let piece = first_text_piece();
+        r.until("the first text", |t| t.contains(&piece)).await;
+        e.upstream.wait_for_requests(2).await;
+        drop(r);
+        bounded("the upstream call to be dropped", gate.closed()).await;
+        bounded("the end", e.rec.wait_for_ended(1)).await;
+        assert_records(&e, api, true, &usages[..1], Outcome::Cancelled);
+        let rows = injected_rows(&e.rec);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].invocation_error, None);
     }
 }

@@ -140,24 +140,45 @@ impl Drop for KeepAlive {
 }
 
 /// The response head, until it is sent to the service future.
-struct Head(Option<oneshot::Sender<Response<Body>>>);
+struct Head {
+    tx: Option<oneshot::Sender<Response<Body>>>,
+    /// The streamed body's channel, once there is one (weak: it must not keep the body
+    /// open).
+    body: Option<mpsc::WeakSender<Bytes>>,
+}
 
 impl Head {
-    /// Resolves when the service future was dropped (never, once the head was sent).
-    async fn closed(&mut self) {
-        match self.0.as_mut() {
-            Some(tx) => tx.closed().await,
-            None => std::future::pending().await,
+    fn new(tx: oneshot::Sender<Response<Body>>) -> Self {
+        Self {
+            tx: Some(tx),
+            body: None,
         }
+    }
+
+    /// Resolves when the client is gone: the service future was dropped before the head
+    /// was sent, or afterwards the streamed body (never for a sent blocking head).
+    async fn closed(&mut self) {
+        match self.tx.as_mut() {
+            Some(tx) => tx.closed().await,
+            None => match self.body.as_ref().and_then(mpsc::WeakSender::upgrade) {
+                Some(body) => body.closed().await,
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    /// From now on the client's body is fed through `body`.
+    fn streams_to(&mut self, body: &mpsc::Sender<Bytes>) {
+        self.body = Some(body.downgrade());
     }
 
     /// Sends the head; false if the client is gone.
     fn send(&mut self, resp: Response<Body>) -> bool {
-        self.0.take().is_some_and(|tx| tx.send(resp).is_ok())
+        self.tx.take().is_some_and(|tx| tx.send(resp).is_ok())
     }
 
     fn is_sent(&self) -> bool {
-        self.0.is_none()
+        self.tx.is_none()
     }
 }
 
@@ -189,7 +210,7 @@ pub(crate) async fn drive(
     mut ctx: Ctx,
     head_tx: oneshot::Sender<Response<Body>>,
 ) -> (Outcome, Duration) {
-    let mut head = Head(Some(head_tx));
+    let mut head = Head::new(head_tx);
     let mut cancel = ctx.inner.cancel.subscribe();
     let (outcome, error) = match admit(&mut ctx, &mut head) {
         Err(end) => end,
@@ -807,6 +828,8 @@ async fn stream(
     primed: Primed,
 ) -> End {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
+    // Later upstream calls of a tool loop notice a client that leaves while they wait.
+    head.streams_to(&tx);
     let mut pending = Some(response(
         status,
         headers,
@@ -1035,8 +1058,15 @@ async fn next_iteration(
     ctx.body = body;
     ctx.observer.next_iteration(limit);
     match call(ctx, head, cancel).await {
-        Call::Done(end) => {
-            Err(Stop::Fail(end.1.unwrap_or_else(|| {
+        Call::Done((Outcome::Cancelled, error)) => {
+            if error == client_gone().1 {
+                Err(Stop::ClientGone)
+            } else {
+                Err(Stop::Shutdown)
+            }
+        }
+        Call::Done((_, error)) => {
+            Err(Stop::Fail(error.unwrap_or_else(|| {
                 "aibridge: upstream stream failed".to_owned()
             })))
         }

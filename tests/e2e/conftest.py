@@ -1,7 +1,8 @@
 """End-to-end fixtures: the fake upstream, the example gateway and its SQLite database.
 
 The gateway binary comes from AIBRIDGE_GATEWAY_BIN (scripts/test.sh builds it with
-`cargo build --example gateway` and exports target/debug/examples/gateway). Its interface is
+`cargo build --example gateway` and exports target/debug/examples/gateway); the MCP test
+server (examples/mcp_test_server.rs) from AIBRIDGE_MCP_SERVER_BIN. Its interface is
 the contract in the spec's example-gateway.md: configuration by environment only, one stdout
 line `aibridge gateway listening on http://HOST:PORT`, exit code 0 after SIGTERM.
 
@@ -45,6 +46,7 @@ RECORD_DEADLINE = 15.0  # seconds for an interception's rows to be complete
 SHUTDOWN_DEADLINE = 40.0  # the gateway must exit within 35 s of SIGTERM
 
 LISTEN_RE = re.compile(r"^aibridge gateway listening on (http://\S+)$")
+MCP_LISTEN_RE = re.compile(r"^mcp test server listening on (http://\S+)$")
 
 # Environment variables the gateway reads (example-gateway.md); never inherited from the caller.
 GATEWAY_ENV = (
@@ -135,6 +137,59 @@ def fake_upstream(tmp_path_factory):
     m = re.match(r"^fake upstream listening on (http://\S+)$", line)
     assert m, "unexpected fake upstream line: %r" % line
     yield FakeUpstream(proc, m.group(1), log_path)
+    proc.terminate()
+    proc.wait(timeout=SHUTDOWN_DEADLINE)
+    stderr.close()
+
+
+# --------------------------------------------------------------------------- MCP server
+
+class McpServer:
+    """The MCP test server (examples/mcp_test_server.rs) and its JSONL log of tools/call."""
+
+    def __init__(self, proc, url, log_path):
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+
+    def calls(self):
+        if not self.log_path.exists():
+            return []
+        with open(self.log_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def mark(self):
+        return len(self.calls())
+
+    def since(self, mark):
+        return self.calls()[mark:]
+
+
+def binary(var, build):
+    path = os.environ.get(var)
+    if not path:
+        pytest.fail("%s is not set: run the e2e tests through scripts/test.sh, or build with "
+                    "`%s` and export it" % (var, build))
+    path = Path(path)
+    if not path.is_absolute():
+        path = REPO / path
+    if not os.access(path, os.X_OK):
+        pytest.fail("%s=%s does not exist or is not executable" % (var, path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mcp_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mcp")
+    log_path = tmp / "calls.jsonl"
+    stderr = open(tmp / "mcp.stderr", "w")
+    exe = binary("AIBRIDGE_MCP_SERVER_BIN", "cargo build --example mcp_test_server")
+    proc = subprocess.Popen([str(exe), "--log", str(log_path)], stdout=subprocess.PIPE,
+                            stderr=stderr, stdin=subprocess.DEVNULL, text=True)
+    line = StdoutLines(proc).first(STARTUP_DEADLINE, "mcp test server", tmp / "mcp.stderr")
+    m = MCP_LISTEN_RE.match(line)
+    assert m, "unexpected mcp test server line: %r" % line
+    yield McpServer(proc, m.group(1), log_path)
     proc.terminate()
     proc.wait(timeout=SHUTDOWN_DEADLINE)
     stderr.close()
@@ -233,17 +288,7 @@ class Gateway:
 
 
 def gateway_binary():
-    path = os.environ.get("AIBRIDGE_GATEWAY_BIN")
-    if not path:
-        pytest.fail("AIBRIDGE_GATEWAY_BIN is not set: run the e2e tests through scripts/test.sh, "
-                    "or build with `cargo build --example gateway` and export "
-                    "AIBRIDGE_GATEWAY_BIN=target/debug/examples/gateway")
-    path = Path(path)
-    if not path.is_absolute():
-        path = REPO / path
-    if not os.access(path, os.X_OK):
-        pytest.fail("gateway binary %s does not exist or is not executable" % path)
-    return path
+    return binary("AIBRIDGE_GATEWAY_BIN", "cargo build --example gateway")
 
 
 @contextlib.contextmanager

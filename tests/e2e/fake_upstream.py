@@ -28,6 +28,14 @@ the tools the request declared; once the request carries the tool's result,
 the answer is plain text. The mode can also be chosen per request with the
 header "x-fake-mode: tool".
 
+--mode mcp (or "x-fake-mode: mcp"): the fake model uses a tool the gateway injected from an
+MCP server (a declared tool whose name starts with "bmcp_", the first in request order). As
+long as the request carries no tool result, it answers with the text MCP_LEAD_TEXT followed
+by a call of that tool with the arguments MCP_TOOL_ARGS (Anthropic text + tool_use blocks;
+Chat content then tool_calls; Responses a message item then a function_call item); once the
+request ends with a tool result, it answers with the text mcp_final_text(result), which
+quotes the result it received. Without an injected tool it answers plain text.
+
 The header "x-fake-error: STATUS" (e.g. 400, 429, 529) makes the fake answer a bridged POST
 (messages, chat completions, responses) with that status, "x-should-retry: false" and a
 provider-shaped error body: Anthropic for /messages, OpenAI otherwise. The Anthropic 400 body
@@ -61,6 +69,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 REPLY_TEXT = "Hello from the fake upstream"
+MCP_PREFIX = "bmcp_"
+MCP_TOOL_ARGS = {"owner": "alice"}
+MCP_LEAD_TEXT = "Let me look that up."
+
+
+def mcp_final_text(result):
+    """The fake model's answer once it has the MCP tool's result."""
+    return "The tool says: %s" % result
 SECRET_HEADER_RE = re.compile(r"key|authorization|token|cookie|secret", re.I)
 PREFERRED_TOOLS = ["Glob", "LS", "Read", "Grep", "shell", "shell_command",
                    "exec_command", "Bash", "get_weather"]
@@ -326,6 +342,30 @@ class Handler(BaseHTTPRequestHandler):
             isinstance(b, dict) and b.get("type") == "tool_result" for b in c)
 
     @staticmethod
+    def _text_of(content):
+        """A tool result's text: a string, or the texts of a list of text parts."""
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return ""
+
+    @classmethod
+    def _anthropic_tool_result(cls, body):
+        """The text of the last message's tool_result block, or None."""
+        msgs = body.get("messages") or []
+        c = msgs[-1].get("content") if msgs else None
+        if not isinstance(c, list):
+            return None
+        results = [b for b in c if isinstance(b, dict) and b.get("type") == "tool_result"]
+        return cls._text_of(results[-1].get("content")) if results else None
+
+    @staticmethod
+    def _mcp_tool(names):
+        injected = [n for n in names if n and n.startswith(MCP_PREFIX)]
+        return injected[0] if injected else None
+
+    @staticmethod
     def _pick_tool(names):
         for n in PREFERRED_TOOLS:
             if n in names:
@@ -358,6 +398,8 @@ class Handler(BaseHTTPRequestHandler):
         tool = None
         if self._mode() == "tool" and names and not self._anthropic_has_tool_result(body):
             tool = self._pick_tool(names)
+        mcp_tool = self._mcp_tool(names) if self._mode() == "mcp" else None
+        mcp_result = self._anthropic_tool_result(body) if self._mode() == "mcp" else None
         in_tok = rough_tokens(body.get("messages"))
         usage = {"input_tokens": in_tok, "output_tokens": 7,
                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
@@ -367,6 +409,14 @@ class Handler(BaseHTTPRequestHandler):
             content = [{"type": "text", "text": "Let me use a tool."},
                        {"type": "tool_use", "id": new_id("toolu_"), "name": tool, "input": tinput}]
             stop = "tool_use"
+        elif mcp_tool and mcp_result is None:
+            content = [{"type": "text", "text": MCP_LEAD_TEXT},
+                       {"type": "tool_use", "id": new_id("toolu_"), "name": mcp_tool,
+                        "input": MCP_TOOL_ARGS}]
+            stop = "tool_use"
+        elif mcp_result is not None:
+            content = [{"type": "text", "text": mcp_final_text(mcp_result)}]
+            stop = "end_turn"
         else:
             content = [{"type": "text", "text": REPLY_TEXT}]
             stop = "end_turn"
@@ -416,15 +466,23 @@ class Handler(BaseHTTPRequestHandler):
         msgs = body.get("messages") or []
         has_result = bool(msgs) and msgs[-1].get("role") == "tool"
         tool = self._pick_tool(tools) if (self._mode() == "tool" and tools and not has_result) else None
+        text = None if tool else REPLY_TEXT
+        if self._mode() == "mcp":
+            mcp_tool = self._mcp_tool(tools)
+            if has_result:
+                text = mcp_final_text(self._text_of(msgs[-1].get("content")))
+            elif mcp_tool:
+                tool, text = mcp_tool, MCP_LEAD_TEXT
         cid = new_id("chatcmpl-")
         created = int(time.time())
         usage = chat_usage(msgs, self._cached())
         call = None
         if tool:
+            args = MCP_TOOL_ARGS if tool.startswith(MCP_PREFIX) else self._tool_input(tool)
             call = {"id": new_id("call_"), "type": "function",
-                    "function": {"name": tool, "arguments": json.dumps(self._tool_input(tool))}}
+                    "function": {"name": tool, "arguments": json.dumps(args)}}
         if not body.get("stream"):
-            msg = {"role": "assistant", "content": None if call else REPLY_TEXT}
+            msg = {"role": "assistant", "content": text}
             if call:
                 msg["tool_calls"] = [call]
             return self._send_json(200, {
@@ -440,6 +498,9 @@ class Handler(BaseHTTPRequestHandler):
                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                  "finish_reason": finish}]}
         self._data(chunk({"role": "assistant", "content": ""}))
+        if call and text:
+            for j, w in enumerate(text.split(" ")):
+                self._data(chunk({"content": w if j == 0 else " " + w}))
         if call:
             args = call["function"]["arguments"]
             self._data(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
@@ -448,7 +509,7 @@ class Handler(BaseHTTPRequestHandler):
             self._data(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}))
             self._data(chunk({}, "tool_calls"))
         else:
-            for j, w in enumerate(REPLY_TEXT.split(" ")):
+            for j, w in enumerate(text.split(" ")):
                 self._data(chunk({"content": w if j == 0 else " " + w}))
             self._data(chunk({}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -470,6 +531,13 @@ class Handler(BaseHTTPRequestHandler):
         has_result = isinstance(inp, list) and bool(inp) and isinstance(inp[-1], dict) and \
             inp[-1].get("type") in ("function_call_output", "custom_tool_call_output")
         tool = self._pick_tool(tools) if (self._mode() == "tool" and tools and not has_result) else None
+        text = None if tool else REPLY_TEXT
+        if self._mode() == "mcp":
+            mcp_tool = self._mcp_tool(tools)
+            if has_result:
+                text = mcp_final_text(self._text_of(inp[-1].get("output")))
+            elif mcp_tool:
+                tool, text = mcp_tool, MCP_LEAD_TEXT
         prev = body.get("previous_response_id")
         if prev is not None and prev not in ISSUED_RESPONSES:
             return self._send_json(400, {"error": {
@@ -481,15 +549,17 @@ class Handler(BaseHTTPRequestHandler):
             ISSUED_RESPONSES.add(rid)
         created = int(time.time())
         usage = responses_usage(inp, self._cached())
+        items = []
+        if text:
+            items.append({"id": new_id("msg_"), "type": "message", "status": "completed",
+                          "role": "assistant",
+                          "content": [{"type": "output_text", "text": text, "annotations": [],
+                                       "logprobs": []}]})
         if tool:
-            item = {"id": new_id("fc_"), "type": "function_call", "status": "completed",
-                    "call_id": new_id("call_"), "name": tool,
-                    "arguments": json.dumps(self._tool_input(tool))}
-        else:
-            item = {"id": new_id("msg_"), "type": "message", "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": REPLY_TEXT, "annotations": [],
-                                 "logprobs": []}]}
+            args = MCP_TOOL_ARGS if tool.startswith(MCP_PREFIX) else self._tool_input(tool)
+            items.append({"id": new_id("fc_"), "type": "function_call", "status": "completed",
+                          "call_id": new_id("call_"), "name": tool,
+                          "arguments": json.dumps(args)})
         base = {"id": rid, "object": "response", "created_at": created, "model": model,
                 "status": "completed", "error": None, "incomplete_details": None,
                 "instructions": body.get("instructions"), "metadata": body.get("metadata") or {},
@@ -498,7 +568,7 @@ class Handler(BaseHTTPRequestHandler):
                 "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
                 "store": body.get("store", True), "previous_response_id": body.get("previous_response_id"),
                 "reasoning": body.get("reasoning"), "text": {"format": {"type": "text"}},
-                "truncation": "disabled", "output": [item], "usage": usage}
+                "truncation": "disabled", "output": items, "usage": usage}
         if not body.get("stream"):
             return self._send_json(200, base)
         self._start_sse()
@@ -511,25 +581,27 @@ class Handler(BaseHTTPRequestHandler):
         pending = dict(base, status="in_progress", output=[], usage=None)
         ev("response.created", {"response": pending})
         ev("response.in_progress", {"response": pending})
-        if tool:
-            ev("response.output_item.added", {"output_index": 0, "item": dict(item, arguments="", status="in_progress")})
-            ev("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": 0,
-                                                          "delta": item["arguments"]})
-            ev("response.function_call_arguments.done", {"item_id": item["id"], "output_index": 0,
-                                                         "arguments": item["arguments"]})
-        else:
-            ev("response.output_item.added", {"output_index": 0, "item": dict(item, content=[], status="in_progress")})
-            ev("response.content_part.added", {"item_id": item["id"], "output_index": 0, "content_index": 0,
-                                               "part": {"type": "output_text", "text": "", "annotations": []}})
-            for j, w in enumerate(REPLY_TEXT.split(" ")):
-                ev("response.output_text.delta", {"item_id": item["id"], "output_index": 0,
-                                                  "content_index": 0, "delta": w if j == 0 else " " + w,
-                                                  "logprobs": []})
-            ev("response.output_text.done", {"item_id": item["id"], "output_index": 0,
-                                             "content_index": 0, "text": REPLY_TEXT, "logprobs": []})
-            ev("response.content_part.done", {"item_id": item["id"], "output_index": 0, "content_index": 0,
-                                              "part": item["content"][0]})
-        ev("response.output_item.done", {"output_index": 0, "item": item})
+        for i, item in enumerate(items):
+            if item["type"] == "function_call":
+                ev("response.output_item.added", {"output_index": i, "item": dict(item, arguments="", status="in_progress")})
+                ev("response.function_call_arguments.delta", {"item_id": item["id"], "output_index": i,
+                                                              "delta": item["arguments"]})
+                ev("response.function_call_arguments.done", {"item_id": item["id"], "output_index": i,
+                                                             "arguments": item["arguments"]})
+            else:
+                itext = item["content"][0]["text"]
+                ev("response.output_item.added", {"output_index": i, "item": dict(item, content=[], status="in_progress")})
+                ev("response.content_part.added", {"item_id": item["id"], "output_index": i, "content_index": 0,
+                                                   "part": {"type": "output_text", "text": "", "annotations": []}})
+                for j, w in enumerate(itext.split(" ")):
+                    ev("response.output_text.delta", {"item_id": item["id"], "output_index": i,
+                                                      "content_index": 0, "delta": w if j == 0 else " " + w,
+                                                      "logprobs": []})
+                ev("response.output_text.done", {"item_id": item["id"], "output_index": i,
+                                                 "content_index": 0, "text": itext, "logprobs": []})
+                ev("response.content_part.done", {"item_id": item["id"], "output_index": i, "content_index": 0,
+                                                  "part": item["content"][0]})
+            ev("response.output_item.done", {"output_index": i, "item": item})
         ev("response.completed", {"response": base})
         self._end_sse()
 
@@ -539,7 +611,7 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     ap.add_argument("--log", default="capture.jsonl")
-    ap.add_argument("--mode", default="text", choices=["text", "tool"])
+    ap.add_argument("--mode", default="text", choices=["text", "tool", "mcp"])
     ap.add_argument("--port-file", help="write the bound port here")
     ap.add_argument("--tls-cert", help="serve HTTPS with this cert (PEM)")
     ap.add_argument("--tls-key", help="key for --tls-cert")

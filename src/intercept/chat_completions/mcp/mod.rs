@@ -251,6 +251,8 @@ pub(crate) struct McpChat {
     iteration: u32,
     last: bool,
     relayed_calls_before: u64,
+    /// The client has received `delta.role` (once is what SDK accumulators expect).
+    role_sent: bool,
     sum: UsageSum,
     c: CompletionState,
     status: Option<StreamStatus>,
@@ -265,6 +267,7 @@ impl McpChat {
             iteration: 1,
             last: false,
             relayed_calls_before: 0,
+            role_sent: false,
             sum: UsageSum::default(),
             c: CompletionState::default(),
             status: None,
@@ -325,6 +328,7 @@ impl StreamObserver for McpChat {
         }
         let choices = v["choices"].as_array().cloned().unwrap_or_default();
         let mut finish_in_chunk = false;
+        let mut carries_role = false;
         for (ci, choice) in choices.iter().enumerate() {
             let index = choice["index"].as_u64().unwrap_or(0);
             if index != 0 {
@@ -337,8 +341,9 @@ impl StreamObserver for McpChat {
             }
             let has_content = delta["content"].as_str().is_some_and(|s| !s.is_empty())
                 || delta["refusal"].as_str().is_some_and(|s| !s.is_empty());
-            let role_only =
-                delta.get("role").is_some() && !has_content && delta.get("tool_calls").is_none();
+            let has_role = delta.get("role").is_some_and(|r| !r.is_null());
+            carries_role |= has_role;
+            let role_only = has_role && !has_content && delta.get("tool_calls").is_none();
             if has_content {
                 visible = true;
             }
@@ -402,11 +407,22 @@ impl StreamObserver for McpChat {
                     }
                 }
             }
-            if self.iteration > 1 && role_only && choice["finish_reason"].is_null() && !has_usage {
+            if self.iteration > 1
+                && self.role_sent
+                && role_only
+                && choice["finish_reason"].is_null()
+                && !has_usage
+            {
                 // The opening chunk of iterations 2…n.
                 return Ok(FrameAction::Drop);
             }
             if role_only && self.iteration == 1 {
+                visible = true;
+            }
+            if has_role && !self.role_sent {
+                // The role must reach the client once, even when the chunk that carries it
+                // held nothing but injected calls (OpenAI puts the role into the first
+                // tool-call chunk when there is no text): relayed without them.
                 visible = true;
             }
         }
@@ -430,6 +446,7 @@ impl StreamObserver for McpChat {
         if !visible && !choices.is_empty() {
             return Ok(FrameAction::Drop);
         }
+        self.role_sent |= carries_role;
         if !changed {
             return Ok(inner_action);
         }
