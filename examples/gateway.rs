@@ -31,7 +31,7 @@ use axum::routing::get;
 mod usage;
 
 /// How long the start waits for the MCP servers' first connection attempt.
-const MCP_READY_WAIT: Duration = Duration::from_secs(15);
+const MCP_READY_WAIT: Duration = Duration::from_secs(3);
 
 /// Gateway settings read from the environment.
 struct Config {
