@@ -51,7 +51,10 @@ fn cases(api: Api) -> Vec<(&'static str, Vec<u8>, Want)> {
         ("blank", s(" \r\n\t "), Rejected("aibridge: request body is empty")),
         ("text", s("hello"), Rejected(NOT_JSON)),
         ("binary", vec![0, 159, 146, 150, 255, b'{', 0], Rejected(NOT_JSON)),
-        ("invalid UTF-8 in a string", b"{\"model\":\"m\xff\"}".to_vec(), Rejected(NOT_JSON)),
+        ("invalid UTF-8 in the model", b"{\"model\":\"m\xff\"}".to_vec(), Rejected(NOT_JSON)),
+        // Used to be forwarded: serde_json skips unread strings without checking them.
+        ("invalid UTF-8 in an unread value", b"{\"model\":\"m\",\"x\":\"\xff\xfe\"}".to_vec(), Rejected(NOT_JSON)),
+        ("invalid UTF-8 in an unread key", b"{\"model\":\"m\",\"\xc3\":1}".to_vec(), Rejected(NOT_JSON)),
         ("UTF-16", b"\xff\xfe{\0}\0".to_vec(), Rejected(NOT_JSON)),
         ("truncated", s(r#"{"model":"m","messages":[{"#), Rejected(NOT_JSON)),
         ("trailing garbage", s(r#"{"model":"m"} x"#), Rejected(NOT_JSON)),
