@@ -12,6 +12,8 @@ mod emit;
 mod facts;
 mod json_edit;
 mod messages;
+#[cfg(test)]
+mod proptests;
 mod relay;
 pub(crate) mod request;
 mod responses;
