@@ -10,6 +10,8 @@
 mod chat_completions;
 mod emit;
 mod facts;
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) mod harness;
 mod json_edit;
 mod messages;
 #[cfg(test)]

@@ -14,76 +14,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
+use super::harness::{drive, plain};
+#[cfg(feature = "mcp")]
+use super::harness::{mcp_view, tools};
 use super::relay::MAX_EVENT_SIZE;
-use super::{Fact, FrameAction, RequestInfo, StreamObserver, StreamStatus};
+use super::{Fact, RequestInfo};
 use crate::provider::Api;
 use crate::sse::Decoder;
-
-// --- the relay path without I/O ---
-
-/// What the relay would have sent, recorded and concluded.
-#[derive(Debug, PartialEq, Eq)]
-struct Run {
-    out: Vec<u8>,
-    facts: Vec<Fact>,
-    /// Why the relay stopped early (an invalid event or an oversized one).
-    error: Option<String>,
-    status: StreamStatus,
-    /// Bytes after the last complete event (never relayed).
-    tail: Vec<u8>,
-}
-
-fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
-    let mut decoder = Decoder::new(MAX_EVENT_SIZE);
-    let mut out = Vec::new();
-    let mut facts = Vec::new();
-    let mut error = None;
-    let mut relay = |frame: crate::sse::Frame, facts: &mut Vec<Fact>| -> Result<(), String> {
-        match obs.on_frame(&frame, facts)? {
-            FrameAction::Relay => out.extend_from_slice(frame.raw()),
-            FrameAction::Replace(b) => out.extend_from_slice(&b),
-            FrameAction::Drop => {}
-        }
-        Ok(())
-    };
-    let mut tail = Vec::new();
-    'run: {
-        for chunk in chunks {
-            decoder.push(chunk.clone());
-            loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        if let Err(e) = relay(frame, &mut facts) {
-                            error = Some(e);
-                            break 'run;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        break 'run;
-                    }
-                }
-            }
-        }
-        let rest = decoder.finish();
-        while let Ok(Some(frame)) = decoder.next_frame() {
-            if let Err(e) = relay(frame, &mut facts) {
-                error = Some(e);
-                break 'run;
-            }
-        }
-        tail = rest.map(|b| b.to_vec()).unwrap_or_default();
-    }
-    obs.flush(&mut facts);
-    Run {
-        out,
-        facts,
-        error,
-        status: obs.status(),
-        tail,
-    }
-}
 
 /// `input` cut at `cuts` (sorted, deduplicated, out-of-range ignored).
 fn split(input: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
@@ -98,40 +35,6 @@ fn split(input: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
     }
     out.push(input.slice(at..));
     out
-}
-
-fn plain(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
-    super::observer(api, info)
-}
-
-#[cfg(feature = "mcp")]
-fn tools() -> std::sync::Arc<super::tool_loop::Tools> {
-    use serde_json::value::RawValue;
-    let tool = |id: &str, name: &str| crate::mcp::InjectedTool {
-        id: id.into(),
-        name: name.into(),
-        server: "coder".into(),
-        server_url: "http://127.0.0.1:1/mcp".into(),
-        description: Some(format!("the {name} tool")),
-        input_schema: RawValue::from_string(
-            r#"{"type":"object","properties":{"owner":{"type":"string"}}}"#.into(),
-        )
-        .unwrap(),
-    };
-    std::sync::Arc::new(super::tool_loop::Tools(vec![
-        tool("bmcp_coder_list_workspaces", "list_workspaces"),
-        tool("bmcp_coder_read", "read"),
-    ]))
-}
-
-/// The observer the tool loop uses (it hides injected calls and re-encodes events).
-#[cfg(feature = "mcp")]
-fn mcp_view(api: Api, info: &RequestInfo, original: &[u8]) -> Box<dyn StreamObserver> {
-    match api {
-        Api::Messages => Box::new(super::messages::mcp::McpMessages::new(tools())),
-        Api::ChatCompletions => Box::new(super::chat_completions::mcp::McpChat::new(info, tools())),
-        Api::Responses => Box::new(super::responses::mcp::McpResponses::new(original, tools())),
-    }
 }
 
 fn api_of(i: usize) -> Api {
@@ -604,15 +507,11 @@ fn turns_values(turns: &[String]) -> Vec<Value> {
 
 /// Every recorded tool input is valid JSON (records.md: `input` is JSON).
 fn tool_inputs_are_json(facts: &[Fact]) -> Result<(), TestCaseError> {
-    for f in facts {
-        if let Fact::Tool { input, .. } | Fact::InjectedTool { input, .. } = f {
-            prop_assert!(
-                serde_json::from_str::<serde::de::IgnoredAny>(input).is_ok(),
-                "tool input is not JSON: {:?}",
-                input
-            );
-        }
-    }
+    prop_assert!(
+        super::harness::tool_inputs_are_json(facts),
+        "a tool input is not JSON: {:?}",
+        facts
+    );
     Ok(())
 }
 
