@@ -756,3 +756,88 @@ fn injection_into_an_empty_object_and_usage_sums_into_an_empty_usage_stay_json()
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
     assert_eq!(v["usage"]["total_tokens"], 7);
 }
+
+/// 100,000 levels of nesting wherever a parser or editor looks: no stack overflow (the test
+/// thread has the default 2 MiB stack), no panic, JSON stays JSON.
+#[test]
+fn deep_nesting_never_overflows_the_stack() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_obj = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+    let info = RequestInfo {
+        streaming: true,
+        ..RequestInfo::default()
+    };
+    for api in [Api::Messages, Api::ChatCompletions, Api::Responses] {
+        for d in [&deep, &deep_obj] {
+            // Request side: checks, the usage edit, the MCP editors.
+            let bodies = [
+                format!(r#"{{"model":"m","stream":true,"messages":{d},"input":{d},"tools":{d}}}"#),
+                format!(
+                    r#"{{"model":"m","stream":true,"messages":[{{"role":"user","content":{d}}}],"input":[{{"role":"user","content":{d}}}],"tools":[{{"name":"t","input_schema":{d}}}],"tool_choice":{d},"stream_options":{d},"metadata":{d}}}"#
+                ),
+            ];
+            for body in &bodies {
+                let parsed = super::parse_request(api, body.as_bytes());
+                assert!(
+                    parsed.is_ok(),
+                    "{api:?}: a JSON object with a model is accepted"
+                );
+                let out = super::upstream_body(api, &info, Bytes::from(body.clone()));
+                let raw = serde_json::from_slice::<Box<serde_json::value::RawValue>>(&out);
+                assert!(raw.is_ok(), "{api:?}: the usage edit keeps it JSON");
+                #[cfg(feature = "mcp")]
+                {
+                    let tools = tools();
+                    let turns = [r#"{"role":"user","content":"x"}"#.to_owned()];
+                    let _ = super::harness::mcp_request_body(
+                        api,
+                        body.as_bytes(),
+                        Some(&tools),
+                        &turns,
+                    );
+                    let _ = super::tool_loop::client_tool_names(body.as_bytes());
+                }
+                // Response side: blocking bodies and stream events.
+                let (facts, _) = super::harness::blocking_facts(api, body.as_bytes());
+                assert!(super::harness::tool_inputs_are_json(&facts));
+                #[cfg(feature = "mcp")]
+                {
+                    let b = Bytes::from(body.clone());
+                    let _ = super::harness::mcp_final_blocking(api, &b, None, &tools());
+                }
+                let events: Vec<String> = fixture_events(&Bytes::from_static(match api {
+                    Api::Messages => {
+                        include_bytes!("../../tests/fixtures/sse/anthropic_messages.sse")
+                    }
+                    Api::ChatCompletions => {
+                        include_bytes!("../../tests/fixtures/sse/openai_chat.sse")
+                    }
+                    Api::Responses => {
+                        include_bytes!("../../tests/fixtures/sse/openai_responses.sse")
+                    }
+                }))
+                .into_iter()
+                .map(|(ty, data)| {
+                    let mut data = match data {
+                        Ok(v) => v.to_string(),
+                        Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
+                    };
+                    // Every object gets a deep member.
+                    data = data.replacen('{', &format!("{{\"deep\":{d},"), 1);
+                    match ty {
+                        Some(t) => format!("event: {t}\ndata: {data}\n\n"),
+                        None => format!("data: {data}\n\n"),
+                    }
+                })
+                .collect();
+                let stream = Bytes::from(events.concat());
+                let run = drive(plain(api, &info).as_mut(), std::slice::from_ref(&stream));
+                assert!(stream.starts_with(&run.out));
+                #[cfg(feature = "mcp")]
+                {
+                    let _ = drive(mcp_view(api, &info, body.as_bytes()).as_mut(), &[stream]);
+                }
+            }
+        }
+    }
+}
