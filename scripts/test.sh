@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project:
 #   1. cargo test --all-features        unit, integration and doc tests
+#      + the 1-minute soak                 cargo run --example soak (exits non-zero on a failed check)
 #   2. cargo build --example gateway --example mcp_test_server
 #      the example gateway and the MCP test server used by the end-to-end tests
 #      (and the gateway's own unit tests: cargo test --example gateway)
@@ -46,6 +47,14 @@ if cargo test --all-features; then
     record "cargo test --all-features" ok
 else
     record "cargo test --all-features" FAILED
+fi
+
+# 1b. Soak, the 1-minute variant (examples/soak.rs; the long run is in RELIABILITY.md) ----------
+step "soak: 60 s, 200 concurrent streams (cargo run --example soak)"
+if cargo run --all-features --example soak -- --duration 60 --concurrency 200; then
+    record "soak (1 minute)" ok
+else
+    record "soak (1 minute)" FAILED
 fi
 
 # 2. The example gateway ----------------------------------------------------------------------

@@ -135,3 +135,143 @@ pub fn split_and_extract(api: &str, chunks: &[Bytes]) -> (usize, usize, usize) {
     obs.flush(&mut facts);
     (frames, nfacts + facts.len(), bytes)
 }
+
+// --- entry points for the fuzz targets (`fuzz/`) ---
+
+use crate::intercept::RequestInfo;
+use crate::intercept::harness;
+
+/// What the relay path did with a stream: see [`relay_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayRun {
+    /// The bytes the client would have received (before any terminal error event).
+    pub out: Vec<u8>,
+    /// The extracted facts, as `Debug` text.
+    pub facts: Vec<String>,
+    /// Why the relay stopped early, if it did.
+    pub error: Option<String>,
+    /// How the stream stood at the end, as `Debug` text.
+    pub status: String,
+    /// The incomplete last event (never relayed).
+    pub tail: Vec<u8>,
+    /// Every recorded tool input was valid JSON.
+    pub tool_inputs_are_json: bool,
+}
+
+/// Runs `chunks` through the SSE decoder and the stream parser of `api` (`messages`,
+/// `chat_completions`, `responses`) as the relay loop does. `mcp` selects the tool loop's
+/// view (two injected tools; needs the `mcp` feature, else ignored); `streaming` and
+/// `client_usage` describe the request (Chat withholds the usage chunk it asked for).
+pub fn relay_run(
+    api: &str,
+    mcp: bool,
+    streaming: bool,
+    client_usage: bool,
+    chunks: &[Bytes],
+) -> RelayRun {
+    let api = harness::api_named(api);
+    let info = RequestInfo {
+        streaming,
+        client_include_usage: client_usage,
+        ..RequestInfo::default()
+    };
+    let _ = mcp;
+    #[cfg(feature = "mcp")]
+    let mut obs = if mcp {
+        harness::mcp_view(api, &info, br#"{"model":"m","stream":true,"input":[]}"#)
+    } else {
+        harness::plain(api, &info)
+    };
+    #[cfg(not(feature = "mcp"))]
+    let mut obs = harness::plain(api, &info);
+    let run = harness::drive(obs.as_mut(), chunks);
+    RelayRun {
+        tool_inputs_are_json: harness::tool_inputs_are_json(&run.facts),
+        facts: run.facts.iter().map(|f| format!("{f:?}")).collect(),
+        out: run.out,
+        error: run.error,
+        status: format!("{:?}", run.status),
+        tail: run.tail,
+    }
+}
+
+/// The SSE decoder alone: the frames' raw bytes, the remainder at EOF and the error that
+/// stopped decoding, for events of at most `max_event_size` bytes.
+pub fn decode(
+    chunks: &[Bytes],
+    max_event_size: usize,
+) -> (Vec<Bytes>, Option<Bytes>, Option<String>) {
+    let mut decoder = Decoder::new(max_event_size);
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        decoder.push(chunk.clone());
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(f)) => frames.push(f.into_raw()),
+                Ok(None) => break,
+                Err(e) => return (frames, None, Some(e.to_string())),
+            }
+        }
+    }
+    let tail = decoder.finish();
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(f)) => frames.push(f.into_raw()),
+            Ok(None) => break,
+            Err(e) => return (frames, tail, Some(e.to_string())),
+        }
+    }
+    (frames, tail, None)
+}
+
+/// The request checks of an API: `Some((model, streaming))` if the body is accepted.
+pub fn check_request(api: &str, body: &[u8]) -> Option<(String, bool)> {
+    harness::parse_request(harness::api_named(api), body).map(|i| (i.model, i.streaming))
+}
+
+/// The facts of a blocking response body (as `Debug` text) and whether every recorded tool
+/// input is valid JSON.
+pub fn blocking_facts(api: &str, body: &[u8]) -> (Vec<String>, bool) {
+    let (facts, _) = harness::blocking_facts(harness::api_named(api), body);
+    let json = harness::tool_inputs_are_json(&facts);
+    (facts.iter().map(|f| format!("{f:?}")).collect(), json)
+}
+
+/// The body sent upstream without tool injection (Chat streams get the usage request).
+pub fn upstream_body(api: &str, streaming: bool, client_usage: bool, body: Bytes) -> Bytes {
+    let info = RequestInfo {
+        streaming,
+        client_include_usage: client_usage,
+        ..RequestInfo::default()
+    };
+    harness::upstream_body(harness::api_named(api), &info, body)
+}
+
+/// The MCP loop's upstream body of one iteration, with two injected tools (or none, as in
+/// the last call after the loop bound) and the given turns (JSON texts) appended.
+#[cfg(feature = "mcp")]
+pub fn mcp_request_body(
+    api: &str,
+    body: &[u8],
+    with_tools: bool,
+    turns: &[String],
+) -> Option<Bytes> {
+    let tools = harness::tools();
+    harness::mcp_request_body(
+        harness::api_named(api),
+        body,
+        with_tools.then_some(&*tools),
+        turns,
+    )
+}
+
+/// The body a blocking MCP loop hands the client, usage summed with `sum` (a JSON object
+/// of counters) if given.
+#[cfg(feature = "mcp")]
+pub fn mcp_final_blocking(
+    api: &str,
+    body: &Bytes,
+    sum: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Bytes {
+    harness::mcp_final_blocking(harness::api_named(api), body, sum, &harness::tools())
+}

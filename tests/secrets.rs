@@ -31,8 +31,12 @@ const BYOK_OPENAI: &str = "sk-BYOKOPENAIM4N8B2V6C1X-99bb22";
 const COPILOT_TOKEN: &str = "ghu_COPILOTTOKENP0O9I8U7Y6-5566778899";
 const MCP_HEADER: &str = "mcp-HEADERSECRET-Q1W2E3R4T5-123abc";
 const MCP_URL_PASSWORD: &str = "mcpURLPASSWORD9Z8X7C6V5";
+/// A key sent through `with_extra_header` (Azure-style `api-key`).
+const EXTRA_HEADER: &str = "azEXTRAHEADERKEY4B7N2M9Q1";
+/// A password in a provider's base URL.
+const URL_PASSWORD: &str = "baseURLPASSWORD3H6J9K2L";
 
-const SECRETS: [&str; 7] = [
+const SECRETS: [&str; 9] = [
     ANTHROPIC_KEY,
     OPENAI_KEY,
     BYOK_ANTHROPIC,
@@ -40,6 +44,8 @@ const SECRETS: [&str; 7] = [
     COPILOT_TOKEN,
     MCP_HEADER,
     MCP_URL_PASSWORD,
+    EXTRA_HEADER,
+    URL_PASSWORD,
 ];
 
 const MESSAGES_BLOCKING: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"say hello"}]}"#;
@@ -161,7 +167,7 @@ fn providers(base: &str) -> Vec<Arc<dyn Provider>> {
             Anthropic::new(Secret::new(ANTHROPIC_KEY))
                 .with_name("byok")
                 .with_credential_policy(CredentialPolicy::ClientFirst)
-                .with_base_url(base.parse().unwrap())
+                .with_base_url(with_password(base))
                 .with_retry(no_retry())
                 .with_actor_headers(true),
         ),
@@ -175,6 +181,10 @@ fn providers(base: &str) -> Vec<Arc<dyn Provider>> {
                 .with_name("openai-byok")
                 .with_credential_policy(CredentialPolicy::ClientOnly)
                 .with_base_url(format!("{base}/v1").parse().unwrap())
+                .with_extra_header(
+                    http::HeaderName::from_static("api-key"),
+                    http::HeaderValue::from_static(EXTRA_HEADER),
+                )
                 .with_retry(no_retry()),
         ),
         Arc::new(
@@ -183,6 +193,13 @@ fn providers(base: &str) -> Vec<Arc<dyn Provider>> {
                 .with_retry(no_retry()),
         ),
     ]
+}
+
+/// `http://user:PASSWORD@host:port` from `http://host:port`.
+fn with_password(base: &str) -> http::Uri {
+    base.replacen("http://", &format!("http://user:{URL_PASSWORD}@"), 1)
+        .parse()
+        .unwrap()
 }
 
 fn setup(base: &str, f: impl FnOnce(Builder) -> Builder) -> Setup {
@@ -346,6 +363,7 @@ async fn successful_exchanges_leak_no_secret_anywhere() {
         BYOK_ANTHROPIC,
         BYOK_OPENAI,
         COPILOT_TOKEN,
+        EXTRA_HEADER,
     ] {
         assert!(seen.contains(secret), "upstream never got {secret}");
     }

@@ -149,6 +149,27 @@ pub(crate) fn array_append(base: &[u8], raw: &RawValue, items: &str) -> Option<E
     })
 }
 
+/// Merges edits that insert at the same point, in order (`apply` needs disjoint ranges).
+/// Member insertions into an empty object (each made by [`Obj::set`], which saw no member
+/// and so wrote no comma) get the commas between them.
+pub(crate) fn merge_same_point(base: &[u8], edits: &mut Vec<Edit>) {
+    edits.sort_by_key(|e| e.range.start);
+    let mut i = 1;
+    while i < edits.len() {
+        if edits[i].range == edits[i - 1].range && edits[i].range.is_empty() {
+            let e = edits.remove(i);
+            let at = e.range.start;
+            let empty_object = at > 0 && base.get(at - 1) == Some(&b'{');
+            if empty_object && !e.text.starts_with(',') && !edits[i - 1].text.is_empty() {
+                edits[i - 1].text.push(',');
+            }
+            edits[i - 1].text.push_str(&e.text);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Applies non-overlapping edits.
 pub(crate) fn apply(body: &[u8], mut edits: Vec<Edit>) -> Bytes {
     edits.sort_by_key(|e| (e.range.start, e.range.end));
@@ -203,6 +224,33 @@ mod tests {
             &out[..],
             br#"{"tools":[{"name":"x"}, {"name":"a"} ],"empty":[1,2 ],"o":{"k":2}}"#
         );
+    }
+
+    #[test]
+    fn several_members_set_into_an_empty_object_stay_comma_separated() {
+        for body in [&b"{}"[..], b"{ \n }", br#"{"usage":{}}"#] {
+            let top = Obj::top(body).unwrap();
+            let obj = match top.get("usage") {
+                Some(u) => Obj::at(body, u).unwrap(),
+                None => top,
+            };
+            let mut edits: Vec<Edit> = ["a", "b", "c"]
+                .iter()
+                .map(|k| obj.set(k, "1").unwrap())
+                .collect();
+            merge_same_point(body, &mut edits);
+            let out = apply(body, edits);
+            let v: serde_json::Value = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+            let o = v.get("usage").unwrap_or(&v);
+            assert_eq!(o, &serde_json::json!({"a":1,"b":1,"c":1}));
+        }
+        // Into a non-empty object each insertion brings its own comma.
+        let body = br#"{"x":0}"#;
+        let top = Obj::top(body).unwrap();
+        let mut edits = vec![top.set("a", "1").unwrap(), top.set("b", "2").unwrap()];
+        merge_same_point(body, &mut edits);
+        assert_eq!(&apply(body, edits)[..], br#"{"x":0,"a":1,"b":2}"#);
     }
 
     #[test]

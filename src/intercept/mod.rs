@@ -10,8 +10,12 @@
 mod chat_completions;
 mod emit;
 mod facts;
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) mod harness;
 mod json_edit;
 mod messages;
+#[cfg(test)]
+mod proptests;
 mod relay;
 pub(crate) mod request;
 mod responses;

@@ -75,6 +75,20 @@ pub(crate) fn parse_top(body: &[u8]) -> Result<Top<'_>, BridgeError> {
             },
         );
     }
+    // JSON text is UTF-8 (RFC 8259). serde_json checks only the strings it decodes, so
+    // invalid bytes inside a value the bridge skips would otherwise be forwarded.
+    if let Err(e) = std::str::from_utf8(body) {
+        let at = e.valid_up_to();
+        let line_start = body[..at]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        let line = body[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        return Err(BridgeError::bad_body(format!(
+            "aibridge: request body is not valid JSON: invalid UTF-8 at line {line} column {}",
+            at - line_start + 1
+        )));
+    }
     serde_json::from_slice::<Top<'_>>(body).map_err(|e| {
         BridgeError::bad_body(format!("aibridge: request body is not valid JSON: {e}"))
     })
@@ -110,6 +124,26 @@ mod tests {
             "aibridge: \"model\" must be a non-empty string"
         );
         assert_eq!(msg("{\"model\":\"m\"}"), "ok");
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_invalid_json() {
+        let msg = |b: &[u8]| match parse_top(b).and_then(|t| t.info()) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.message,
+        };
+        assert_eq!(
+            msg(b"{\"model\":\"m\",\n  \"x\":\"\xff\"}"),
+            "aibridge: request body is not valid JSON: invalid UTF-8 at line 2 column 8"
+        );
+        assert_eq!(
+            msg(b"{\"model\":\"m\",\"k\xc3\":1}"),
+            "aibridge: request body is not valid JSON: invalid UTF-8 at line 1 column 16"
+        );
+        assert_eq!(
+            msg("{\"model\":\"m\",\"x\":\"h\u{e9}llo \u{1f30d}\"}".as_bytes()),
+            "ok"
+        );
     }
 
     #[test]

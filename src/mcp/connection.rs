@@ -8,7 +8,8 @@ use rmcp::{
     model::{ClientCapabilities, ClientConfig, Implementation, PaginatedRequestParams, Tool},
     service::{ClientCacheConfig, NotificationContext, RoleClient, RunningService, ServiceError},
     transport::{
-        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+        StreamableHttpClientTransport, common::client_side_sse::SseRetryPolicy,
+        streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
 use tokio::sync::Notify;
@@ -23,6 +24,19 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PAGES: usize = 100;
 /// Same-origin 307/308 redirects followed at most.
 const MAX_REDIRECTS: usize = 10;
+
+/// Reconnection of a broken SSE response stream (a call in flight when the server went
+/// away): three quick tries (0.2 s, 0.4 s, 0.8 s), then the call fails and the model gets an
+/// error result. rmcp's default retries forever with a doubling delay, which held every
+/// call to a crashed server until the tool timeout (60 s by default).
+#[derive(Debug)]
+struct FewSseRetries;
+
+impl SseRetryPolicy for FewSseRetries {
+    fn retry(&self, attempt: usize) -> Option<Duration> {
+        (attempt <= 3).then(|| Duration::from_millis(100 << attempt.min(3)))
+    }
+}
 
 /// A live MCP session.
 pub(super) type Session = RunningService<RoleClient, Handler>;
@@ -98,8 +112,9 @@ pub(super) async fn connect(
         value.set_sensitive(true);
         headers.insert(name.clone(), value);
     }
-    let config = StreamableHttpClientTransportConfig::with_uri(server.url().to_string())
+    let mut config = StreamableHttpClientTransportConfig::with_uri(server.url().to_string())
         .custom_headers(headers);
+    config.retry_config = Arc::new(FewSseRetries);
     let transport = StreamableHttpClientTransport::with_client(http, config);
     let session = match tokio::time::timeout(STEP_TIMEOUT, handler.serve(transport)).await {
         Ok(Ok(session)) => session,

@@ -4,8 +4,9 @@ use http::{HeaderMap, Uri};
 
 use super::{CircuitBreakerConfig, CredentialPolicy, RetryConfig, Secret};
 
-/// The fields every built-in provider has.
-#[derive(Debug, Clone)]
+/// The fields every built-in provider has. `Debug` shows no secret: the key prints `***`,
+/// the base URL without its userinfo, extra headers by name only.
+#[derive(Clone)]
 pub(crate) struct Common {
     pub(crate) name: String,
     pub(crate) base_url: Uri,
@@ -15,6 +16,31 @@ pub(crate) struct Common {
     pub(crate) breaker: Option<CircuitBreakerConfig>,
     pub(crate) actor_headers: bool,
     pub(crate) extra_headers: HeaderMap,
+}
+
+impl std::fmt::Debug for Common {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base_url = match self.base_url.authority() {
+            Some(a) if a.as_str().contains('@') => {
+                let host = a.as_str().rsplit_once('@').map_or("", |(_, h)| h);
+                let scheme = self.base_url.scheme_str().unwrap_or("http");
+                let path = self.base_url.path_and_query().map_or("", |p| p.as_str());
+                format!("{scheme}://***@{host}{path}")
+            }
+            _ => self.base_url.to_string(),
+        };
+        let extra: Vec<&str> = self.extra_headers.keys().map(|k| k.as_str()).collect();
+        f.debug_struct("Common")
+            .field("name", &self.name)
+            .field("base_url", &base_url)
+            .field("key", &self.key)
+            .field("policy", &self.policy)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("actor_headers", &self.actor_headers)
+            .field("extra_headers", &extra)
+            .finish()
+    }
 }
 
 impl Common {
@@ -66,11 +92,13 @@ macro_rules! common_setters {
             self
         }
         /// Adds a header to every upstream request, replacing a same-named client header.
+        /// The value is treated as a secret (it may be a key): never printed or logged.
         pub fn with_extra_header(
             mut self,
             name: http::HeaderName,
-            value: http::HeaderValue,
+            mut value: http::HeaderValue,
         ) -> Self {
+            value.set_sensitive(true);
             self.common.extra_headers.insert(name, value);
             self
         }

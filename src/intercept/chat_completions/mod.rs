@@ -131,6 +131,10 @@ pub(crate) fn upstream_body(info: &RequestInfo, body: Bytes) -> Bytes {
 /// `body` with `stream_options.include_usage: true`, or `None` if it already says so or
 /// the members cannot be located.
 fn usage_edit(body: &[u8]) -> Option<Bytes> {
+    // A derived struct also deserializes from a JSON array: only edit an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     let top: EditTop<'_> = serde_json::from_slice(body).ok()?;
     let (at, removed, inserted): (usize, usize, Cow<'static, str>) = match top.stream_options.0 {
         None => {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::ChatStream;
 use crate::intercept::StreamObserver;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
-use crate::intercept::json_edit::{Edit, Obj, apply, array_append};
+use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
 use crate::intercept::request::RequestInfo;
 use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
 use crate::mcp::InjectedTool;
@@ -49,20 +49,6 @@ pub(crate) fn inject_edits(original: &[u8], top: &Obj<'_>, items: &str) -> Optio
     Some(edits)
 }
 
-/// Edits inserting at the same point are merged in order (apply() needs disjoint ranges).
-pub(crate) fn merge_same_point(edits: &mut Vec<Edit>) {
-    edits.sort_by_key(|e| e.range.start);
-    let mut i = 1;
-    while i < edits.len() {
-        if edits[i].range == edits[i - 1].range && edits[i].range.is_empty() {
-            let e = edits.remove(i);
-            edits[i - 1].text.push_str(&e.text);
-        } else {
-            i += 1;
-        }
-    }
-}
-
 /// The upstream body of one iteration: client bytes + injected tools (unless `None`) +
 /// the appended messages; with the S2 usage request for streams.
 pub(crate) fn request_body(
@@ -83,7 +69,7 @@ pub(crate) fn request_body(
             &turns.join(","),
         )?);
     }
-    merge_same_point(&mut edits);
+    merge_same_point(original, &mut edits);
     Some(apply(original, edits))
 }
 
@@ -209,7 +195,7 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
             .iter()
             .filter_map(|(k, val)| u.set(k, &val.to_string()))
             .collect();
-        merge_same_point(&mut edits);
+        merge_same_point(body, &mut edits);
         return apply(body, edits);
     }
     if let Some(sum) = sum {

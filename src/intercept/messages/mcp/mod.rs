@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use super::MessagesStream;
 use crate::intercept::StreamObserver;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
-use crate::intercept::json_edit::{Edit, Obj, apply, array_append, array_prepend};
+use crate::intercept::json_edit::{
+    Edit, Obj, apply, array_append, array_prepend, merge_same_point,
+};
 use crate::intercept::tool_loop::{
     Executed, ToolCall, Tools, Turn, UsageSum, merge_usage, not_executed,
 };
@@ -125,21 +127,8 @@ pub(crate) fn request_body(
     }
     // Two appends at the same closing brace (tools and tool_choice both new): keep order.
     edits.sort_by_key(|e| e.range.start);
-    merge_same_point(&mut edits);
+    merge_same_point(original, &mut edits);
     Some(apply(original, edits))
-}
-
-/// Edits inserting at the same point are merged in order (apply() needs disjoint ranges).
-fn merge_same_point(edits: &mut Vec<Edit>) {
-    let mut i = 1;
-    while i < edits.len() {
-        if edits[i].range == edits[i - 1].range && edits[i].range.is_empty() {
-            let e = edits.remove(i);
-            edits[i - 1].text.push_str(&e.text);
-        } else {
-            i += 1;
-        }
-    }
 }
 
 /// The user message with one `tool_result` per executed (or refused) call (S16).
@@ -280,7 +269,7 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
         }
     }
     edits.sort_by_key(|e| e.range.start);
-    merge_same_point(&mut edits);
+    merge_same_point(body, &mut edits);
     apply(body, edits)
 }
 
@@ -401,7 +390,7 @@ impl McpMessages {
             return FrameAction::Relay;
         }
         edits.sort_by_key(|e| e.range.start);
-        merge_same_point(&mut edits);
+        merge_same_point(data, &mut edits);
         FrameAction::Replace(event_bytes("message_delta", &apply(data, edits)))
     }
 }

@@ -13,9 +13,8 @@ use serde_json::{Map, Value};
 
 use super::ResponsesStream;
 use crate::intercept::StreamObserver;
-use crate::intercept::chat_completions::mcp::merge_same_point;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
-use crate::intercept::json_edit::{Edit, Obj, apply, array_append};
+use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
 use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
@@ -95,7 +94,7 @@ pub(crate) fn request_body(
             None => edits.push(top.set("input", &format!("[{joined}]"))?),
         }
     }
-    merge_same_point(&mut edits);
+    merge_same_point(original, &mut edits);
     Some(apply(original, edits))
 }
 
@@ -248,7 +247,7 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
         (kept.len() != items.len()).then(|| format!("[{}]", kept.join(",")))
     });
     let mut edits = response_edits(body, &top, tools, output.as_deref(), sum.map(|s| &s.0));
-    merge_same_point(&mut edits);
+    merge_same_point(body, &mut edits);
     apply(body, edits)
 }
 
@@ -451,7 +450,7 @@ impl StreamObserver for McpResponses {
         if edits.is_empty() {
             return Ok(inner_action);
         }
-        merge_same_point(&mut edits);
+        merge_same_point(&data, &mut edits);
         let out = apply(&data, edits);
         Ok(FrameAction::Replace(crate::sse::event(Some(&name), &out)))
     }
