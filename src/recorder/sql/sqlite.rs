@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{
     WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
@@ -27,8 +29,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// TEXT (UTC RFC 3339 with exactly six fractional digits and `Z`, so text order is time
 /// order), JSON as TEXT, booleans as INTEGER 0/1. Every write is idempotent by record id.
 ///
-/// The database runs in WAL journal mode with foreign keys enforced and a 5 s busy
-/// timeout, through a single connection (SQLite serialises writes anyway).
+/// The database runs in WAL journal mode with `synchronous = NORMAL` (durable across a
+/// crash of the process; a power loss may lose the most recent records), foreign keys
+/// enforced and a 5 s busy timeout, through a single connection (SQLite serialises writes
+/// anyway).
 ///
 /// `Debug` prints the database URL (SQLite URLs carry no password).
 pub struct SqliteRecorder {
@@ -67,6 +71,11 @@ impl SqliteRecorder {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?
             .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a crash of
+            // the process loses nothing; a power loss may lose the last records. FULL (one
+            // fsync per record) cost about half the gateway's CPU in the load benchmark
+            // (BENCHMARKS.md).
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         // One connection that is never closed while the pool lives: SQLite has a single
