@@ -56,33 +56,36 @@ start_mock() {
   MOCK=$(wait_url "$WORK/mock.out" 'mock upstream listening')
 }
 
+# start_gateway [BINARY [NAME]]: the gateway (default: this build's), pinned to GW_CPU.
 start_gateway() {
+  local bin=${1:-$BIN/gateway} name=${2:-gateway}
   env -i PATH="$PATH" HOME="$HOME" \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
-    AIBRIDGE_DATABASE_URL="sqlite://$WORK/aibridge.db?mode=rwc" \
+    AIBRIDGE_DATABASE_URL="sqlite://$WORK/$name.db?mode=rwc" \
     AIBRIDGE_TOKENS=tok-bench:bench \
     ANTHROPIC_API_KEY=sk-ant-mock \
     OPENAI_API_KEY=sk-openai-mock \
     ANTHROPIC_BASE_URL="$MOCK" \
     OPENAI_BASE_URL="$MOCK/v1" \
     RUST_LOG=warn \
-    taskset -c "$GW_CPU" "$BIN/gateway" >"$WORK/gateway.out" 2>"$WORK/gateway.err" &
+    taskset -c "$GW_CPU" "$bin" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   GW_PID=$!
   PIDS+=("$GW_PID")
-  GW=$(wait_url "$WORK/gateway.out" 'aibridge gateway listening')
+  GW=$(wait_url "$WORK/$name.out" 'aibridge gateway listening')
 }
 
 direct_target() {
   echo "name=direct,anthropic=$MOCK,openai=$MOCK/v1,pid=$MOCK_PID"
 }
 
+# aibridge_target [NAME]: the target spec of the gateway started last.
 aibridge_target() {
-  echo "name=aibridge,anthropic=$GW/api/v2/aibridge/anthropic,openai=$GW/api/v2/aibridge/openai/v1,pid=$GW_PID,header=authorization:Bearer tok-bench,metrics=$GW/metrics"
+  echo "name=${1:-aibridge},anthropic=$GW/api/v2/aibridge/anthropic,openai=$GW/api/v2/aibridge/openai/v1,pid=$GW_PID,header=authorization:Bearer tok-bench,metrics=$GW/metrics"
 }
 
 # Rows recorded by the gateway, as a check that the recorder was on.
 recorded_rows() {
-  python3 - "$WORK/aibridge.db" <<'PY'
+  python3 - "$WORK/${1:-gateway}.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 q = lambda t: db.execute(f"select count(*) from {t}").fetchone()[0]
