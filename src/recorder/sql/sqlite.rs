@@ -85,6 +85,9 @@ impl SqliteRecorder {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            // No ping before each use: the connection is in-process and never closed, and
+            // the ping is a second round trip to SQLx's worker thread for every record.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
