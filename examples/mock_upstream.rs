@@ -24,8 +24,8 @@
 //!
 //! Bodies are built once per shape and kept as `Bytes`; per request the mock only reads the
 //! body and finds `"model"` and `"stream"` with `memchr`, so it is never the bottleneck of
-//! a benchmark. A stream with no inter-event delay is sent as one body; with a delay, one
-//! event per write.
+//! a benchmark. Streams are sent chunked: without inter-event delay in runs of about
+//! 16 KiB; with a delay, one event per write.
 #![allow(
     clippy::print_stdout,
     reason = "the mock prints its listening line on stdout"
@@ -76,8 +76,11 @@ struct Defaults {
 struct Prebuilt {
     /// Every event, each a complete SSE frame (blocking: one element, the JSON body).
     events: Vec<Bytes>,
-    /// All events concatenated (sent as one body when there is no delay).
+    /// All events concatenated (a blocking body).
     whole: Bytes,
+    /// The events in runs of about 16 KiB (a stream without delay, chunked like a network
+    /// read would be).
+    runs: Vec<Bytes>,
 }
 
 struct State {
@@ -265,7 +268,23 @@ fn build(shape: Shape) -> Prebuilt {
         }
     };
     let whole = Bytes::from(events.concat());
-    Prebuilt { events, whole }
+    let mut runs = Vec::new();
+    let (mut from, mut at) = (0, 0);
+    for e in &events {
+        at += e.len();
+        if at - from >= 16 * 1024 {
+            runs.push(whole.slice(from..at));
+            from = at;
+        }
+    }
+    if at > from {
+        runs.push(whole.slice(from..at));
+    }
+    Prebuilt {
+        events,
+        whole,
+        runs,
+    }
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -321,8 +340,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     if ttfb_ms > 0 {
         tokio::time::sleep(Duration::from_millis(ttfb_ms)).await;
     }
-    let body: Body = if !stream || delay_us == 0 {
+    // Streams go out chunked (no content-length), as real providers send them.
+    let body: Body = if !stream {
         Full::new(pre.whole.clone()).boxed()
+    } else if delay_us == 0 {
+        let runs = futures::stream::iter(
+            (0..pre.runs.len()).map(move |i| Ok::<_, Infallible>(Frame::data(pre.runs[i].clone()))),
+        );
+        BodyExt::boxed(StreamBody::new(runs))
     } else {
         let delay = Duration::from_micros(delay_us);
         let s = futures::stream::unfold((pre, 0usize), move |(pre, i)| async move {

@@ -61,7 +61,7 @@ start_gateway() {
   local bin=${1:-$BIN/gateway} name=${2:-gateway}
   env -i PATH="$PATH" HOME="$HOME" \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
-    AIBRIDGE_DATABASE_URL="sqlite://$WORK/$name.db?mode=rwc" \
+    AIBRIDGE_DATABASE_URL="${GW_DATABASE_URL:-sqlite://$WORK/$name.db?mode=rwc}" \
     AIBRIDGE_TOKENS=tok-bench:bench \
     ANTHROPIC_API_KEY=sk-ant-mock \
     OPENAI_API_KEY=sk-openai-mock \
