@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 
 mod usage;
 
@@ -627,6 +628,14 @@ async fn main() -> ExitCode {
         tokio::select! {
             r = shutdown => Some(r),
             _ = signal() => None,
+        }
+    });
+    // TCP_NODELAY on every accepted connection: without it, Nagle's algorithm holds back
+    // the small writes of a relayed SSE stream (and of small JSON answers) until the
+    // client's delayed ACK, up to 40 ms per stall on Linux.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
     let server = axum::serve(listener, app).with_graceful_shutdown(async {

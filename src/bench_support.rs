@@ -275,3 +275,90 @@ pub fn mcp_final_blocking(
 ) -> Bytes {
     harness::mcp_final_blocking(harness::api_named(api), body, sum, &harness::tools())
 }
+
+/// Writes `n` interceptions through `recorder` as the gateway's record traffic does: for
+/// each, the interception (awaited first), then its token usage, prompt and end, with up to
+/// `concurrency` interceptions in flight. Returns the number of records that failed.
+pub async fn record_interceptions(
+    recorder: &dyn crate::recorder::Recorder,
+    n: usize,
+    concurrency: usize,
+) -> usize {
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
+
+    use crate::provider::{Api, CredentialKind, ProviderKind};
+    use crate::recorder::{
+        Interception, InterceptionEnded, Outcome, PromptUsage, RecordId, TokenUsage,
+    };
+
+    let failed = AtomicUsize::new(0);
+    let count = |r: Result<(), crate::BoxError>| {
+        if r.is_err() {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    futures::stream::iter(0..n)
+        .for_each_concurrent(concurrency.max(1), |_| async {
+            let id = RecordId::new();
+            let now = SystemTime::now();
+            count(
+                recorder
+                    .record_interception(&Interception {
+                        id,
+                        initiator_id: "bench".to_owned(),
+                        metadata: Default::default(),
+                        provider: ProviderKind::Anthropic,
+                        provider_name: "anthropic".to_owned(),
+                        api: Api::Messages,
+                        model: "claude-sonnet-4-5".to_owned(),
+                        streaming: true,
+                        client: "Claude Code".to_owned(),
+                        client_session_id: Some("session-1".to_owned()),
+                        user_agent: Some("claude-cli/2.0 (external, cli)".to_owned()),
+                        credential_kind: CredentialKind::Centralized,
+                        credential_hint: Some("sk-ant-…abcd".to_owned()),
+                        correlating_tool_call_id: None,
+                        started_at: now,
+                    })
+                    .await,
+            );
+            let usage = TokenUsage {
+                id: RecordId::new(),
+                interception_id: id,
+                provider_response_id: Some("msg_01".to_owned()),
+                input_tokens: 12,
+                output_tokens: 200,
+                cache_read_input_tokens: 0,
+                cache_write_input_tokens: 0,
+                extra: Default::default(),
+                created_at: now,
+            };
+            let prompt = PromptUsage {
+                id: RecordId::new(),
+                interception_id: id,
+                provider_response_id: Some("msg_01".to_owned()),
+                prompt: "Say hello in one short sentence, please.".to_owned(),
+                created_at: now,
+            };
+            let (a, b) = futures::join!(
+                recorder.record_token_usage(&usage),
+                recorder.record_prompt_usage(&prompt)
+            );
+            count(a);
+            count(b);
+            count(
+                recorder
+                    .record_interception_ended(&InterceptionEnded {
+                        id,
+                        ended_at: SystemTime::now(),
+                        outcome: Outcome::Completed,
+                        error: None,
+                    })
+                    .await,
+            );
+        })
+        .await;
+    failed.into_inner()
+}

@@ -186,6 +186,11 @@ async fn driver_settings_are_applied() {
         .await
         .unwrap();
     assert_eq!(busy, 5_000);
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 1, "NORMAL");
     assert_eq!(pool.options().get_max_connections(), 1);
     assert!(path.exists(), "mode=rwc created the file");
 }
@@ -269,6 +274,30 @@ async fn concurrent_writes_all_land() {
     let db = SqliteDb::open(&path).await;
     concurrent_writes(&[rec], &db, 8, 200).await;
     assert_eq!(db.count("aibridge_interceptions").await, 1_600);
+}
+
+#[tokio::test]
+async fn a_failing_record_in_a_group_commit_fails_alone() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    let parent = full_interception();
+    rec.record_interception(&parent).await.unwrap();
+    // Submitted together, so the writer commits them as one group; the one whose
+    // interception does not exist violates the foreign key.
+    let usages: Vec<_> = (0..40)
+        .map(|i| {
+            let owner = if i == 17 { RecordId::new() } else { parent.id };
+            super::token_usage(owner)
+        })
+        .collect();
+    let results = futures::future::join_all(usages.iter().map(|u| rec.record_token_usage(u))).await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 17, "record {i}: {r:?}");
+    }
+    let msg = results[17].as_ref().unwrap_err().to_string();
+    assert!(msg.starts_with("cannot record token usage "), "{msg}");
+    assert_eq!(db.count("aibridge_token_usages").await, 39);
 }
 
 #[tokio::test]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The load benchmark of BENCHMARKS.md: every workload direct to the mock upstream and
+# through the example gateway (release build, SQLite recorder on, AIBRIDGE_TOKENS set),
+# alternating, in one run. Prints the machine, the method and the table (markdown).
+#
+#   scripts/bench.sh                                # all workloads, 3 × 5 s each
+#   SECS=3 REPS=2 WORKLOADS=small,rate3000 scripts/bench.sh
+#
+# Environment: SECS, REPS, WORKLOADS (see `load_driver` without arguments), GW_CPU and
+# LOAD_CPU (the cores for the gateway and for mock + driver), JOBS (cargo build jobs),
+# BASELINE_GATEWAY (path to another gateway binary, e.g. one built before a change: it runs
+# as a third target, "before", for before/after figures in one run).
+# Not run in CI: it takes minutes and its figures depend on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+
+WORKLOADS=${WORKLOADS:-small,cc100k,stream200,stream5000,rate3000,responses200,chat200,paced,hold}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+build
+start_mock
+EXTRA=()
+if [ -n "${BASELINE_GATEWAY:-}" ]; then
+  start_gateway "$BASELINE_GATEWAY" before
+  EXTRA+=(--target "$(aibridge_target before)")
+fi
+start_gateway
+
+echo "# aibridge load benchmark"
+echo
+machine
+echo "- mock: $MOCK (pid $MOCK_PID); gateway: $GW (pid $GW_PID)"
+echo
+taskset -c "$LOAD_CPU" "$BIN/load_driver" --mock-pid "$MOCK_PID" --secs "$SECS" --reps "$REPS" \
+  --workloads "$WORKLOADS" \
+  --target "$(direct_target)" \
+  --target "$(aibridge_target)" "${EXTRA[@]}"
+echo
+recorded_rows
