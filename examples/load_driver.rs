@@ -649,7 +649,7 @@ async fn run_hold(p: &Prepared, steps: &[usize], pid: Option<u32>, settle: Durat
                 }
             }));
             open += 1;
-            if open % 50 == 0 {
+            if open.is_multiple_of(50) {
                 tokio::task::yield_now().await;
             }
         }
