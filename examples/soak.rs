@@ -706,6 +706,13 @@ async fn main() {
         if c.rows == 1 && !c.row_ok {
             bad("the token row does not match what the upstream sent");
         }
+        let required = c.flags & SAW_USAGE != 0 || (p.upstream == Upstream::Normal && !dropped);
+        if required {
+            *stats.entry("token rows required").or_default() += 1;
+            if c.rows == 1 {
+                *stats.entry("token rows required and landed").or_default() += 1;
+            }
+        }
         if c.flags & SAW_USAGE != 0 && c.rows != 1 {
             bad("the client saw the usage but there is no token row");
         }
