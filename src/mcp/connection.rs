@@ -25,16 +25,17 @@ const MAX_PAGES: usize = 100;
 /// Same-origin 307/308 redirects followed at most.
 const MAX_REDIRECTS: usize = 10;
 
-/// Reconnection of a broken SSE response stream (a call in flight when the server went
-/// away): three quick tries (0.2 s, 0.4 s, 0.8 s), then the call fails and the model gets an
-/// error result. rmcp's default retries forever with a doubling delay, which held every
-/// call to a crashed server until the tool timeout (60 s by default).
+/// Reconnection of a broken SSE stream (a call in flight when the server went away): one
+/// try after 0.2 s (or the server's own `retry:` hint, if longer; rmcp servers send 3 s),
+/// then the call fails and the model gets an error result. rmcp's default retries forever
+/// with a doubling delay, which held every call to a crashed server until the tool timeout
+/// (60 s by default).
 #[derive(Debug)]
-struct FewSseRetries;
+struct OneSseRetry;
 
-impl SseRetryPolicy for FewSseRetries {
+impl SseRetryPolicy for OneSseRetry {
     fn retry(&self, attempt: usize) -> Option<Duration> {
-        (attempt <= 3).then(|| Duration::from_millis(100 << attempt.min(3)))
+        (attempt <= 1).then_some(Duration::from_millis(200))
     }
 }
 
@@ -114,7 +115,7 @@ pub(super) async fn connect(
     }
     let mut config = StreamableHttpClientTransportConfig::with_uri(server.url().to_string())
         .custom_headers(headers);
-    config.retry_config = Arc::new(FewSseRetries);
+    config.retry_config = Arc::new(OneSseRetry);
     let transport = StreamableHttpClientTransport::with_client(http, config);
     let session = match tokio::time::timeout(STEP_TIMEOUT, handler.serve(transport)).await {
         Ok(Ok(session)) => session,
