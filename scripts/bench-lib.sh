@@ -34,7 +34,8 @@ wait_url() {
 }
 
 build() {
-  cargo build --release -j "$JOBS" --example gateway --example mock_upstream --example load_driver >&2
+  cargo build --release -j "$JOBS" --example gateway --example mock_upstream --example load_driver \
+    --example null_proxy >&2
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   BIN=$TARGET_DIR/release/examples
@@ -72,6 +73,19 @@ start_gateway() {
   GW_PID=$!
   PIDS+=("$GW_PID")
   GW=$(wait_url "$WORK/$name.out" 'aibridge gateway listening')
+}
+
+# The do-nothing proxy (examples/null_proxy.rs), pinned like the gateway: the floor.
+start_null_proxy() {
+  NULL_PROXY_LISTEN=127.0.0.1:0 NULL_PROXY_UPSTREAM="$MOCK" taskset -c "$GW_CPU" \
+    "$BIN/null_proxy" >"$WORK/null.out" 2>"$WORK/null.err" &
+  NULL_PID=$!
+  PIDS+=("$NULL_PID")
+  NULL=$(wait_url "$WORK/null.out" 'null proxy listening')
+}
+
+null_target() {
+  echo "name=null-proxy,anthropic=$NULL,openai=$NULL/v1,pid=$NULL_PID"
 }
 
 direct_target() {

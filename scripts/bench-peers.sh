@@ -112,7 +112,8 @@ build
 TARGETS=()
 start_mock
 start_gateway
-TARGETS+=(--target "$(direct_target)" --target "$(aibridge_target)")
+start_null_proxy
+TARGETS+=(--target "$(direct_target)" --target "$(aibridge_target)" --target "$(null_target)")
 STATUS=()
 if [[ ",$PEERS," == *",portkey,"* ]]; then
   if install_portkey && start_portkey; then

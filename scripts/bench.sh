@@ -9,7 +9,8 @@
 # Environment: SECS, REPS, WORKLOADS (see `load_driver` without arguments), GW_CPU and
 # LOAD_CPU (the cores for the gateway and for mock + driver), JOBS (cargo build jobs),
 # BASELINE_GATEWAY (path to another gateway binary, e.g. one built before a change: it runs
-# as a third target, "before", for before/after figures in one run).
+# as a target "before", for before/after figures in one run), NULL_PROXY=0 (leave out the
+# do-nothing proxy, examples/null_proxy.rs, that shows the floor of any extra HTTP hop).
 # Not run in CI: it takes minutes and its figures depend on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ if [ -n "${BASELINE_GATEWAY:-}" ]; then
   EXTRA+=(--target "$(aibridge_target before)")
 fi
 start_gateway
+if [ "${NULL_PROXY:-1}" = 1 ]; then
+  start_null_proxy
+  EXTRA+=(--target "$(null_target)")
+fi
 
 echo "# aibridge load benchmark"
 echo

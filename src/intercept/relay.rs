@@ -766,6 +766,67 @@ async fn relay_frame(
     cancel: &mut watch::Receiver<bool>,
     facts: &mut Vec<super::Fact>,
 ) -> Result<(), Stop> {
+    match observe_frame(ctx, frame, facts).await? {
+        Some(out) => send_out(ctx, out, pending, head, tx, cancel).await,
+        None => Ok(()),
+    }
+}
+
+/// The frames of one upstream read, sent to the client together: one channel send and one
+/// body chunk per read instead of one per event (the events of a read arrived together, so
+/// nothing is held back). A single frame is passed on as it is; several are copied into
+/// one buffer.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: Option<BytesMut>,
+}
+
+impl Batch {
+    fn push(&mut self, out: Bytes) {
+        match (&mut self.first, &mut self.more) {
+            (None, _) => self.first = Some(out),
+            (Some(_), Some(more)) => more.extend_from_slice(&out),
+            (Some(first), more @ None) => {
+                let mut buf = BytesMut::with_capacity((first.len() + out.len()) * 4);
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(&out);
+                *more = Some(buf);
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        let first = self.first.take();
+        match self.more.take() {
+            Some(more) => Some(more.freeze()),
+            None => first,
+        }
+    }
+
+    /// Sends what was gathered, if anything.
+    async fn flush(
+        &mut self,
+        ctx: &mut Ctx,
+        pending: &mut Option<Response<Body>>,
+        head: &mut Head,
+        tx: &mpsc::Sender<Bytes>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), Stop> {
+        match self.take() {
+            Some(out) => send_out(ctx, out, pending, head, tx, cancel).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Observes and records one frame; returns the bytes to relay, if any. `Err` stops the
+/// stream.
+async fn observe_frame(
+    ctx: &mut Ctx,
+    frame: Frame,
+    facts: &mut Vec<super::Fact>,
+) -> Result<Option<Bytes>, Stop> {
     let was_open = ctx.observer.status() == StreamStatus::Open;
     let action = ctx
         .observer
@@ -782,12 +843,11 @@ async fn relay_frame(
         // An overload or rate-limit error before any content counts against the breaker.
         ctx.breaker_failure = breaker_counts_kind(ctx, kind);
     }
-    let out = match action {
-        FrameAction::Relay => frame.into_raw(),
-        FrameAction::Replace(bytes) => bytes,
-        FrameAction::Drop => return Ok(()),
-    };
-    send_out(ctx, out, pending, head, tx, cancel).await
+    Ok(match action {
+        FrameAction::Relay => Some(frame.into_raw()),
+        FrameAction::Replace(bytes) => Some(bytes),
+        FrameAction::Drop => None,
+    })
 }
 
 /// Sends bytes to the client (the head first, if it is still pending).
@@ -955,16 +1015,29 @@ async fn relay_one(
     {
         return stop;
     }
+    let mut batch = Batch::default();
     loop {
         loop {
-            let frame = match decoder.next_frame() {
-                Err(e) => return Stop::Fail(format!("invalid event: {e}")),
+            let stop = match decoder.next_frame() {
+                Err(e) => Stop::Fail(format!("invalid event: {e}")),
                 Ok(None) => break,
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => match observe_frame(ctx, frame, facts).await {
+                    Ok(Some(out)) => {
+                        batch.push(out);
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(stop) => stop,
+                },
             };
-            if let Err(stop) = relay_frame(ctx, frame, pending, head, tx, cancel, facts).await {
-                return stop;
+            // What came before the failure still goes out, then the stream stops.
+            if let Err(gone) = batch.flush(ctx, pending, head, tx, cancel).await {
+                return gone;
             }
+            return stop;
+        }
+        if let Err(stop) = batch.flush(ctx, pending, head, tx, cancel).await {
+            return stop;
         }
         let waiting = Instant::now();
         let next = tokio::select! {
