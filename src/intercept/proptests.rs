@@ -640,7 +640,13 @@ proptest! {
         let api = api_of(api);
         if let Ok(info) = super::parse_request(api, &body) {
             prop_assert!(!info.model.is_empty());
-            let v: Value = serde_json::from_slice(&body).expect("accepted bodies are JSON");
+            // A number beyond f64 (e.g. 1e400) is valid JSON that `Value` cannot hold; the
+            // bridge forwards it untouched, so only the oracle has to skip it.
+            let v: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) if e.to_string().contains("number out of range") => return Ok(()),
+                Err(e) => panic!("accepted bodies are JSON: {e}"),
+            };
             prop_assert!(v.is_object());
             prop_assert_eq!(v["model"].as_str(), Some(info.model.as_str()));
             prop_assert_eq!(info.streaming, v["stream"] == Value::Bool(true));
