@@ -558,6 +558,34 @@ mod tests {
         }
     }
 
+    /// A recorder whose token-usage writes never return.
+    #[derive(Debug)]
+    struct Stall;
+    #[async_trait::async_trait]
+    impl Recorder for Stall {
+        async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn record_interception_ended(&self, _: &InterceptionEnded) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
+            std::future::pending().await
+        }
+        async fn record_prompt_usage(&self, _: &super::super::PromptUsage) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn record_model_thought(
+            &self,
+            _: &super::super::ModelThought,
+        ) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn failed_calls_are_retried_and_ended_comes_last() {
         let mem = MemoryRecorder::new();
@@ -631,38 +659,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn full_queue_with_drop_policy_counts_the_drop() {
         // One worker, blocked on a recorder that never answers within the timeout.
-        #[derive(Debug)]
-        struct Stall;
-        #[async_trait::async_trait]
-        impl Recorder for Stall {
-            async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_interception_ended(
-                &self,
-                _: &InterceptionEnded,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
-                std::future::pending().await
-            }
-            async fn record_prompt_usage(
-                &self,
-                _: &super::super::PromptUsage,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_model_thought(
-                &self,
-                _: &super::super::ModelThought,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-        }
         let cfg = RecordQueueConfig::default()
             .with_capacity(1)
             .with_workers(1)
@@ -679,38 +675,6 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_left_at_the_deadline_are_counted_as_dropped_per_kind() {
-        #[derive(Debug)]
-        struct Stall;
-        #[async_trait::async_trait]
-        impl Recorder for Stall {
-            async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_interception_ended(
-                &self,
-                _: &InterceptionEnded,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
-                std::future::pending().await
-            }
-            async fn record_prompt_usage(
-                &self,
-                _: &super::super::PromptUsage,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
-                Ok(())
-            }
-            async fn record_model_thought(
-                &self,
-                _: &super::super::ModelThought,
-            ) -> Result<(), BoxError> {
-                Ok(())
-            }
-        }
         let registry = prometheus::Registry::new();
         let metrics = crate::metrics::Metrics::new(&registry).unwrap();
         let q = RecordQueue::start(
