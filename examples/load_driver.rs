@@ -50,6 +50,9 @@ struct Target {
     a_prefix: String,
     o_prefix: String,
     metrics: Option<String>,
+    /// The target runs the MCP loop itself (a gateway with the bench MCP server): it runs only
+    /// the `mcp` workloads, as one request each; other targets get those as a client-side loop.
+    mcp: bool,
 }
 
 fn parse_target(spec: &str) -> Result<Target, String> {
@@ -74,6 +77,7 @@ fn parse_target(spec: &str) -> Result<Target, String> {
             "aprefix" => v.clone_into(&mut t.a_prefix),
             "oprefix" => v.clone_into(&mut t.o_prefix),
             "metrics" => t.metrics = Some(v.to_owned()),
+            "mcp" => t.mcp = v == "1",
             _ => return Err(format!("unknown target key {k:?}")),
         }
     }
@@ -113,6 +117,10 @@ struct Workload {
     /// Approximate request body size.
     body_bytes: usize,
     mode: Mode,
+    /// An MCP loop with one tool (mock shape `m1`): a target with `mcp=1` runs it inside;
+    /// for the others the driver plays the loop (the answer's tool call, then a second request
+    /// with the tool result), so both sides make the same two model calls.
+    tool_loop: bool,
 }
 
 const WORKLOADS: &[Workload] = &[
@@ -124,6 +132,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e20-b32-t0-d0",
         body_bytes: 0,
         mode: Mode::Closed { conc: 32 },
+        tool_loop: false,
     },
     Workload {
         name: "cc100k",
@@ -133,6 +142,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e20-b32-t0-d0",
         body_bytes: 100_000,
         mode: Mode::Closed { conc: 16 },
+        tool_loop: false,
     },
     Workload {
         name: "stream200",
@@ -142,6 +152,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e200-b32-t0-d0",
         body_bytes: 0,
         mode: Mode::Closed { conc: 16 },
+        tool_loop: false,
     },
     Workload {
         name: "stream5000",
@@ -151,6 +162,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e5000-b32-t0-d0",
         body_bytes: 0,
         mode: Mode::Closed { conc: 4 },
+        tool_loop: false,
     },
     Workload {
         name: "rate3000",
@@ -163,6 +175,7 @@ const WORKLOADS: &[Workload] = &[
             rps: 3000,
             conns: 64,
         },
+        tool_loop: false,
     },
     Workload {
         name: "responses200",
@@ -172,6 +185,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e200-b32-t0-d0",
         body_bytes: 0,
         mode: Mode::Closed { conc: 16 },
+        tool_loop: false,
     },
     Workload {
         name: "chat200",
@@ -181,6 +195,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e200-b32-t0-d0",
         body_bytes: 0,
         mode: Mode::Closed { conc: 16 },
+        tool_loop: false,
     },
     Workload {
         name: "paced",
@@ -190,6 +205,7 @@ const WORKLOADS: &[Workload] = &[
         shape: "e50-b32-t20-d2000",
         body_bytes: 0,
         mode: Mode::Closed { conc: 8 },
+        tool_loop: false,
     },
     Workload {
         name: "hold",
@@ -201,8 +217,29 @@ const WORKLOADS: &[Workload] = &[
         mode: Mode::Hold {
             steps: &[100, 1000],
         },
+        tool_loop: false,
+    },
+    Workload {
+        name: "mcp1",
+        what: "Messages stream, MCP loop with one tool: tool call, tool result, 50 deltas; 8 connections",
+        api: Api::Messages,
+        stream: true,
+        shape: "e50-b32-t0-d0-m1",
+        body_bytes: 0,
+        mode: Mode::Closed { conc: 8 },
+        tool_loop: true,
     },
 ];
+
+/// The second request of a client-side MCP loop: `first` with the assistant's tool call and
+/// the tool's result appended (the same turns the gateway's loop appends).
+fn followup_body(first: &[u8]) -> Bytes {
+    let text = std::str::from_utf8(first).expect("utf-8 body");
+    // The small Messages body ends with the messages array (then only `"stream"`).
+    let at = text.rfind(']').expect("messages array");
+    let turns = r#",{"role":"assistant","content":[{"type":"tool_use","id":"toolu_mock","name":"bmcp_bench_list_workspaces","input":{"owner":"bench"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_mock","content":[{"type":"text","text":"workspaces of bench: dev-1, dev-2"}]}]}"#;
+    Bytes::from(format!("{}{turns}{}", &text[..at], &text[at..]))
+}
 
 /// A request body for `w` with model prefix `prefix`.
 fn request_body(w: &Workload, prefix: &str) -> Bytes {
@@ -343,6 +380,8 @@ struct Prepared {
     path: Rc<str>,
     headers: Rc<Vec<(String, String)>>,
     body: Bytes,
+    /// A client-side MCP loop's second request (see [`Workload::tool_loop`]).
+    followup: Option<Bytes>,
 }
 
 impl Prepared {
@@ -362,20 +401,22 @@ impl Prepared {
         }
         headers.extend(t.headers.iter().cloned());
         headers.extend(extra.iter().cloned());
+        let body = request_body(w, prefix);
         Self {
             host_port: url.host_port.into(),
             path: url.path.into(),
             headers: Rc::new(headers),
-            body: request_body(w, prefix),
+            followup: (w.tool_loop && !t.mcp).then(|| followup_body(&body)),
+            body,
         }
     }
 
-    fn request(&self) -> Request<Full<Bytes>> {
+    fn request(&self, body: &Bytes) -> Request<Full<Bytes>> {
         let mut b = Request::post(&*self.path).header("host", &*self.host_port);
         for (n, v) in self.headers.iter() {
             b = b.header(n.as_str(), v.as_str());
         }
-        b.body(Full::new(self.body.clone())).expect("request")
+        b.body(Full::new(body.clone())).expect("request")
     }
 }
 
@@ -405,15 +446,36 @@ struct Exchange {
     bytes: u64,
 }
 
+/// One exchange of `p`, or for a client-side MCP loop both of its requests back to back
+/// (latency the sum, time to first byte the first answer's).
 async fn exchange(
     sender: &mut Sender,
     p: &Prepared,
     on_first: Option<&dyn Fn()>,
 ) -> Result<Exchange, String> {
+    let first = exchange_body(sender, p, &p.body, on_first).await?;
+    let Some(followup) = &p.followup else {
+        return Ok(first);
+    };
+    let second = exchange_body(sender, p, followup, None).await?;
+    Ok(Exchange {
+        total: first.total + second.total,
+        ttfb: first.ttfb,
+        events: first.events + second.events,
+        bytes: first.bytes + second.bytes,
+    })
+}
+
+async fn exchange_body(
+    sender: &mut Sender,
+    p: &Prepared,
+    body: &Bytes,
+    on_first: Option<&dyn Fn()>,
+) -> Result<Exchange, String> {
     let start = Instant::now();
     sender.ready().await.map_err(|e| format!("ready: {e}"))?;
     let resp = sender
-        .send_request(p.request())
+        .send_request(p.request(body))
         .await
         .map_err(|e| format!("send: {e}"))?;
     let status = resp.status();
@@ -914,7 +976,7 @@ fn main() {
         for w in &workloads {
             // Warm up every target (connections, caches) with a short run.
             if !matches!(w.mode, Mode::Hold { .. }) {
-                for t in &targets {
+                for t in targets.iter().filter(|t| runs(w, t)) {
                     let p = Prepared::new(t, w);
                     let _ = run_closed(&p, 4, 0.3).await;
                 }
@@ -933,6 +995,9 @@ fn main() {
                     (0..targets.len()).rev().collect()
                 };
                 for i in order {
+                    if !runs(w, &targets[i]) {
+                        continue;
+                    }
                     let s = run_one(w, &targets[i], mock_pid, secs).await;
                     eprintln!(
                         "{:<13} {:<10} rep {} : {} ok, {} errors, {:.0}/s",
@@ -951,6 +1016,12 @@ fn main() {
         }
         print!("{}", report(&targets, &results, secs, reps));
     });
+}
+
+/// Whether target `t` takes part in workload `w` (a target that runs the MCP loop itself
+/// runs only the loop workloads).
+fn runs(w: &Workload, t: &Target) -> bool {
+    !t.mcp || w.tool_loop
 }
 
 fn report(
@@ -984,6 +1055,9 @@ fn report(
         }
         let b = &sums[base];
         for (i, s) in sums.iter().enumerate() {
+            if s.n == 0 && !runs(w, &targets[i]) {
+                continue;
+            }
             let add = |x: f64, y: f64| {
                 if i == base {
                     "–".to_owned()
@@ -1095,7 +1169,7 @@ fn report(
             }
             let (a, b) = (&sums[ours], &sums[base]);
             for (i, s) in sums.iter().enumerate() {
-                if i == base || i == ours {
+                if i == base || i == ours || targets[i].mcp {
                     continue;
                 }
                 let r = |x: f64, y: f64| {
@@ -1126,7 +1200,9 @@ fn report(
         if i == base {
             continue;
         }
-        if let Some((_, s)) = find("stream5000") {
+        if !t.mcp
+            && let Some((_, s)) = find("stream5000")
+        {
             let _ = writeln!(
                 o,
                 "- {}: relayed events per CPU-second (stream5000): {:.0}",
@@ -1134,7 +1210,9 @@ fn report(
                 1e6 / s[i].cpu_per_event_us
             );
         }
-        if let (Some((ws, small)), Some((wb, big))) = (find("small"), find("cc100k")) {
+        if !t.mcp
+            && let (Some((ws, small)), Some((wb, big))) = (find("small"), find("cc100k"))
+        {
             let (pa, pb) = (
                 Prepared::new(t, ws).body.len(),
                 Prepared::new(t, wb).body.len(),
@@ -1149,7 +1227,9 @@ fn report(
                 (per_req(&big[i]) - per_req(&small[i])) / (pb - pa) as f64 * 1e9
             );
         }
-        if let Some((w, s)) = find("paced") {
+        if !t.mcp
+            && let Some((w, s)) = find("paced")
+        {
             let events = 50.0;
             let added_total = s[i].p50 - s[base].p50;
             let added_ttfb = s[i].ttfb50 - s[base].ttfb50;

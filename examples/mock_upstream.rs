@@ -22,6 +22,10 @@
 //! | `MOCK_TTFB_MS` (`t`) | `0` | delay before the response head |
 //! | `MOCK_DELAY_US` (`d`) | `0` | delay between SSE events |
 //!
+//! A model part `m1` (Messages only) makes the answer a `tool_use` of the MCP tool
+//! `bmcp_bench_list_workspaces` (`{"owner":"bench"}`, stop reason `tool_use`) unless the request
+//! already carries a `tool_result`: the first and the second turn of an MCP loop with one tool.
+//!
 //! Bodies are built once per shape and kept as `Bytes`; per request the mock only reads the
 //! body and finds `"model"` and `"stream"` with `memchr`, so it is never the bottleneck of
 //! a benchmark. Streams are sent chunked: without inter-event delay in runs of about
@@ -62,6 +66,8 @@ struct Shape {
     include_usage: bool,
     events: usize,
     event_bytes: usize,
+    /// Messages: answer with a call of the MCP tool instead of text (`m1`, no tool result yet).
+    tool_use: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,9 +113,11 @@ fn json_value_after<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     Some(rest.trim_ascii_start())
 }
 
-/// Parses `mock-e200-b64-t0-d0` parts out of the model string.
-fn shape_params(model: &[u8], d: Defaults) -> (usize, usize, u64, u64) {
+/// Parses `mock-e200-b64-t0-d0-m1` parts out of the model string: events, bytes, TTFB,
+/// delay, tool mode.
+fn shape_params(model: &[u8], d: Defaults) -> (usize, usize, u64, u64, bool) {
     let (mut e, mut b, mut t, mut dl) = (d.events, d.event_bytes, d.ttfb_ms, d.delay_us);
+    let mut m = false;
     if let Some(at) = memchr::memmem::find(model, b"mock-") {
         for part in model[at + 5..].split(|&c| c == b'-') {
             let Some((&k, v)) = part.split_first() else {
@@ -126,12 +134,16 @@ fn shape_params(model: &[u8], d: Defaults) -> (usize, usize, u64, u64) {
                 b'b' => b = n as usize,
                 b't' => t = n,
                 b'd' => dl = n,
+                b'm' => m = n > 0,
                 _ => {}
             }
         }
     }
-    (e, b, t, dl)
+    (e, b, t, dl, m)
 }
+
+/// The MCP tool the `m1` shape calls (server `bench` of `examples/mcp_test_server.rs`).
+const TOOL_CALL: &str = r#"{"type":"tool_use","id":"toolu_mock","name":"bmcp_bench_list_workspaces","input":{"owner":"bench"}}"#;
 
 fn text(n: usize) -> String {
     const WORDS: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do ";
@@ -149,6 +161,34 @@ fn build(shape: Shape) -> Prebuilt {
     let t = text(shape.event_bytes);
     let n = shape.events;
     let events: Vec<Bytes> = match (shape.api, shape.stream) {
+        (Api::Messages, false) if shape.tool_use => {
+            vec![Bytes::from(format!(
+                r#"{{"id":"msg_mock","type":"message","role":"assistant","model":"mock","content":[{TOOL_CALL}],"stop_reason":"tool_use","stop_sequence":null,"usage":{{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}}}"#
+            ))]
+        }
+        (Api::Messages, true) if shape.tool_use => vec![
+            sse(
+                Some("message_start"),
+                r#"{"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant","model":"mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+            ),
+            sse(
+                Some("content_block_start"),
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_mock","name":"bmcp_bench_list_workspaces","input":{}}}"#,
+            ),
+            sse(
+                Some("content_block_delta"),
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"owner\":\"bench\"}"}}"#,
+            ),
+            sse(
+                Some("content_block_stop"),
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            sse(
+                Some("message_delta"),
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}}"#,
+            ),
+            sse(Some("message_stop"), r#"{"type":"message_stop"}"#),
+        ],
         (Api::Messages, false) => {
             let all = text(shape.event_bytes * n.max(1));
             vec![Bytes::from(format!(
@@ -318,13 +358,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .and_then(|v| v.strip_prefix(b"\""))
         .map(|v| &v[..memchr::memchr(b'"', v).unwrap_or(v.len())])
         .unwrap_or(b"");
-    let (events, event_bytes, ttfb_ms, delay_us) = shape_params(model, state.defaults);
+    let (events, event_bytes, ttfb_ms, delay_us, tool) = shape_params(model, state.defaults);
     let shape = Shape {
         api,
         stream,
         include_usage: include_usage && api == Api::Chat,
         events,
         event_bytes,
+        tool_use: tool
+            && api == Api::Messages
+            && memchr::memmem::find(&body, b"\"tool_result\"").is_none(),
     };
     let cached = state.cache.read().ok().and_then(|c| c.get(&shape).cloned());
     let pre = match cached {

@@ -35,7 +35,7 @@ wait_url() {
 
 build() {
   cargo build --release -j "$JOBS" --example gateway --example mock_upstream --example load_driver \
-    --example null_proxy >&2
+    --example null_proxy --example mcp_test_server >&2
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   BIN=$TARGET_DIR/release/examples
@@ -57,10 +57,22 @@ start_mock() {
   MOCK=$(wait_url "$WORK/mock.out" 'mock upstream listening')
 }
 
-# start_gateway [BINARY [NAME]]: the gateway (default: this build's), pinned to GW_CPU.
+# The MCP server of the `mcp1` workload (examples/mcp_test_server.rs), on the load core:
+# like the mock, it stands for the outside world.
+start_mcp_server() {
+  taskset -c "$LOAD_CPU" "$BIN/mcp_test_server" --listen 127.0.0.1:0 \
+    >"$WORK/mcp.out" 2>"$WORK/mcp.err" &
+  MCP_PID=$!
+  PIDS+=("$MCP_PID")
+  MCP_URL=$(wait_url "$WORK/mcp.out" 'mcp test server listening')/mcp
+}
+
+# start_gateway [BINARY [NAME [MCP-URL]]]: the gateway (default: this build's), pinned to
+# GW_CPU; with an MCP URL it injects that server's tools as `bmcp_bench_*`.
 start_gateway() {
-  local bin=${1:-$BIN/gateway} name=${2:-gateway}
+  local bin=${1:-$BIN/gateway} name=${2:-gateway} mcp=${3:-}
   env -i PATH="$PATH" HOME="$HOME" \
+    ${mcp:+AIBRIDGE_MCP_SERVERS="bench=$mcp"} \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
     AIBRIDGE_DATABASE_URL="${GW_DATABASE_URL:-sqlite://$WORK/$name.db?mode=rwc}" \
     AIBRIDGE_TOKENS=tok-bench:bench \
@@ -92,9 +104,9 @@ direct_target() {
   echo "name=direct,anthropic=$MOCK,openai=$MOCK/v1,pid=$MOCK_PID"
 }
 
-# aibridge_target [NAME]: the target spec of the gateway started last.
+# aibridge_target [NAME [EXTRA]]: the target spec of the gateway started last.
 aibridge_target() {
-  echo "name=${1:-aibridge},anthropic=$GW/api/v2/aibridge/anthropic,openai=$GW/api/v2/aibridge/openai/v1,pid=$GW_PID,header=authorization:Bearer tok-bench,metrics=$GW/metrics"
+  echo "name=${1:-aibridge},${2:+$2,}anthropic=$GW/api/v2/aibridge/anthropic,openai=$GW/api/v2/aibridge/openai/v1,pid=$GW_PID,header=authorization:Bearer tok-bench,metrics=$GW/metrics"
 }
 
 # Rows recorded by the gateway, as a check that the recorder was on.

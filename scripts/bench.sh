@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
 
-WORKLOADS=${WORKLOADS:-small,cc100k,stream200,stream5000,rate3000,responses200,chat200,paced,hold}
+WORKLOADS=${WORKLOADS:-small,cc100k,stream200,stream5000,rate3000,responses200,chat200,paced,mcp1,hold}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 build
@@ -27,6 +27,14 @@ if [ -n "${BASELINE_GATEWAY:-}" ]; then
   EXTRA+=(--target "$(aibridge_target before)")
 fi
 start_gateway
+GW_MAIN=$GW GW_MAIN_PID=$GW_PID
+if [[ ",$WORKLOADS," == *,mcp1,* ]]; then
+  # A second gateway with the MCP server: it runs only the MCP loop workload.
+  start_mcp_server
+  start_gateway "$BIN/gateway" gateway-mcp "$MCP_URL"
+  EXTRA+=(--target "$(aibridge_target aibridge-mcp mcp=1)")
+  GW=$GW_MAIN GW_PID=$GW_MAIN_PID
+fi
 if [ "${NULL_PROXY:-1}" = 1 ]; then
   start_null_proxy
   EXTRA+=(--target "$(null_target)")
@@ -42,4 +50,8 @@ taskset -c "$LOAD_CPU" "$BIN/load_driver" --mock-pid "$MOCK_PID" --secs "$SECS" 
   --target "$(direct_target)" \
   --target "$(aibridge_target)" "${EXTRA[@]}"
 echo
+# Stop the gateway as an operator would (SIGTERM: graceful shutdown drains the record
+# queue), then count what it recorded: every interception ended, none lost.
+kill -TERM "$GW_MAIN_PID"
+wait "$GW_MAIN_PID" || true
 recorded_rows

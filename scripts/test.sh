@@ -6,6 +6,8 @@
 #      the example gateway and the MCP test server used by the end-to-end tests
 #      (and the gateway's own unit tests: cargo test --example gateway)
 #   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
+#   4. fuzz/ci.sh                       every fuzz target for FUZZ_SECS (default 30) seconds,
+#                                       libFuzzer on the stable toolchain (FUZZ=0 skips it)
 #
 # Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv).
 # The Python packages come from tests/e2e/requirements.txt and are installed into .venv.
@@ -126,6 +128,16 @@ if [[ $venv_ok -eq 1 && -n "$GATEWAY_BIN" && -n "$MCP_SERVER_BIN" ]]; then
 else
     echo "not run: it needs the example binaries and the Python environment"
     record "pytest tests/e2e" "NOT RUN"
+fi
+
+# 4. A short fuzz run (fuzz/ci.sh; the long runs are in RELIABILITY.md) -----------------------
+if [[ "${FUZZ:-1}" != 0 ]]; then
+    step "fuzz: ${FUZZ_SECS:-30} s per target (fuzz/ci.sh)"
+    if bash fuzz/ci.sh; then
+        record "fuzz (short run)" ok
+    else
+        record "fuzz (short run)" FAILED
+    fi
 fi
 
 print_summary
