@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct RecordQueueConfig {
     /// Records the queue holds; default 10 000.
     pub capacity: usize,
-    /// Worker tasks calling the recorder; default 4.
+    /// Worker tasks calling the recorder; default 32.
     pub workers: usize,
     /// Timeout of each recorder call; default 10 s.
     pub call_timeout: Duration,
@@ -34,7 +34,7 @@ impl Default for RecordQueueConfig {
     fn default() -> Self {
         Self {
             capacity: 10_000,
-            workers: 4,
+            workers: 32,
             call_timeout: Duration::from_secs(10),
             max_attempts: 4,
             initial_backoff: Duration::from_millis(200),
