@@ -22,8 +22,9 @@ use crate::recorder::queue::Delivery;
 use crate::recorder::{RecordKind, TokenUsage};
 
 const DURATION_BUCKETS: [f64; 7] = [0.5, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0];
-const OVERHEAD_BUCKETS: [f64; 11] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+/// From 25 µs: fine enough to tell 50 µs from 100 µs.
+const OVERHEAD_BUCKETS: [f64; 13] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 ];
 
 /// The bridge's metrics, registered in a host-provided registry. Cheap to clone.
@@ -196,7 +197,7 @@ impl MetricsBuilder {
             interception_overhead: histogram(
                 r,
                 "interception_overhead_seconds",
-                "Time the bridge itself added to an interception.",
+                "Time the bridge itself added to an interception: its duration minus the time spent waiting on upstream (the awaited record_interception included).",
                 &OVERHEAD_BUCKETS,
                 &["provider", "route"],
             )?,

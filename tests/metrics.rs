@@ -282,7 +282,8 @@ async fn mixed_run_exposes_every_family_with_the_spec_type_labels_and_buckets() 
         duration_buckets
     );
     let fine = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+        0.25,
     ];
     assert_eq!(buckets(&reg, "interception_overhead_seconds"), fine);
 }
@@ -479,6 +480,78 @@ async fn failed_and_cancelled_interceptions_are_counted_by_status() {
         "a 400 is a breaker success"
     );
     assert!(series(&reg, "circuit_breaker_trips_total").is_empty());
+}
+
+/// A MemoryRecorder whose `record_interception` takes 30 ms (a slow database).
+#[derive(Clone, Default)]
+struct SlowStart(MemoryRecorder);
+
+#[aibridge::async_trait]
+impl aibridge::Recorder for SlowStart {
+    async fn record_interception(
+        &self,
+        rec: &aibridge::recorder::Interception,
+    ) -> Result<(), aibridge::BoxError> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.0.record_interception(rec).await
+    }
+    async fn record_interception_ended(
+        &self,
+        rec: &aibridge::recorder::InterceptionEnded,
+    ) -> Result<(), aibridge::BoxError> {
+        self.0.record_interception_ended(rec).await
+    }
+    async fn record_token_usage(
+        &self,
+        rec: &aibridge::recorder::TokenUsage,
+    ) -> Result<(), aibridge::BoxError> {
+        self.0.record_token_usage(rec).await
+    }
+    async fn record_prompt_usage(
+        &self,
+        rec: &aibridge::recorder::PromptUsage,
+    ) -> Result<(), aibridge::BoxError> {
+        self.0.record_prompt_usage(rec).await
+    }
+    async fn record_tool_usage(
+        &self,
+        rec: &aibridge::recorder::ToolUsage,
+    ) -> Result<(), aibridge::BoxError> {
+        self.0.record_tool_usage(rec).await
+    }
+    async fn record_model_thought(
+        &self,
+        rec: &aibridge::recorder::ModelThought,
+    ) -> Result<(), aibridge::BoxError> {
+        self.0.record_model_thought(rec).await
+    }
+}
+
+#[tokio::test]
+async fn overhead_includes_the_awaited_record_interception() {
+    // The client waits for `record_interception` before anything goes upstream, so that
+    // wait is time the bridge added.
+    let upstream = MockUpstream::start().await;
+    upstream.push(MockResponse::json(
+        200,
+        fixture("anthropic/text_blocking.upstream.json"),
+    ));
+    let slow = SlowStart::default();
+    let (bridge, _, reg) = metered(&upstream.base_url(), |b| b.recorder(slow.clone()));
+    assert_eq!(
+        send(&bridge, post("/anthropic/v1/messages", MSG))
+            .await
+            .status,
+        200
+    );
+    slow.0.wait_for_ended(1).await;
+    let labels = at("provider=anthropic,route=/v1/messages");
+    let (n, overhead) = histogram(&reg, "interception_overhead_seconds", &labels);
+    assert_eq!(n, 1);
+    assert!(
+        overhead >= 0.03,
+        "overhead {overhead} includes the 30 ms write"
+    );
 }
 
 #[tokio::test]

@@ -203,9 +203,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         initiator_id = %req.actor.id(),
         client = client.label(),
     );
-    let recording = Instant::now();
     let recorded = inner.queue.record_interception(&interception).await;
-    let recorder_wait = recording.elapsed();
     if let Err(e) = recorded {
         span.in_scope(
             || tracing::error!(error = %e, "record_interception failed; request not sent upstream"),
@@ -300,7 +298,8 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         let (outcome, waited) = relay::drive(ctx, head_tx).await;
         if let Some(m) = &metrics {
             let total = start.elapsed();
-            let overhead = total.saturating_sub(waited + recorder_wait);
+            // The awaited `record_interception` counts: the client waits for it too.
+            let overhead = total.saturating_sub(waited);
             m.interception_ended(
                 &labels,
                 outcome.as_str(),
