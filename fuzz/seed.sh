@@ -42,6 +42,11 @@ for f in "$fx"/clients/*.body.json "$fx"/anthropic/*.upstream.json "$fx"/openai/
         seed mcp_editors "$n-$a-turns-sum" "\\1$((1 + a))$((4 + a))" "$f"
     done
 done
+# Inputs that once crashed a target (kept so every run replays them first).
+for d in regressions/*/; do
+    t=$(basename "$d")
+    cp "$d"* "corpus/$t/"
+done
 for t in corpus/*; do
     echo "$t: $(ls "$t" | wc -l) seeds"
 done

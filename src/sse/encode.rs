@@ -9,8 +9,9 @@ use serde::Serialize;
 /// An event: `event: T\ndata: D\n\n`, with no `event:` line when `event_type` is `None`.
 ///
 /// Data holding line breaks is written as several `data:` lines, which a decoder joins with
-/// `\n` again (a CR or CRLF in `data` therefore comes back as LF). `event_type` must not
-/// contain CR or LF.
+/// `\n` again (a CR or CRLF in `data` therefore comes back as LF). An `event_type` holding CR
+/// or LF (it can come from an upstream's JSON `type`) is left out, as if `None`: a line break
+/// there would end the `event:` line and inject the rest into the stream.
 pub(crate) fn event(event_type: Option<&str>, data: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(event_len(event_type, data));
     write_event(&mut buf, event_type, data);
@@ -61,13 +62,11 @@ fn write_event(buf: &mut BytesMut, event_type: Option<&str>, data: &[u8]) {
     buf.put_u8(b'\n');
 }
 
-/// Writes the `event:` line, if any.
+/// Writes the `event:` line, if any (none for a type that holds a line break).
 fn write_event_type(buf: &mut BytesMut, event_type: Option<&str>) {
-    if let Some(event_type) = event_type {
-        debug_assert!(
-            memchr2(b'\n', b'\r', event_type.as_bytes()).is_none(),
-            "an SSE event type cannot hold a line break"
-        );
+    if let Some(event_type) = event_type
+        && memchr2(b'\n', b'\r', event_type.as_bytes()).is_none()
+    {
         buf.put_slice(b"event: ");
         buf.put_slice(event_type.as_bytes());
         buf.put_u8(b'\n');
@@ -125,6 +124,23 @@ mod tests {
             &bytes[..],
             b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
         );
+    }
+
+    #[test]
+    fn a_type_with_a_line_break_is_left_out_and_cannot_inject_lines() {
+        // Found by the stream_observers fuzz target: a Responses MCP view re-encoded an
+        // event under its JSON `type`, which held an escaped newline.
+        for t in [
+            "response.cont\nt_part.done",
+            "a\rdata: injected",
+            "x\r\nid: 9",
+        ] {
+            let bytes = event(Some(t), br#"{"type":"x"}"#);
+            assert_eq!(&bytes[..], b"data: {\"type\":\"x\"}\n\n", "{t:?}");
+            assert_eq!(decode_one(bytes).0, None);
+            let json = json_event(Some(t), &1).unwrap();
+            assert_eq!(&json[..], b"data: 1\n\n", "{t:?}");
+        }
     }
 
     #[test]
