@@ -1122,7 +1122,7 @@ fn report(
         );
         let _ = writeln!(o, "| --- | --- | ---: | ---: | ---: |");
         for (i, s) in sums.iter().enumerate() {
-            if i == base {
+            if i == base || !runs(w, &targets[i]) {
                 continue;
             }
             let steps: Vec<String> = s
