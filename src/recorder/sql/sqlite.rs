@@ -59,7 +59,10 @@ enum Arg {
 }
 
 /// What a write does: one row into one table, or the end of an interception.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Declared in the order a group's writes run (the derived `Ord`): rows that others refer to
+/// first, the ends of interceptions last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
     Interception,
     Token,
@@ -70,17 +73,6 @@ enum Kind {
 }
 
 impl Kind {
-    /// The order in which a group's writes run: rows that others refer to first, the ends
-    /// of interceptions last.
-    const ORDER: [Kind; 6] = [
-        Kind::Interception,
-        Kind::Token,
-        Kind::Prompt,
-        Kind::Tool,
-        Kind::Thought,
-        Kind::Ended,
-    ];
-
     /// The table and its columns (for `Ended`: the values of one end).
     fn columns(self) -> (&'static str, &'static str, usize) {
         match self {
@@ -221,12 +213,14 @@ async fn write_group(
     // Same-kind records sit together in the group once sorted by kind (stable: arrival order
     // within a kind).
     let mut order: Vec<usize> = (0..group.len()).collect();
-    order.sort_by_key(|&i| Kind::ORDER.iter().position(|k| *k == group[i].kind));
-    let sorted: Vec<&Job> = order.iter().map(|&i| &group[i]).collect();
+    order.sort_by_key(|&i| group[i].kind);
     let mut at = 0;
-    while at < sorted.len() {
-        let kind = sorted[at].kind;
-        let run = sorted[at..].iter().take_while(|j| j.kind == kind).count();
+    while at < order.len() {
+        let kind = group[order[at]].kind;
+        let run = order[at..]
+            .iter()
+            .take_while(|&&i| group[i].kind == kind)
+            .count();
         // Split the run into power-of-two statements, largest first.
         let mut left = run;
         while left > 0 {
@@ -388,23 +382,22 @@ impl Row for Interception {
     const KIND: Kind = Kind::Interception;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(rec.id.to_string()),
-            Arg::Text(rec.initiator_id.clone()),
-            Arg::Text(rec.provider.as_str().to_owned()),
-            Arg::Text(rec.provider_name.clone()),
-            Arg::Text(rec.api.as_str().to_owned()),
-            Arg::Text(rec.model.clone()),
-            Arg::Int(i64::from(rec.streaming)),
-            Arg::Text(rec.client.clone()),
-            Arg::OptText(rec.client_session_id.clone()),
-            Arg::OptText(rec.user_agent.clone()),
-            Arg::Text(rec.credential_kind.as_str().to_owned()),
-            Arg::OptText(rec.credential_hint.clone()),
-            Arg::OptText(rec.correlating_tool_call_id.clone()),
-            Arg::Text(metadata_json(&rec.metadata)?),
-            Arg::Text(format_timestamp(rec.started_at)?),
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.initiator_id.clone()),
+            Arg::Text(self.provider.as_str().to_owned()),
+            Arg::Text(self.provider_name.clone()),
+            Arg::Text(self.api.as_str().to_owned()),
+            Arg::Text(self.model.clone()),
+            Arg::Int(i64::from(self.streaming)),
+            Arg::Text(self.client.clone()),
+            Arg::OptText(self.client_session_id.clone()),
+            Arg::OptText(self.user_agent.clone()),
+            Arg::Text(self.credential_kind.as_str().to_owned()),
+            Arg::OptText(self.credential_hint.clone()),
+            Arg::OptText(self.correlating_tool_call_id.clone()),
+            Arg::Text(metadata_json(&self.metadata)?),
+            Arg::Text(format_timestamp(self.started_at)?),
         ])
     }
 }
@@ -413,12 +406,11 @@ impl Row for InterceptionEnded {
     const KIND: Kind = Kind::Ended;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(format_timestamp(rec.ended_at)?),
-            Arg::Text(rec.outcome.as_str().to_owned()),
-            Arg::OptText(rec.error.clone()),
-            Arg::Text(rec.id.to_string()),
+            Arg::Text(format_timestamp(self.ended_at)?),
+            Arg::Text(self.outcome.as_str().to_owned()),
+            Arg::OptText(self.error.clone()),
+            Arg::Text(self.id.to_string()),
         ])
     }
 }
@@ -427,23 +419,22 @@ impl Row for TokenUsage {
     const KIND: Kind = Kind::Token;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(rec.id.to_string()),
-            Arg::Text(rec.interception_id.to_string()),
-            Arg::OptText(rec.provider_response_id.clone()),
-            Arg::Int(count(rec.input_tokens, "input_tokens")?),
-            Arg::Int(count(rec.output_tokens, "output_tokens")?),
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Int(count(self.input_tokens, "input_tokens")?),
+            Arg::Int(count(self.output_tokens, "output_tokens")?),
             Arg::Int(count(
-                rec.cache_read_input_tokens,
+                self.cache_read_input_tokens,
                 "cache_read_input_tokens",
             )?),
             Arg::Int(count(
-                rec.cache_write_input_tokens,
+                self.cache_write_input_tokens,
                 "cache_write_input_tokens",
             )?),
-            Arg::Text(extra_json(&rec.extra)?),
-            Arg::Text(format_timestamp(rec.created_at)?),
+            Arg::Text(extra_json(&self.extra)?),
+            Arg::Text(format_timestamp(self.created_at)?),
         ])
     }
 }
@@ -452,13 +443,12 @@ impl Row for PromptUsage {
     const KIND: Kind = Kind::Prompt;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(rec.id.to_string()),
-            Arg::Text(rec.interception_id.to_string()),
-            Arg::OptText(rec.provider_response_id.clone()),
-            Arg::Text(rec.prompt.clone()),
-            Arg::Text(format_timestamp(rec.created_at)?),
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.prompt.clone()),
+            Arg::Text(format_timestamp(self.created_at)?),
         ])
     }
 }
@@ -467,19 +457,18 @@ impl Row for ToolUsage {
     const KIND: Kind = Kind::Tool;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(rec.id.to_string()),
-            Arg::Text(rec.interception_id.to_string()),
-            Arg::OptText(rec.provider_response_id.clone()),
-            Arg::Text(rec.tool.clone()),
-            Arg::Text(rec.tool_call_id.clone()),
-            Arg::OptText(rec.server_url.clone()),
-            Arg::Text(tool_input_json(&rec.input).into_owned()),
-            Arg::Int(i64::from(rec.injected)),
-            Arg::Int(i64::from(rec.provider_executed)),
-            Arg::OptText(rec.invocation_error.clone()),
-            Arg::Text(format_timestamp(rec.created_at)?),
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.tool.clone()),
+            Arg::Text(self.tool_call_id.clone()),
+            Arg::OptText(self.server_url.clone()),
+            Arg::Text(tool_input_json(&self.input).into_owned()),
+            Arg::Int(i64::from(self.injected)),
+            Arg::Int(i64::from(self.provider_executed)),
+            Arg::OptText(self.invocation_error.clone()),
+            Arg::Text(format_timestamp(self.created_at)?),
         ])
     }
 }
@@ -488,14 +477,13 @@ impl Row for ModelThought {
     const KIND: Kind = Kind::Thought;
 
     fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        let rec = self;
         Ok(vec![
-            Arg::Text(rec.id.to_string()),
-            Arg::Text(rec.interception_id.to_string()),
-            Arg::OptText(rec.provider_response_id.clone()),
-            Arg::Text(rec.content.clone()),
-            Arg::Text(rec.source.as_str().to_owned()),
-            Arg::Text(format_timestamp(rec.created_at)?),
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.content.clone()),
+            Arg::Text(self.source.as_str().to_owned()),
+            Arg::Text(format_timestamp(self.created_at)?),
         ])
     }
 }
@@ -503,43 +491,37 @@ impl Row for ModelThought {
 #[async_trait::async_trait]
 impl Recorder for SqliteRecorder {
     async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("interception", rec.id, e))
     }
 
     async fn record_interception_ended(&self, rec: &InterceptionEnded) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("interception end", rec.id, e))
     }
 
     async fn record_token_usage(&self, rec: &TokenUsage) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("token usage", rec.id, e))
     }
 
     async fn record_prompt_usage(&self, rec: &PromptUsage) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("prompt usage", rec.id, e))
     }
 
     async fn record_tool_usage(&self, rec: &ToolUsage) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("tool usage", rec.id, e))
     }
 
     async fn record_model_thought(&self, rec: &ModelThought) -> Result<(), BoxError> {
-        let write = async { self.write_row(rec).await };
-        write
+        self.write_row(rec)
             .await
             .map_err(|e| WriteError::boxed("model thought", rec.id, e))
     }
@@ -581,7 +563,14 @@ mod tests {
 
     #[test]
     fn statements_have_one_placeholder_per_value() {
-        for kind in Kind::ORDER {
+        for kind in [
+            Kind::Interception,
+            Kind::Token,
+            Kind::Prompt,
+            Kind::Tool,
+            Kind::Thought,
+            Kind::Ended,
+        ] {
             let width = kind.columns().2;
             for rows in [1, 2, 64] {
                 let sql = kind.sql(rows);
