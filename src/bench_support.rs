@@ -224,6 +224,13 @@ pub fn decode(
     (frames, tail, None)
 }
 
+/// Whether `b` is UTF-8 and one JSON value, without a depth limit (what the bridge forwards
+/// may be nested deeply): the check the fuzz targets make of edited and accepted bodies.
+pub fn is_json(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok()
+        && serde_json::from_slice::<Box<serde_json::value::RawValue>>(b).is_ok()
+}
+
 /// The request checks of an API: `Some((model, streaming))` if the body is accepted.
 pub fn check_request(api: &str, body: &[u8]) -> Option<(String, bool)> {
     harness::parse_request(harness::api_named(api), body).map(|i| (i.model, i.streaming))

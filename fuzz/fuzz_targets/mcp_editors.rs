@@ -2,14 +2,9 @@
 //! blocking final body on arbitrary bytes: no panic, and valid JSON stays valid JSON.
 #![no_main]
 
-use aibridge::__bench::{mcp_final_blocking, mcp_request_body, upstream_body};
+use aibridge::__bench::{is_json, mcp_final_blocking, mcp_request_body, upstream_body};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use serde_json::value::RawValue;
-
-fn is_json(b: &[u8]) -> bool {
-    std::str::from_utf8(b).is_ok() && serde_json::from_slice::<Box<RawValue>>(b).is_ok()
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&k, body)) = data.split_first() else {

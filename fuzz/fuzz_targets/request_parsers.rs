@@ -3,14 +3,8 @@
 //! recorded tool inputs are valid JSON.
 #![no_main]
 
-use aibridge::__bench::{blocking_facts, check_request};
+use aibridge::__bench::{blocking_facts, check_request, is_json};
 use libfuzzer_sys::fuzz_target;
-use serde_json::value::RawValue;
-
-/// Valid JSON without a depth limit (what the bridge forwards may be nested deeply).
-fn is_json(b: &[u8]) -> bool {
-    std::str::from_utf8(b).is_ok() && serde_json::from_slice::<Box<RawValue>>(b).is_ok()
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&k, body)) = data.split_first() else {
