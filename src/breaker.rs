@@ -22,7 +22,7 @@ pub(crate) struct Key {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum State {
+enum Phase {
     Closed {
         failures: u32,
         window_start: Instant,
@@ -36,7 +36,7 @@ enum State {
     },
 }
 
-impl State {
+impl Phase {
     fn gauge(self) -> f64 {
         match self {
             Self::Closed { .. } => 0.0,
@@ -53,6 +53,14 @@ impl State {
     }
 }
 
+/// One breaker: its phase, and a generation counted up on every transition, so a report
+/// from a call admitted in an earlier phase is recognised as late and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct State {
+    phase: Phase,
+    generation: u64,
+}
+
 /// All breakers of a bridge.
 #[derive(Debug, Default)]
 pub(crate) struct Breakers {
@@ -66,12 +74,21 @@ pub(crate) enum Report {
     Failure,
 }
 
-/// An admitted interception's handle on its breaker.
-#[derive(Debug, Clone)]
+/// An admitted interception's handle on its breaker (resilience.md: every admission is
+/// released exactly once on every path). [`report`](Self::report) consumes it; dropped
+/// without a report (client gone, shutdown, panic) it only gives back its half-open slot,
+/// counting neither as success nor as failure.
+#[derive(Debug)]
 pub(crate) struct Admitted {
     key: Key,
     state: Arc<Mutex<State>>,
     config: CircuitBreakerConfig,
+    /// The breaker's generation at admission.
+    generation: u64,
+    /// Whether this admission holds one of the half-open quota's slots.
+    half_open_slot: bool,
+    /// Set once reported (or released).
+    released: bool,
 }
 
 impl Breakers {
@@ -89,55 +106,62 @@ impl Breakers {
                     if let Some(m) = metrics {
                         m.breaker_state(&key.provider, &key.endpoint, &key.model, 0.0);
                     }
-                    Arc::new(Mutex::new(State::Closed {
-                        failures: 0,
-                        window_start: Instant::now(),
+                    Arc::new(Mutex::new(State {
+                        phase: Phase::Closed {
+                            failures: 0,
+                            window_start: Instant::now(),
+                        },
+                        generation: 0,
                     }))
                 })
                 .clone()
         };
         let now = Instant::now();
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        let decision = match *s {
-            State::Closed { .. } => Ok(()),
-            State::Open { since } => {
+        let decision = match s.phase {
+            Phase::Closed { .. } => Ok(false),
+            Phase::Open { since } => {
                 let until = since + config.open_timeout;
                 if now >= until {
                     transition(
                         &mut s,
-                        State::HalfOpen {
+                        Phase::HalfOpen {
                             admitted: 1,
                             successes: 0,
                         },
                         &key,
                         metrics,
                     );
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err((until - now).as_secs_f64().ceil().max(1.0) as u64)
                 }
             }
-            State::HalfOpen {
+            Phase::HalfOpen {
                 admitted,
                 successes,
             } => {
                 if admitted < config.half_open_max_requests {
-                    *s = State::HalfOpen {
+                    s.phase = Phase::HalfOpen {
                         admitted: admitted + 1,
                         successes,
                     };
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err(1)
                 }
             }
         };
+        let generation = s.generation;
         drop(s);
         match decision {
-            Ok(()) => Ok(Admitted {
+            Ok(half_open_slot) => Ok(Admitted {
                 key,
                 state,
                 config: config.clone(),
+                generation,
+                half_open_slot,
+                released: false,
             }),
             Err(secs) => {
                 if let Some(m) = metrics {
@@ -150,14 +174,20 @@ impl Breakers {
 }
 
 impl Admitted {
-    /// Reports the outcome of one upstream call.
-    pub(crate) fn report(&self, report: Report, metrics: Option<&Metrics>) {
+    /// Reports the outcome of the interception's upstream call and releases the admission.
+    /// A report from an earlier generation (the breaker changed phase since this call was
+    /// admitted) changes nothing.
+    pub(crate) fn report(mut self, report: Report, metrics: Option<&Metrics>) {
+        self.released = true;
         let now = Instant::now();
         let cfg = &self.config;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match (*s, report) {
+        if s.generation != self.generation {
+            return;
+        }
+        match (s.phase, report) {
             (
-                State::Closed {
+                Phase::Closed {
                     failures,
                     window_start,
                 },
@@ -171,27 +201,27 @@ impl Admitted {
                     };
                 match r {
                     Report::Success => {
-                        *s = State::Closed {
+                        s.phase = Phase::Closed {
                             failures: 0,
                             window_start,
-                        }
+                        };
                     }
-                    Report::Failure if failures + 1 >= cfg.failure_threshold => {
-                        transition(&mut s, State::Open { since: now }, &self.key, metrics);
+                    Report::Failure if failures.saturating_add(1) >= cfg.failure_threshold => {
+                        transition(&mut s, Phase::Open { since: now }, &self.key, metrics);
                     }
                     Report::Failure => {
-                        *s = State::Closed {
+                        s.phase = Phase::Closed {
                             failures: failures + 1,
                             window_start,
-                        }
+                        };
                     }
                 }
             }
-            (State::HalfOpen { .. }, Report::Failure) => {
-                transition(&mut s, State::Open { since: now }, &self.key, metrics);
+            (Phase::HalfOpen { .. }, Report::Failure) => {
+                transition(&mut s, Phase::Open { since: now }, &self.key, metrics);
             }
             (
-                State::HalfOpen {
+                Phase::HalfOpen {
                     admitted,
                     successes,
                 },
@@ -200,7 +230,7 @@ impl Admitted {
                 if successes + 1 >= cfg.half_open_max_requests {
                     transition(
                         &mut s,
-                        State::Closed {
+                        Phase::Closed {
                             failures: 0,
                             window_start: now,
                         },
@@ -208,29 +238,54 @@ impl Admitted {
                         metrics,
                     );
                 } else {
-                    *s = State::HalfOpen {
+                    s.phase = Phase::HalfOpen {
                         admitted,
                         successes: successes + 1,
                     };
                 }
             }
-            // A call admitted before the circuit opened reports late: nothing changes.
-            (State::Open { .. }, _) => {}
+            // Unreachable with generations (opening is a transition); kept total.
+            (Phase::Open { .. }, _) => {}
         }
     }
 }
 
-fn transition(s: &mut State, to: State, key: &Key, metrics: Option<&Metrics>) {
-    let from = *s;
-    *s = to;
-    if matches!(to, State::Open { .. }) {
+impl Drop for Admitted {
+    /// An admission that ends without a report (client gone, shutdown, panic) gives back
+    /// its half-open slot, if it still holds one of the current half-open period.
+    fn drop(&mut self) {
+        if self.released || !self.half_open_slot {
+            return;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.generation != self.generation {
+            return;
+        }
+        if let Phase::HalfOpen {
+            admitted,
+            successes,
+        } = s.phase
+        {
+            s.phase = Phase::HalfOpen {
+                admitted: admitted.saturating_sub(1),
+                successes,
+            };
+        }
+    }
+}
+
+fn transition(s: &mut State, to: Phase, key: &Key, metrics: Option<&Metrics>) {
+    let from = s.phase;
+    s.phase = to;
+    s.generation = s.generation.wrapping_add(1);
+    if matches!(to, Phase::Open { .. }) {
         tracing::warn!(provider = %key.provider, endpoint = %key.endpoint, model = %key.model, from = from.name(), to = to.name(), "circuit breaker opened");
     } else {
         tracing::info!(provider = %key.provider, endpoint = %key.endpoint, model = %key.model, from = from.name(), to = to.name(), "circuit breaker state changed");
     }
     if let Some(m) = metrics {
         m.breaker_state(&key.provider, &key.endpoint, &key.model, to.gauge());
-        if matches!(to, State::Open { .. }) {
+        if matches!(to, Phase::Open { .. }) {
             m.breaker_trip(&key.provider, &key.endpoint, &key.model);
         }
     }
@@ -308,12 +363,13 @@ mod tests {
             .filter_map(|_| b.admit(key("m"), &c, None).ok())
             .collect();
         assert_eq!(admitted.len(), 2);
-        admitted[0].report(Report::Success, None);
+        let mut admitted = admitted.into_iter();
+        admitted.next().unwrap().report(Report::Success, None);
         assert!(
             b.admit(key("m"), &c, None).is_err(),
             "one success is not enough"
         );
-        admitted[1].report(Report::Success, None);
+        admitted.next().unwrap().report(Report::Success, None);
         assert!(b.admit(key("m"), &c, None).is_ok());
     }
 
@@ -321,24 +377,99 @@ mod tests {
     async fn success_resets_and_the_interval_clears_old_failures() {
         let b = Breakers::default();
         let c = cfg(3, 1).with_interval(Duration::from_secs(10));
-        let h = b.admit(key("m"), &c, None).unwrap();
-        h.report(Report::Failure, None);
-        h.report(Report::Failure, None);
-        h.report(Report::Success, None);
-        h.report(Report::Failure, None);
-        h.report(Report::Failure, None);
+        let h = || b.admit(key("m"), &c, None).unwrap();
+        h().report(Report::Failure, None);
+        h().report(Report::Failure, None);
+        h().report(Report::Success, None);
+        h().report(Report::Failure, None);
+        h().report(Report::Failure, None);
         assert!(
             b.admit(key("m"), &c, None).is_ok(),
             "success reset the count"
         );
         tokio::time::advance(Duration::from_secs(11)).await;
-        h.report(Report::Failure, None);
+        h().report(Report::Failure, None);
         assert!(
             b.admit(key("m"), &c, None).is_ok(),
             "the window reset the count"
         );
-        h.report(Report::Failure, None);
-        h.report(Report::Failure, None);
+        h().report(Report::Failure, None);
+        h().report(Report::Failure, None);
         assert!(b.admit(key("m"), &c, None).is_err());
+    }
+
+    /// Issue 17, defect 1: with the default three probes, two successes and one probe whose
+    /// client left used to leave `admitted = 3, successes = 2`: every later request was
+    /// rejected until restart.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_half_open_probe_frees_its_slot() {
+        let b = Breakers::default();
+        let c = cfg(1, 3);
+        b.admit(key("m"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let probes: Vec<_> = (0..3)
+            .map(|_| b.admit(key("m"), &c, None).unwrap())
+            .collect();
+        assert!(b.admit(key("m"), &c, None).is_err(), "quota of three");
+        let mut probes = probes.into_iter();
+        probes.next().unwrap().report(Report::Success, None);
+        probes.next().unwrap().report(Report::Success, None);
+        drop(probes.next()); // the client went away: neither success nor failure
+        let again = b
+            .admit(key("m"), &c, None)
+            .expect("the cancelled probe's slot is free again");
+        again.report(Report::Success, None);
+        for _ in 0..5 {
+            b.admit(key("m"), &c, None)
+                .expect("three successes closed the circuit")
+                .report(Report::Success, None);
+        }
+    }
+
+    /// Issue 17, defect 5: a long call admitted while the circuit was closed, finishing after
+    /// it opened and went half-open, is not a probe result.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_report_from_an_earlier_phase_changes_nothing() {
+        let b = Breakers::default();
+        let c = cfg(1, 1);
+        let long_success = b.admit(key("m"), &c, None).unwrap();
+        let long_failure = b.admit(key("m"), &c, None).unwrap();
+        b.admit(key("m"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let probe = b.admit(key("m"), &c, None).unwrap();
+        long_success.report(Report::Success, None);
+        assert!(
+            b.admit(key("m"), &c, None).is_err(),
+            "a closed-period success does not close a half-open circuit"
+        );
+        long_failure.report(Report::Failure, None);
+        drop(probe);
+        let probe = b
+            .admit(key("m"), &c, None)
+            .expect("a closed-period failure does not reopen it either");
+        probe.report(Report::Success, None);
+        assert!(b.admit(key("m"), &c, None).is_ok(), "closed");
+    }
+
+    /// A dropped admission in the closed phase changes nothing (no slot to give back).
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_closed_admission_is_neither_success_nor_failure() {
+        let b = Breakers::default();
+        let c = cfg(2, 1);
+        b.admit(key("m"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
+        drop(b.admit(key("m"), &c, None).unwrap());
+        b.admit(key("m"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
+        assert!(
+            b.admit(key("m"), &c, None).is_err(),
+            "the drop did not reset the failure count"
+        );
     }
 }

@@ -13,6 +13,8 @@ use crate::recorder::{RecordQueueConfig, Recorder};
 
 /// Default maximum request body: 32 MiB.
 pub(crate) const DEFAULT_MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
+/// Default of [`Builder::client_write_timeout`].
+pub(crate) const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Upstream timeouts.
 ///
@@ -168,6 +170,7 @@ pub struct Builder {
     max_request_body: usize,
     path_prefix: Option<String>,
     timeouts: UpstreamTimeouts,
+    client_write_timeout: Duration,
     metrics: Option<Metrics>,
     #[cfg(feature = "mcp")]
     mcp: Option<crate::mcp::McpConfig>,
@@ -194,6 +197,7 @@ impl Default for Builder {
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
             path_prefix: None,
             timeouts: UpstreamTimeouts::default(),
+            client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics: None,
             #[cfg(feature = "mcp")]
             mcp: None,
@@ -229,6 +233,18 @@ impl Builder {
     /// Maximum request body on bridged and passthrough routes; default 32 MiB.
     pub fn max_request_body(mut self, bytes: usize) -> Self {
         self.max_request_body = bytes;
+        self
+    }
+
+    /// Longest time a streaming client may accept no bytes while the bridge has some for it;
+    /// default 60 s. A client that stops reading (a stuck editor, a dead network path the
+    /// kernel has not noticed) would otherwise hold its interception, upstream connection and
+    /// buffers forever; after this long the interception is cancelled (outcome `cancelled`,
+    /// error `client stopped reading for more than Ns`), the upstream call is dropped and the
+    /// client's body ends with an error. Also bounds, at one second, the terminal event of a
+    /// stream cancelled at shutdown.
+    pub fn client_write_timeout(mut self, d: Duration) -> Self {
+        self.client_write_timeout = d;
         self
     }
 
@@ -273,6 +289,11 @@ impl Builder {
         if self.max_request_body == 0 {
             return Err(BuildError::InvalidLimit {
                 what: "max_request_body",
+            });
+        }
+        if self.client_write_timeout.is_zero() {
+            return Err(BuildError::InvalidLimit {
+                what: "client_write_timeout",
             });
         }
         if self.queue.capacity == 0 {
@@ -338,7 +359,7 @@ impl Builder {
         if let Some(m) = &self.metrics {
             queue.set_metrics(m.clone());
         }
-        let inner = Inner::new(
+        let mut inner = Inner::new(
             self.providers,
             queue,
             client,
@@ -347,6 +368,7 @@ impl Builder {
             self.timeouts,
             self.metrics,
         );
+        inner.client_write_stall = self.client_write_timeout;
         #[cfg(feature = "mcp")]
         let inner = match self.mcp {
             Some(cfg) => inner.with_mcp(cfg),

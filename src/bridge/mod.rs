@@ -12,7 +12,7 @@ pub use self::future::ResponseFuture;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) max_request_body: usize,
     path_prefix: Option<String>,
     pub(crate) timeouts: UpstreamTimeouts,
+    /// [`Builder::client_write_timeout`].
+    pub(crate) client_write_stall: Duration,
     pub(crate) metrics: Option<crate::metrics::Metrics>,
     pub(crate) breakers: crate::breaker::Breakers,
     #[cfg(feature = "mcp")]
@@ -68,7 +70,14 @@ pub(crate) struct Inner {
     /// takes to queue their last records).
     tasks: AtomicUsize,
     inflight_zero: Notify,
-    shutting_down: watch::Sender<bool>,
+    /// Set by the first `shutdown` call. Sequentially consistent with `inflight`: a request
+    /// counts itself in flight, then reads this; `shutdown` sets it, then reads `inflight`.
+    /// Whatever the interleaving, either the request sees the flag or `shutdown` sees the
+    /// request.
+    shutting_down: AtomicBool,
+    /// Test hook: runs when a request has passed the shutdown check.
+    #[cfg(test)]
+    after_shutdown_check: Option<Box<dyn Fn(&Inner) + Send + Sync>>,
     /// Set to true when in-flight work must be cancelled.
     pub(crate) cancel: watch::Sender<bool>,
     shutdown_report: OnceCell<ShutdownReport>,
@@ -116,7 +125,7 @@ impl RequestBridge {
             .get_or_init(|| async move {
                 let start = tokio::time::Instant::now();
                 let deadline = start + timeout;
-                inner.shutting_down.send_replace(true);
+                inner.shutting_down.store(true, Ordering::SeqCst);
                 let grace = start + timeout.mul_f64(2.0 / 3.0);
                 let mut cancelled_requests = 0;
                 if !inner.wait_idle(grace).await {
@@ -191,6 +200,7 @@ impl Inner {
             max_request_body,
             path_prefix,
             timeouts,
+            client_write_stall: builder::DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics,
             breakers: crate::breaker::Breakers::default(),
             #[cfg(feature = "mcp")]
@@ -200,18 +210,20 @@ impl Inner {
             inflight: AtomicUsize::new(0),
             tasks: AtomicUsize::new(0),
             inflight_zero: Notify::new(),
-            shutting_down: watch::Sender::new(false),
+            shutting_down: AtomicBool::new(false),
+            #[cfg(test)]
+            after_shutdown_check: None,
             cancel: watch::Sender::new(false),
             shutdown_report: OnceCell::new(),
         }
     }
 
     fn is_shutting_down(&self) -> bool {
-        *self.shutting_down.borrow()
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     fn idle(&self) -> bool {
-        self.inflight.load(Ordering::Acquire) == 0 && self.tasks.load(Ordering::Acquire) == 0
+        self.inflight.load(Ordering::SeqCst) == 0 && self.tasks.load(Ordering::Acquire) == 0
     }
 
     /// Waits until nothing is in flight; false if the deadline passed first.
@@ -228,7 +240,7 @@ impl Inner {
     }
 
     fn track(self: &Arc<Self>) -> InflightGuard {
-        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.inflight.fetch_add(1, Ordering::SeqCst);
         InflightGuard(self.clone())
     }
 
@@ -281,10 +293,17 @@ impl Inner {
             tracing::info!(provider = provider.name(), status = e.status.as_u16(), reason = %e.message, "request rejected");
             e.into_response(flavor, None)
         };
+        // Counted in flight before the shutdown check (issue 17, defect 6): checked first, a
+        // request preempted between the two could run after `shutdown()` reported idle.
+        let guard = self.track();
         if self.is_shutting_down() {
+            drop(guard);
             return reject(BridgeError::shutting_down());
         }
-        let guard = self.track();
+        #[cfg(test)]
+        if let Some(hook) = &self.after_shutdown_check {
+            hook(&self);
+        }
         let api = match route.kind {
             RouteKind::Passthrough => {
                 let resp = passthrough::proxy(&self, &provider, &route, &rest, parts, body).await;
@@ -460,5 +479,42 @@ mod tests {
         assert_send_sync::<RequestBridge>();
         assert_send::<Body>();
         assert_send::<ResponseFuture>();
+    }
+
+    /// Issue 17, defect 6: a request that passed the shutdown check must already be visible
+    /// to `shutdown()`'s wait for in-flight work, whatever the interleaving. The hook plays
+    /// `shutdown()` starting at the worst moment: right after the check passed.
+    #[tokio::test]
+    async fn a_request_past_the_shutdown_check_is_seen_by_shutdown() {
+        use crate::provider::{Anthropic, Secret};
+        use crate::recorder::NoopRecorder;
+        use tower::ServiceExt as _;
+
+        let mut bridge = RequestBridge::builder()
+            .provider(
+                Anthropic::new(Secret::new("sk-ant-test"))
+                    .with_base_url("http://127.0.0.1:9".parse().unwrap()),
+            )
+            .recorder(NoopRecorder)
+            .build()
+            .unwrap();
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let seen_in_hook = seen.clone();
+        Arc::get_mut(&mut bridge.inner)
+            .expect("no other handle yet")
+            .after_shutdown_check = Some(Box::new(move |inner| {
+            inner.shutting_down.store(true, Ordering::SeqCst);
+            seen_in_hook.store(inner.inflight.load(Ordering::SeqCst), Ordering::SeqCst);
+        }));
+        let req = Request::post("/anthropic/v1/messages")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let resp = bridge.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), http::StatusCode::UNAUTHORIZED, "no actor");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "shutdown() starting after the check must see the request in flight"
+        );
     }
 }

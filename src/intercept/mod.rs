@@ -77,6 +77,14 @@ pub(crate) trait StreamObserver: Send + Sync {
     fn status(&self) -> StreamStatus;
     /// Whether content (a block, a chunk with content, an output item) was seen.
     fn content_started(&self) -> bool;
+    /// Whether the API's terminal event was seen (`message_stop`, `response.completed`,
+    /// `[DONE]`): nothing but the end of the stream may follow.
+    fn ended(&self) -> bool {
+        matches!(
+            self.status(),
+            StreamStatus::Completed | StreamStatus::ToolCalls
+        )
+    }
     /// The API's terminal error event (D7).
     fn terminal_event(&self, message: &str) -> Bytes;
     /// After status `ToolCalls`: the turn that called injected tools.
@@ -167,6 +175,12 @@ fn start_loop(
 }
 
 /// Records the interception and runs it (routing.md steps 9–15).
+///
+/// Everything from `record_interception` on runs in the interception's own task, which the
+/// client's response future only waits on: a client that leaves (or a host timeout that
+/// drops the future) while the recorder is slow no longer leaves a recorded interception
+/// without its end (issue 17, defect 3): the task goes on, sees the client gone, and ends
+/// the interception `cancelled`.
 pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
@@ -203,12 +217,35 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         initiator_id = %req.actor.id(),
         client = client.label(),
     );
-    let recorded = inner.queue.record_interception(&interception).await;
-    if let Err(e) = recorded {
-        span.in_scope(
-            || tracing::error!(error = %e, "record_interception failed; request not sent upstream"),
-        );
-        return BridgeError::recorder_unavailable().into_response(flavor, Some(id));
+    let (head_tx, head_rx) = oneshot::channel();
+    // The task counts as running until its records are queued, so shutdown drains them.
+    let task_guard = inner.track_task();
+    let task = async move {
+        intercept(inner, req, interception, head_tx).await;
+        drop(task_guard);
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
+    match head_rx.await {
+        Ok(resp) => resp,
+        Err(_) => BridgeError::internal().into_response(flavor, Some(id)),
+    }
+}
+
+/// The interception task: records the interception (awaited: nothing is sent upstream
+/// that is not recorded, D10), then relays and ends it.
+async fn intercept(
+    inner: Arc<Inner>,
+    req: Bridged,
+    interception: Interception,
+    head_tx: oneshot::Sender<Response<Body>>,
+) {
+    let id = interception.id;
+    let flavor = Flavor::from(req.provider.kind());
+    let client = interception.client.clone();
+    if let Err(e) = inner.queue.record_interception(interception).await {
+        tracing::error!(error = %e, "record_interception failed; request not sent upstream");
+        let _ = head_tx.send(BridgeError::recorder_unavailable().into_response(flavor, Some(id)));
+        return;
     }
     let url = crate::bridge::route::upstream_url(
         req.provider.base_url(),
@@ -226,7 +263,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         provider: req.provider.name().to_owned(),
         model: req.info.model.clone(),
         initiator: req.actor.id().to_owned(),
-        client: client.label().to_owned(),
+        client,
     };
     let metrics = inner.metrics.clone();
     if let Some(m) = &metrics {
@@ -290,31 +327,20 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     );
     #[cfg(feature = "mcp")]
     let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
-    let (head_tx, head_rx) = oneshot::channel();
-    // The task counts as running until its records are queued, so shutdown drains them.
-    let task_guard = inner.track_task();
     let start = req.start;
-    let task = async move {
-        let (outcome, waited) = relay::drive(ctx, head_tx).await;
-        if let Some(m) = &metrics {
-            let total = start.elapsed();
-            // The awaited `record_interception` counts: the client waits for it too.
-            let overhead = total.saturating_sub(waited);
-            m.interception_ended(
-                &labels,
-                outcome.as_str(),
-                true,
-                total,
-                overhead,
-                &route,
-                "POST",
-            );
-        }
-        drop(task_guard);
-    };
-    tokio::spawn(tracing::Instrument::instrument(task, span));
-    match head_rx.await {
-        Ok(resp) => resp,
-        Err(_) => BridgeError::internal().into_response(flavor, Some(id)),
+    let (outcome, waited) = relay::drive(ctx, head_tx).await;
+    if let Some(m) = &metrics {
+        let total = start.elapsed();
+        // The awaited `record_interception` counts: the client waits for it too.
+        let overhead = total.saturating_sub(waited);
+        m.interception_ended(
+            &labels,
+            outcome.as_str(),
+            true,
+            total,
+            overhead,
+            &route,
+            "POST",
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,13 @@ pub(crate) const MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
 pub(crate) const MAX_BLOCKING_BODY: usize = 64 * 1024 * 1024;
 /// Frames buffered between the interception task and the client body.
 const CHANNEL_CAPACITY: usize = 16;
+/// After the upstream's terminal event (`message_stop`, `response.completed`, `[DONE]`,
+/// or the finish of a Chat completion) the rest of the stream is only its end: an upstream
+/// that then stalls is waited for this long at most, and a reset ends the stream cleanly.
+const AFTER_TERMINAL_WAIT: Duration = Duration::from_secs(2);
+/// How long the terminal error event of a cancelled or failed stream may wait for room in a
+/// client's full body channel (a client that reads nothing must not hold the task).
+const TERMINAL_EVENT_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything the interception task needs.
 pub(crate) struct Ctx {
@@ -179,6 +187,11 @@ impl Head {
 
     fn is_sent(&self) -> bool {
         self.tx.is_none()
+    }
+
+    /// Whether the client left before its head was sent.
+    fn is_abandoned(&self) -> bool {
+        self.tx.as_ref().is_some_and(oneshot::Sender::is_closed)
     }
 }
 
@@ -344,12 +357,14 @@ fn breaker_counts_kind(ctx: &Ctx, kind: &str) -> bool {
 
 /// The server's retry hint (`retry-after-ms` wins over `retry-after`), if under the cap.
 fn retry_hint(headers: &HeaderMap, cap: Duration) -> Option<Duration> {
+    // Upstream-controlled: `inf`, `NaN`, `1e30` or a negative value must not panic
+    // (`Duration::from_secs_f64` does); anything not a finite, representable duration is
+    // ignored like an absent hint.
     let ms = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| *v >= 0.0)
-        .map(|v| Duration::from_secs_f64(v / 1000.0));
+        .and_then(|v| Duration::try_from_secs_f64(v / 1000.0).ok());
     let secs = || {
         let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
         if let Ok(n) = v.parse::<u64>() {
@@ -562,6 +577,10 @@ async fn prime(
 }
 
 async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> End {
+    // A client that left while the interception was being recorded: nothing goes upstream.
+    if head.is_abandoned() {
+        return client_gone();
+    }
     ctx.sink.attempted = true;
     let (mut resp, primed) = match call(ctx, head, cancel).await {
         Call::Done(end) => return end,
@@ -751,6 +770,8 @@ fn relay_error(
 /// How the relay loop stopped.
 enum Stop {
     ClientGone,
+    /// The client accepted no bytes for the write-stall timeout.
+    ClientStalled,
     Shutdown,
     Eof,
     Fail(String),
@@ -869,10 +890,17 @@ async fn send_out(
     {
         ctx.keep_alive = None;
     }
+    // Room in the channel (the usual case): no timer needed.
+    let out = match tx.try_send(out) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::ClientGone),
+        Err(mpsc::error::TrySendError::Full(out)) => out,
+    };
     let waiting = Instant::now();
     tokio::select! {
         r = tx.send(out) => if r.is_err() { return Err(Stop::ClientGone) },
         () = cancelled(cancel) => return Err(Stop::Shutdown),
+        () = tokio::time::sleep(ctx.inner.client_write_stall) => return Err(Stop::ClientStalled),
     }
     ctx.waited += waiting.elapsed();
     Ok(())
@@ -890,10 +918,14 @@ async fn stream(
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CAPACITY);
     // Later upstream calls of a tool loop notice a client that leaves while they wait.
     head.streams_to(&tx);
+    let aborted = Arc::new(AtomicBool::new(false));
     let mut pending = Some(response(
         status,
         headers,
-        Body::new(ChannelBody { rx }),
+        Body::new(ChannelBody {
+            rx,
+            aborted: aborted.clone(),
+        }),
         ctx.id,
     ));
     let mut facts = Vec::new();
@@ -940,6 +972,18 @@ async fn stream(
     let status = ctx.observer.status();
     let (end, event) = match (stop, status) {
         (Stop::ClientGone, _) => return client_gone(),
+        (Stop::ClientStalled, _) => {
+            // The client reads nothing: end its body with an error (the connection is
+            // reset, so the cut is not mistaken for a complete stream).
+            aborted.store(true, Ordering::Release);
+            return (
+                Outcome::Cancelled,
+                Some(format!(
+                    "client stopped reading for more than {}s",
+                    secs_ceil(ctx.inner.client_write_stall)
+                )),
+            );
+        }
         // The upstream's own error is already provider-shaped and relayed: add nothing.
         (Stop::Eof | Stop::Fail(_), StreamStatus::UpstreamError(text)) => {
             if let Some(r) = pending.take() {
@@ -981,9 +1025,27 @@ async fn stream(
     {
         return client_gone();
     }
-    // The client may already be gone; the outcome stands either way.
-    let _ = tx.send(event).await;
-    end
+    // The client may already be gone; the outcome stands either way. A client that reads
+    // nothing gets no more than TERMINAL_EVENT_WAIT: its body then ends with an error, and
+    // the end record says the event was not delivered.
+    let delivered = match tx.try_send(event) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return end,
+        Err(mpsc::error::TrySendError::Full(event)) => {
+            matches!(
+                tokio::time::timeout(TERMINAL_EVENT_WAIT, tx.send(event)).await,
+                Ok(Ok(()))
+            )
+        }
+    };
+    if delivered {
+        return end;
+    }
+    aborted.store(true, Ordering::Release);
+    tracing::warn!("client reads nothing: terminal event not delivered");
+    let (outcome, error) = end;
+    let error = error.map(|e| format!("{e} (terminal event not delivered: client not reading)"));
+    (outcome, error)
 }
 
 /// Relays one upstream event stream until it ends or breaks.
@@ -1039,16 +1101,28 @@ async fn relay_one(
         if let Err(stop) = batch.flush(ctx, pending, head, tx, cancel).await {
             return stop;
         }
+        // Once the terminal event was seen, only the stream's end is missing: a stall or a
+        // reset then ends the stream as if at EOF (the client has the whole message).
+        let terminal = ctx.observer.ended();
+        let wait = if terminal {
+            idle.min(AFTER_TERMINAL_WAIT)
+        } else {
+            idle
+        };
         let waiting = Instant::now();
         let next = tokio::select! {
             biased;
             () = head.closed() => return Stop::ClientGone,
             () = tx.closed(), if head.is_sent() => return Stop::ClientGone,
             () = cancelled(cancel) => return Stop::Shutdown,
-            r = tokio::time::timeout(idle, resp.chunk()) => r,
+            r = tokio::time::timeout(wait, resp.chunk()) => r,
         };
         ctx.waited += waiting.elapsed();
         match next {
+            Err(_) | Ok(Err(_)) if terminal => {
+                tracing::debug!("upstream stream stalled or broke after its terminal event");
+                return Stop::Eof;
+            }
             Err(_) => return Stop::Fail(format!("idle for more than {}s", secs_ceil(idle))),
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "upstream stream broke");
@@ -1265,9 +1339,11 @@ pub(crate) fn connect_error_kind(err: &reqwest::Error) -> &'static str {
     }
 }
 
-/// The body of a streamed response: frames sent by the interception task.
+/// The body of a streamed response: frames sent by the interception task. When the task
+/// gave up on the client (`aborted`), the body ends with an error instead of cleanly.
 struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
+    aborted: Arc<AtomicBool>,
 }
 
 impl http_body::Body for ChannelBody {
@@ -1278,13 +1354,63 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(None) if self.aborted.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err("aibridge: stream abandoned".into())))
+            }
+            p => p.map(|o| o.map(|b| Ok(http_body::Frame::data(b)))),
+        }
     }
 }
 
 /// Whole seconds for messages, rounded up (a 300 ms timeout reads "1s", not "0s").
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hint(name: &'static str, value: &str) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        retry_hint(&h, Duration::from_secs(60))
+    }
+
+    /// Issue 17, defect 2: `retry-after-ms: inf` panicked the interception task.
+    #[test]
+    fn unrepresentable_retry_hints_are_ignored() {
+        for v in ["inf", "-inf", "NaN", "1e30", "-1", "1e400"] {
+            assert_eq!(hint("retry-after-ms", v), None, "{v}");
+        }
+        assert_eq!(
+            hint("retry-after-ms", "1500"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(hint("retry-after", "2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            hint("retry-after", "18446744073709551615"),
+            None,
+            "over the cap"
+        );
+    }
+
+    proptest! {
+        /// The retry-hint parsers take any header value without panicking, and never
+        /// return a hint at or over the cap.
+        #[test]
+        fn retry_hints_never_panic(ms in "\\PC{0,40}", secs in "\\PC{0,40}", f in any::<f64>()) {
+            let mut h = HeaderMap::new();
+            for (name, v) in [("retry-after-ms", ms.clone()), ("retry-after", secs), ("retry-after-ms", f.to_string())] {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(name, v);
+                    if let Some(d) = retry_hint(&h, Duration::from_secs(60)) {
+                        prop_assert!(d < Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -239,12 +239,34 @@ impl RecordQueue {
     }
 
     /// `record_interception`, awaited inline with the call timeout and no retry.
-    pub(crate) async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
-        let r = call_recorder(
-            self.shared.config.call_timeout,
-            self.shared.recorder.record_interception(rec),
-        )
-        .await
+    ///
+    /// A call that times out is answered as a failure (the request is not sent upstream)
+    /// but not abandoned: a recorder may still commit the row (the SQLite writer does), so
+    /// the call finishes in the background, and a row that lands after all gets its end
+    /// record, `failed` with [`TIMED_OUT_NOT_SENT`]. No row stays without an end.
+    pub(crate) async fn record_interception(&self, rec: Interception) -> Result<(), BoxError> {
+        let id = rec.id;
+        let recorder = self.shared.recorder.clone();
+        let mut call = Box::pin(async move { catching(recorder.record_interception(&rec)).await });
+        let r = match tokio::time::timeout(self.shared.config.call_timeout, &mut call).await {
+            Ok(r) => r,
+            Err(_) => {
+                let sink = self.sink(id);
+                tokio::spawn(async move {
+                    if call.await.is_ok() {
+                        tracing::warn!(interception_id = %id, "record_interception landed after its timeout; ending it");
+                        sink.end(InterceptionEnded {
+                            id,
+                            ended_at: std::time::SystemTime::now(),
+                            outcome: super::Outcome::Failed,
+                            error: Some(TIMED_OUT_NOT_SENT.to_owned()),
+                        })
+                        .await;
+                    }
+                });
+                Err("recorder call timed out".to_owned())
+            }
+        }
         .map_err(BoxError::from);
         self.shared.report(
             RecordKind::Interception,
@@ -267,6 +289,7 @@ impl RecordQueue {
                 pending: AtomicUsize::new(1),
                 ended: Mutex::new(None),
             }),
+            ended: false,
         }
     }
 
@@ -410,6 +433,11 @@ impl Shared {
     }
 }
 
+/// The end record's error of an interception whose `record_interception` timed out (the
+/// client got 503, nothing was sent upstream) but whose row landed later.
+pub(crate) const TIMED_OUT_NOT_SENT: &str =
+    "recorder timed out recording the interception; request not sent upstream";
+
 /// One recorder call under the call timeout. A panic inside the recorder is caught and
 /// becomes an error like any other (retried, then counted): it must kill neither the
 /// worker task nor the request that awaits `record_interception`.
@@ -417,10 +445,20 @@ async fn call_recorder<F>(timeout: Duration, call: F) -> Result<(), String>
 where
     F: Future<Output = Result<(), BoxError>>,
 {
-    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
-        Ok(Err(panic)) => {
+    tokio::time::timeout(timeout, catching(call))
+        .await
+        .unwrap_or_else(|_| Err("recorder call timed out".to_owned()))
+}
+
+/// One recorder call, its panic caught and turned into an error.
+async fn catching<F>(call: F) -> Result<(), String>
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -428,7 +466,6 @@ where
                 .unwrap_or_else(|| "a non-string payload".to_owned());
             Err(format!("recorder panicked: {what}"))
         }
-        Err(_) => Err("recorder call timed out".to_owned()),
     }
 }
 
@@ -440,11 +477,46 @@ fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
 }
 
 /// Hands the records of one interception to the queue.
+///
+/// Dropped without [`end`](Self::end) (the interception task panicked), it still ends the
+/// interception, `failed` with [`ABANDONED`]: a recorded interception always gets its end.
 pub(crate) struct RecordSink {
     interception_id: RecordId,
     tx: mpsc::Sender<Job>,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
+    /// Set by `end`.
+    ended: bool,
+}
+
+/// The end record's error of an interception whose task ended without ending it.
+pub(crate) const ABANDONED: &str = "aibridge: internal error (the interception task stopped)";
+
+impl Drop for RecordSink {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(interception_id = %self.interception_id, "interception not ended: no runtime");
+            return;
+        };
+        let sink = RecordSink {
+            interception_id: self.interception_id,
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+            tracker: self.tracker.clone(),
+            // Never again: a copy dropped unpolled (runtime shutting down) must not respawn.
+            ended: true,
+        };
+        tracing::error!(interception_id = %self.interception_id, "interception task stopped without ending the interception; ending it as failed");
+        runtime.spawn(sink.end(InterceptionEnded {
+            id: self.interception_id,
+            ended_at: std::time::SystemTime::now(),
+            outcome: super::Outcome::Failed,
+            error: Some(ABANDONED.to_owned()),
+        }));
+    }
 }
 
 impl std::fmt::Debug for RecordSink {
@@ -504,7 +576,8 @@ impl RecordSink {
 
     /// Ends the interception: the ended record is delivered once every record pushed before
     /// it has finished.
-    pub(crate) async fn end(self, ended: InterceptionEnded) {
+    pub(crate) async fn end(mut self, ended: InterceptionEnded) {
+        self.ended = true;
         self.shared.started(RecordKind::InterceptionEnded);
         *self.tracker.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
         if self.tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -702,5 +775,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("record_queue_depth 0"), "{text}");
+    }
+
+    /// An interception task that stops without ending its interception (a panic) still
+    /// gets the end record, after the records it queued.
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_dropped_without_end_ends_the_interception_failed() {
+        let mem = MemoryRecorder::new();
+        let q = RecordQueue::start(Arc::new(mem.clone()), RecordQueueConfig::default());
+        let id = RecordId::new();
+        let sink = q.sink(id);
+        sink.push(usage(id)).await;
+        drop(sink);
+        let left = q
+            .drain(tokio::time::Instant::now() + Duration::from_secs(30))
+            .await;
+        assert_eq!(left, 0);
+        assert_eq!(mem.token_usages().len(), 1);
+        let ends = mem.interceptions_ended();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].outcome, Outcome::Failed);
+        assert_eq!(ends[0].error.as_deref(), Some(ABANDONED));
     }
 }

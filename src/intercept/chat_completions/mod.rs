@@ -701,6 +701,12 @@ impl StreamObserver for ChatStream {
         }
     }
 
+    /// A finished choice is not the end: other choices and the usage chunk may follow
+    /// until `[DONE]`.
+    fn ended(&self) -> bool {
+        self.done && self.error.is_none()
+    }
+
     fn content_started(&self) -> bool {
         self.content_started
     }

@@ -471,6 +471,10 @@ impl StreamObserver for McpChat {
         self.inner.content_started()
     }
 
+    fn ended(&self) -> bool {
+        self.inner.ended()
+    }
+
     fn terminal_event(&self, message: &str) -> Bytes {
         self.inner.terminal_event(message)
     }
