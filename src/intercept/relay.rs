@@ -1403,7 +1403,7 @@ mod tests {
         #[test]
         fn retry_hints_never_panic(ms in "\\PC{0,40}", secs in "\\PC{0,40}", f in any::<f64>()) {
             let mut h = HeaderMap::new();
-            for (name, v) in [("retry-after-ms", ms.clone()), ("retry-after", secs), ("retry-after-ms", f.to_string())] {
+            for (name, v) in [("retry-after-ms", ms), ("retry-after", secs), ("retry-after-ms", f.to_string())] {
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     h.insert(name, v);
                     if let Some(d) = retry_hint(&h, Duration::from_secs(60)) {
