@@ -133,6 +133,7 @@ pub mod __bench {
 }
 
 mod actor;
+mod backoff;
 #[cfg(any(test, feature = "bench-internals"))]
 mod bench_support;
 mod breaker;

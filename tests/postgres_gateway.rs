@@ -772,11 +772,29 @@ async fn records_queued_while_the_database_is_down_land_after_it_comes_back() {
                 (SELECT COUNT(*) FROM aibridge_user_prompts p
                  JOIN aibridge_interceptions j ON j.id = p.interception_id
                  WHERE j.initiator_id = i.initiator_id)
-         FROM aibridge_interceptions i GROUP BY 1 ORDER BY 1",
+         FROM aibridge_interceptions i WHERE i.initiator_id <> 'refused' GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(&db)
     .await
     .unwrap();
+    // The refused request's insert, given up on at its call timeout, may still commit when
+    // the database is back (the bridge does not abandon the call): then its row is ended at
+    // once, `failed`, saying nothing was sent (issue 17, defect 3). No row stays open.
+    let refused: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT outcome, error FROM aibridge_interceptions WHERE initiator_id = 'refused'",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert!(refused.len() <= 1, "{refused:?}");
+    for (outcome, error) in &refused {
+        assert_eq!(outcome.as_deref(), Some("failed"), "{refused:?}");
+        assert_eq!(
+            error.as_deref(),
+            Some("recorder timed out recording the interception; request not sent upstream")
+        );
+    }
+    let total = total + refused.len() as i64;
     let row = |actor: &str, n: usize| {
         let n = n as i64;
         (actor.to_owned(), n, n, n, n)

@@ -483,8 +483,12 @@ async fn serve_session(
 
 /// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
 fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(6);
-    (BACKOFF_BASE * 2u32.pow(exp)).min(BACKOFF_MAX)
+    crate::backoff::delay(
+        BACKOFF_BASE,
+        BACKOFF_MAX,
+        failures.saturating_sub(1),
+        crate::backoff::Jitter::None,
+    )
 }
 
 /// `60s`, `1.5s`, `0.25s`.

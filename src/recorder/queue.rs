@@ -469,11 +469,9 @@ where
     }
 }
 
-/// `min(initial · 2^n, max)` with ±25 % jitter.
+/// The delay before retry `n` (0-based): ±25 % jitter.
 fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {
-    let base = initial.saturating_mul(2u32.saturating_pow(n)).min(max);
-    let jitter: f64 = rand::random_range(0.75..1.25);
-    base.mul_f64(jitter)
+    crate::backoff::delay(initial, max, n, crate::backoff::Jitter::Around25)
 }
 
 /// Hands the records of one interception to the queue.

@@ -1,0 +1,132 @@
+//! The interception task: upstream calls with retries and the circuit breaker, relayed as
+//! a blocking body or as a stream.
+//!
+//! `call` makes one upstream call with its retries; `blocking` relays a JSON answer (and
+//! drives a blocking tool loop); `stream` relays an event stream (and drives a streaming
+//! tool loop); this module holds the task state and the interception's start and end.
+
+mod blocking;
+mod call;
+mod stream;
+mod task;
+
+use std::time::Duration;
+
+use http::Response;
+use tokio::sync::{oneshot, watch};
+
+use super::blocking_facts;
+use crate::body::Body;
+use crate::breaker::{Admitted, Report};
+use crate::error::BridgeError;
+use crate::recorder::Outcome;
+use crate::upstream::relayed_response_headers;
+
+#[cfg(feature = "mcp")]
+use self::blocking::blocking_loop;
+use self::blocking::{read_answer, relay_error};
+pub(crate) use self::call::connect_error_kind;
+use self::call::{Call, call};
+use self::stream::stream;
+pub(crate) use self::task::Ctx;
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) use self::task::MAX_EVENT_SIZE;
+use self::task::{End, Head, client_gone, failed, response};
+
+/// Runs one interception to its end and records the end. Returns the outcome and the time
+/// spent waiting on external parties.
+pub(crate) async fn drive(
+    mut ctx: Ctx,
+    head_tx: oneshot::Sender<Response<Body>>,
+) -> (Outcome, Duration) {
+    let mut head = Head::new(head_tx);
+    let mut cancel = ctx.inner.cancel.subscribe();
+    let (outcome, error) = match admit(&mut ctx, &mut head) {
+        Err(end) => end,
+        Ok(admitted) => {
+            let end = exchange(&mut ctx, &mut head, &mut cancel).await;
+            if let Some(admitted) = admitted
+                && end.0 != Outcome::Cancelled
+            {
+                let report = if ctx.breaker_failure {
+                    Report::Failure
+                } else {
+                    Report::Success
+                };
+                admitted.report(report, ctx.inner.metrics.as_ref());
+            }
+            end
+        }
+    };
+    match outcome {
+        Outcome::Completed => {
+            tracing::debug!(elapsed = ?ctx.start.elapsed(), "interception completed");
+        }
+        Outcome::Failed => tracing::warn!(
+            error = error.as_deref().unwrap_or(""),
+            "interception failed"
+        ),
+        Outcome::Cancelled => tracing::info!(
+            error = error.as_deref().unwrap_or(""),
+            "interception cancelled"
+        ),
+    }
+    ctx.sink.end(outcome, error).await;
+    (outcome, ctx.waited)
+}
+
+/// Circuit breaker admission (lifecycle step 12).
+fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
+    let Some(config) = ctx.provider.circuit_breaker() else {
+        return Ok(None);
+    };
+    match ctx
+        .inner
+        .breakers
+        .admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref())
+    {
+        Ok(a) => Ok(Some(a)),
+        Err(secs) => {
+            head.send(BridgeError::circuit_open(secs).into_response(ctx.flavor, Some(ctx.id)));
+            Err(failed("circuit breaker is open"))
+        }
+    }
+}
+
+async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> End {
+    // A client that left while the interception was being recorded: nothing goes upstream.
+    if head.is_abandoned() {
+        return client_gone();
+    }
+    ctx.sink.attempted = true;
+    let (mut resp, primed) = match call(ctx, head, cancel).await {
+        Call::Done(end) => return end,
+        Call::Answer(resp, primed) => (resp, primed),
+    };
+    let status = resp.status();
+    let headers = relayed_response_headers(resp.headers());
+    if let Some(primed) = primed {
+        return stream(ctx, resp, status, headers, head, cancel, *primed).await;
+    }
+    let body = match read_answer(ctx, &mut resp, head, cancel).await {
+        Ok(b) => b,
+        Err(end) => return end,
+    };
+    if !status.is_success() {
+        return relay_error(ctx, status, headers, body, head);
+    }
+    #[cfg(feature = "mcp")]
+    if ctx.tool_loop.is_some() {
+        return blocking_loop(ctx, head, cancel, status, headers, body).await;
+    }
+    let mut facts = Vec::new();
+    let parsed = blocking_facts(ctx.api, &body, &mut facts);
+    ctx.sink.facts(&mut facts).await;
+    if !head.send(response(status, headers, Body::from(body), ctx.id)) {
+        return client_gone();
+    }
+    match parsed {
+        Ok(()) => (Outcome::Completed, None),
+        Err(reason) => failed(format!("invalid upstream response: {reason}")),
+    }
+}

@@ -1,0 +1,241 @@
+//! The interception task's state (`Ctx`), the response head on its way to the client, and
+//! how an exchange ended.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::body::Body;
+use crate::breaker::Key;
+use crate::bridge::Inner;
+use crate::error::{Flavor, set_interception_header};
+use crate::intercept::StreamObserver;
+use crate::intercept::emit::Emitter;
+use crate::provider::{Api, CredentialKind, Provider};
+use crate::recorder::{Outcome, RecordId};
+
+/// Largest SSE event the bridge accepts (resilience.md "Limits").
+pub(crate) const MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest blocking upstream body.
+pub(crate) const MAX_BLOCKING_BODY: usize = 64 * 1024 * 1024;
+
+/// Everything the interception task needs.
+pub(crate) struct Ctx {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) api: Api,
+    pub(crate) flavor: Flavor,
+    pub(crate) id: RecordId,
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// The stream parser (used when the upstream answers with an event stream).
+    pub(crate) observer: Box<dyn StreamObserver>,
+    pub(crate) sink: Emitter,
+    pub(crate) start: Instant,
+    /// The breaker key (provider, endpoint, model).
+    pub(crate) breaker_key: Key,
+    pub(crate) credential_kind: CredentialKind,
+    /// Time spent waiting on anything external (upstream, client, back-off).
+    pub(crate) waited: Duration,
+    /// The final call counted as a breaker failure.
+    pub(super) breaker_failure: bool,
+    /// The MCP tool loop, when tools were injected.
+    #[cfg(feature = "mcp")]
+    pub(crate) tool_loop: Option<crate::intercept::tool_loop::LoopState>,
+    /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
+    /// next iteration's first relayed bytes.
+    #[cfg(feature = "mcp")]
+    pub(super) keep_alive: Option<KeepAlive>,
+}
+
+impl Ctx {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "plain constructor of the task's state"
+    )]
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        provider: Arc<dyn Provider>,
+        api: Api,
+        id: RecordId,
+        url: String,
+        headers: HeaderMap,
+        body: Bytes,
+        observer: Box<dyn StreamObserver>,
+        sink: Emitter,
+        start: Instant,
+        breaker_key: Key,
+        credential_kind: CredentialKind,
+    ) -> Self {
+        let flavor = Flavor::from(provider.kind());
+        Self {
+            inner,
+            provider,
+            api,
+            flavor,
+            id,
+            url,
+            headers,
+            body,
+            observer,
+            sink,
+            start,
+            breaker_key,
+            credential_kind,
+            waited: Duration::ZERO,
+            breaker_failure: false,
+            #[cfg(feature = "mcp")]
+            tool_loop: None,
+            #[cfg(feature = "mcp")]
+            keep_alive: None,
+        }
+    }
+}
+
+#[cfg(feature = "mcp")]
+impl Ctx {
+    /// Runs the interception as a tool loop.
+    pub(crate) fn with_tool_loop(
+        mut self,
+        lp: Option<crate::intercept::tool_loop::LoopState>,
+    ) -> Self {
+        self.tool_loop = lp;
+        self
+    }
+}
+
+/// The response head, until it is sent to the service future.
+pub(super) struct Head {
+    pub(super) tx: Option<oneshot::Sender<Response<Body>>>,
+    /// The streamed body's channel, once there is one (weak: it must not keep the body
+    /// open).
+    body: Option<mpsc::WeakSender<Bytes>>,
+}
+
+impl Head {
+    pub(super) fn new(tx: oneshot::Sender<Response<Body>>) -> Self {
+        Self {
+            tx: Some(tx),
+            body: None,
+        }
+    }
+
+    /// Resolves when the client is gone: the service future was dropped before the head
+    /// was sent, or afterwards the streamed body (never for a sent blocking head).
+    pub(super) async fn closed(&mut self) {
+        match self.tx.as_mut() {
+            Some(tx) => tx.closed().await,
+            None => match self.body.as_ref().and_then(mpsc::WeakSender::upgrade) {
+                Some(body) => body.closed().await,
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    /// From now on the client's body is fed through `body`.
+    pub(super) fn streams_to(&mut self, body: &mpsc::Sender<Bytes>) {
+        self.body = Some(body.downgrade());
+    }
+
+    /// Sends the head; false if the client is gone.
+    pub(super) fn send(&mut self, resp: Response<Body>) -> bool {
+        self.tx.take().is_some_and(|tx| tx.send(resp).is_ok())
+    }
+
+    pub(super) fn is_sent(&self) -> bool {
+        self.tx.is_none()
+    }
+
+    /// Whether the client left before its head was sent.
+    pub(super) fn is_abandoned(&self) -> bool {
+        self.tx.as_ref().is_some_and(oneshot::Sender::is_closed)
+    }
+}
+
+/// Resolves when the bridge cancels in-flight work (shutdown deadline).
+pub(super) async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// How an exchange ended.
+pub(super) type End = (Outcome, Option<String>);
+
+pub(super) fn failed(msg: impl Into<String>) -> End {
+    (Outcome::Failed, Some(msg.into()))
+}
+
+pub(super) fn client_gone() -> End {
+    (Outcome::Cancelled, Some("client disconnected".to_owned()))
+}
+
+pub(super) fn shutting_down() -> End {
+    (Outcome::Cancelled, Some("bridge shutting down".to_owned()))
+}
+
+/// Sends a keep-alive to the streaming client every `every` until dropped (D11: while
+/// tools run and until the next iteration relays something).
+#[cfg(feature = "mcp")]
+pub(super) struct KeepAlive(tokio::task::JoinHandle<()>);
+
+#[cfg(feature = "mcp")]
+impl KeepAlive {
+    pub(super) fn start(tx: mpsc::Sender<Bytes>, bytes: Bytes, every: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.send(bytes.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(feature = "mcp")]
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How the relay loop stopped.
+pub(super) enum Stop {
+    ClientGone,
+    /// The client accepted no bytes for the write-stall timeout.
+    ClientStalled,
+    Shutdown,
+    Eof,
+    Fail(String),
+}
+
+/// A relayed response: upstream status, relayed headers, the interception id.
+pub(super) fn response(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Body,
+    id: RecordId,
+) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    set_interception_header(resp.headers_mut(), id);
+    if !resp.headers().contains_key(header::CONTENT_TYPE) {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    resp
+}
+
+/// Whole seconds for messages, rounded up (a 300 ms timeout reads "1s", not "0s").
+pub(super) fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
