@@ -15,7 +15,11 @@ use futures::FutureExt;
 
 use tokio::sync::{Notify, mpsc};
 
-use super::{Interception, InterceptionEnded, Record, RecordId, RecordKind, Recorder, deliver};
+use super::limits::RecordLimits;
+use super::{
+    Interception, InterceptionEnded, PermanentError, Record, RecordId, RecordKind, Recorder,
+    deliver,
+};
 use crate::BoxError;
 
 /// What happened to one record (the `outcome` label of `records_total`).
@@ -48,16 +52,30 @@ pub(crate) struct RecordQueue {
 struct Shared {
     recorder: Arc<dyn Recorder>,
     config: RecordQueueConfig,
-    /// Queued or in-delivery records, ended records waiting for their siblings included.
+    limits: RecordLimits,
+    /// Queued or in-delivery records, ended records waiting for their siblings included
+    /// (a copy of the ledger's sum, for lock-free reads).
     depth: AtomicUsize,
     idle: Notify,
     hook: Mutex<Option<DeliveryHook>>,
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     dropped_total: AtomicU64,
-    /// Unfinished records per kind (to count what a shutdown deadline drops).
-    unfinished: [AtomicU64; KINDS.len()],
-    /// Set at the shutdown deadline: what finishes later is no longer reported.
-    abandoned: std::sync::atomic::AtomicBool,
+    ledger: Mutex<Ledger>,
+}
+
+/// Which records are unfinished, and whether the shutdown deadline has passed.
+///
+/// Every tracked record is counted exactly once: its outcome is decided under this lock,
+/// either when it finishes (written, failed or dropped) before the deadline, or by
+/// [`Shared::abandon`] at the deadline (dropped), or when it arrives after the deadline
+/// (dropped, never delivered).
+#[derive(Default)]
+struct Ledger {
+    /// Unfinished records per kind.
+    unfinished: [u64; KINDS.len()],
+    /// Set at the shutdown deadline: what was unfinished then is counted as dropped, what
+    /// finishes later is not counted again, and nothing more is delivered.
+    abandoned: bool,
 }
 
 const KINDS: [RecordKind; 6] = [
@@ -96,17 +114,27 @@ impl std::fmt::Debug for RecordQueue {
 
 impl RecordQueue {
     /// Creates the queue and spawns its workers (needs a Tokio runtime).
+    #[cfg(test)]
     pub(crate) fn start(recorder: Arc<dyn Recorder>, config: RecordQueueConfig) -> Self {
+        Self::start_with(recorder, config, RecordLimits::default())
+    }
+
+    /// Creates the queue with these record size limits and spawns its workers.
+    pub(crate) fn start_with(
+        recorder: Arc<dyn Recorder>,
+        config: RecordQueueConfig,
+        limits: RecordLimits,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let shared = Arc::new(Shared {
             recorder,
+            limits,
             depth: AtomicUsize::new(0),
             idle: Notify::new(),
             hook: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
             dropped_total: AtomicU64::new(0),
-            unfinished: Default::default(),
-            abandoned: std::sync::atomic::AtomicBool::new(false),
+            ledger: Mutex::new(Ledger::default()),
             config,
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -153,7 +181,7 @@ impl RecordQueue {
             self.shared.recorder.record_interception(rec),
         )
         .await
-        .map_err(BoxError::from);
+        .map_err(CallError::into_box);
         self.shared.report(
             RecordKind::Interception,
             if r.is_ok() {
@@ -194,10 +222,16 @@ impl RecordQueue {
 }
 
 impl Shared {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.ledger().abandoned
+    }
+
+    /// Counts one outcome (metrics, the dropped total and the test hook).
     fn report(&self, kind: RecordKind, outcome: Delivery) {
-        if self.abandoned.load(Ordering::Acquire) {
-            return;
-        }
         if let Some(m) = self.metrics.get() {
             m.record(kind, outcome);
         }
@@ -212,18 +246,22 @@ impl Shared {
 
     /// At the shutdown deadline: every unfinished record is dropped, counted per kind.
     fn abandon(&self) -> u64 {
+        let counts = {
+            let mut ledger = self.ledger();
+            if ledger.abandoned {
+                return 0;
+            }
+            ledger.abandoned = true;
+            self.depth.store(0, Ordering::Release);
+            std::mem::take(&mut ledger.unfinished)
+        };
         let mut left = 0;
-        let counts: Vec<(RecordKind, u64)> = KINDS
-            .iter()
-            .map(|k| (*k, self.unfinished[kind_index(*k)].load(Ordering::Acquire)))
-            .collect();
-        for (kind, n) in counts {
+        for (kind, n) in KINDS.iter().zip(counts) {
             for _ in 0..n {
-                self.report(kind, Delivery::Dropped);
+                self.report(*kind, Delivery::Dropped);
             }
             left += n;
         }
-        self.abandoned.store(true, Ordering::Release);
         if left > 0 {
             tracing::error!(
                 records = left,
@@ -236,37 +274,60 @@ impl Shared {
         left
     }
 
-    /// A record of `kind` was queued (or is held until its interception's other records finish).
-    fn started(&self, kind: RecordKind) {
-        self.unfinished[kind_index(kind)].fetch_add(1, Ordering::AcqRel);
-        self.depth.fetch_add(1, Ordering::AcqRel);
-        self.depth_changed();
+    /// A record of `kind` is about to be queued (or held until its interception's other
+    /// records finish). After the shutdown deadline it is counted as dropped instead, and
+    /// `false` says it must not be queued.
+    fn started(&self, kind: RecordKind) -> bool {
+        {
+            let mut ledger = self.ledger();
+            if !ledger.abandoned {
+                ledger.unfinished[kind_index(kind)] += 1;
+                self.depth.fetch_add(1, Ordering::AcqRel);
+                drop(ledger);
+                self.depth_changed();
+                return true;
+            }
+        }
+        self.report(kind, Delivery::Dropped);
+        false
     }
 
-    fn depth_changed(&self) {
-        if self.abandoned.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(m) = self.metrics.get() {
-            m.queue_depth(self.depth.load(Ordering::Acquire));
-        }
-    }
-
-    fn finish_one(&self, kind: RecordKind) {
-        self.unfinished[kind_index(kind)].fetch_sub(1, Ordering::AcqRel);
-        let before = self.depth.fetch_sub(1, Ordering::AcqRel);
+    /// A started record has its final outcome. Not counted again if the shutdown deadline
+    /// already counted it as dropped.
+    fn settle(&self, kind: RecordKind, outcome: Delivery) {
+        let before = {
+            let mut ledger = self.ledger();
+            if ledger.abandoned {
+                return;
+            }
+            let n = &mut ledger.unfinished[kind_index(kind)];
+            *n = n.saturating_sub(1);
+            self.depth.fetch_sub(1, Ordering::AcqRel)
+        };
+        self.report(kind, outcome);
         self.depth_changed();
         if before == 1 {
             self.idle.notify_waiters();
         }
     }
 
+    fn depth_changed(&self) {
+        if let Some(m) = self.metrics.get() {
+            m.queue_depth(self.depth.load(Ordering::Acquire));
+        }
+    }
+
     async fn process(&self, job: Job) {
-        self.deliver_with_retry(&job.record).await;
+        if self.is_abandoned() {
+            // Counted as dropped at the deadline; its interception's end was too.
+            return;
+        }
+        let kind = job.record.kind();
+        let outcome = self.deliver_with_retry(&job.record).await;
+        self.settle(kind, outcome);
         if let Some(tracker) = job.tracker {
             self.release(&tracker).await;
         }
-        self.finish_one(job.record.kind());
     }
 
     /// One outstanding record of the tracker's interception finished; when it was the last,
@@ -280,40 +341,81 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             if let Some(ended) = ended {
-                self.deliver_with_retry(&Record::InterceptionEnded(ended))
+                if self.is_abandoned() {
+                    return;
+                }
+                let outcome = self
+                    .deliver_with_retry(&Record::InterceptionEnded(ended))
                     .await;
-                self.finish_one(RecordKind::InterceptionEnded);
+                self.settle(RecordKind::InterceptionEnded, outcome);
             }
         }
     }
 
-    async fn deliver_with_retry(&self, record: &Record) {
+    /// Calls the recorder until the record is written, fails permanently, runs out of
+    /// attempts, or the shutdown deadline passes (then it is already counted as dropped).
+    async fn deliver_with_retry(&self, record: &Record) -> Delivery {
         let cfg = &self.config;
         let attempts = cfg.max_attempts.max(1);
+        let kind = record.kind().as_str();
         for attempt in 1..=attempts {
             let result =
                 call_recorder(cfg.call_timeout, deliver(self.recorder.as_ref(), record)).await;
             let err = match result {
-                Ok(()) => {
-                    self.report(record.kind(), Delivery::Written);
-                    return;
-                }
+                Ok(()) => return Delivery::Written,
                 Err(e) => e,
             };
+            if err.is_permanent() {
+                tracing::error!(kind, record_id = %record.id(), attempt, error = %err, "recording failed permanently; not retrying");
+                return Delivery::Failed;
+            }
             if attempt == attempts {
-                tracing::error!(
-                    kind = record.kind().as_str(),
-                    record_id = %record.id(),
-                    attempts,
-                    error = %err,
-                    "recording failed; giving up"
-                );
-                self.report(record.kind(), Delivery::Failed);
-                return;
+                tracing::error!(kind, record_id = %record.id(), attempts, error = %err, "recording failed; giving up");
+                return Delivery::Failed;
             }
             let delay = backoff(cfg.initial_backoff, cfg.max_backoff, attempt - 1);
-            tracing::warn!(kind = record.kind().as_str(), record_id = %record.id(), attempt, error = %err, ?delay, "recording failed; retrying");
+            tracing::warn!(kind, record_id = %record.id(), attempt, error = %err, ?delay, "recording failed; retrying");
             tokio::time::sleep(delay).await;
+            if self.is_abandoned() {
+                return Delivery::Dropped;
+            }
+        }
+        Delivery::Failed
+    }
+}
+
+/// Why one recorder call failed.
+#[derive(Debug)]
+enum CallError {
+    /// The recorder returned an error.
+    Returned(BoxError),
+    /// The recorder panicked (with this message).
+    Panicked(String),
+    /// The call did not finish within the call timeout.
+    TimedOut,
+}
+
+impl CallError {
+    /// Whether the recorder marked the error [`PermanentError`]. Panics and timeouts are
+    /// transient.
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Returned(e) if PermanentError::is_in(&**e))
+    }
+
+    fn into_box(self) -> BoxError {
+        match self {
+            Self::Returned(e) => e,
+            other => other.to_string().into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Returned(e) => std::fmt::Display::fmt(e, f),
+            Self::Panicked(what) => write!(f, "recorder panicked: {what}"),
+            Self::TimedOut => f.write_str("recorder call timed out"),
         }
     }
 }
@@ -321,22 +423,22 @@ impl Shared {
 /// One recorder call under the call timeout. A panic inside the recorder is caught and
 /// becomes an error like any other (retried, then counted): it must kill neither the
 /// worker task nor the request that awaits `record_interception`.
-async fn call_recorder<F>(timeout: Duration, call: F) -> Result<(), String>
+async fn call_recorder<F>(timeout: Duration, call: F) -> Result<(), CallError>
 where
     F: Future<Output = Result<(), BoxError>>,
 {
     match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
         Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Ok(Err(e))) => Err(CallError::Returned(e)),
         Ok(Err(panic)) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a non-string payload".to_owned());
-            Err(format!("recorder panicked: {what}"))
+            Err(CallError::Panicked(what))
         }
-        Err(_) => Err("recorder call timed out".to_owned()),
+        Err(_) => Err(CallError::TimedOut),
     }
 }
 
@@ -364,18 +466,29 @@ impl std::fmt::Debug for RecordSink {
 }
 
 impl RecordSink {
+    /// The size limits of recorded prompts and tool inputs.
+    pub(crate) fn limits(&self) -> RecordLimits {
+        self.shared.limits
+    }
+
     /// Queues one record, following the queue-full policy. Never awaits the recorder.
     pub(crate) async fn push(&self, record: Record) {
+        if !self.shared.started(record.kind()) {
+            self.log_dropped(
+                &record,
+                "record arrived after the shutdown deadline; dropped",
+            );
+            return;
+        }
         self.tracker.pending.fetch_add(1, Ordering::AcqRel);
-        self.shared.started(record.kind());
         let job = Job {
             record,
             tracker: Some(self.tracker.clone()),
         };
         if let Err(job) = self.send(job).await {
-            self.dropped(&job.record);
+            self.log_dropped(&job.record, "record queue full or closed; record dropped");
+            self.shared.settle(job.record.kind(), Delivery::Dropped);
             self.shared.release(&self.tracker).await;
-            self.shared.finish_one(job.record.kind());
         }
     }
 
@@ -400,20 +513,26 @@ impl RecordSink {
         }
     }
 
-    fn dropped(&self, record: &Record) {
+    fn log_dropped(&self, record: &Record, message: &'static str) {
         tracing::error!(
             kind = record.kind().as_str(),
             record_id = %record.id(),
             interception_id = %self.interception_id,
-            "record queue full or closed; record dropped"
+            "{message}"
         );
-        self.shared.report(record.kind(), Delivery::Dropped);
     }
 
     /// Ends the interception: the ended record is delivered once every record pushed before
     /// it has finished.
     pub(crate) async fn end(self, ended: InterceptionEnded) {
-        self.shared.started(RecordKind::InterceptionEnded);
+        if !self.shared.started(RecordKind::InterceptionEnded) {
+            let record = Record::InterceptionEnded(ended);
+            self.log_dropped(
+                &record,
+                "record arrived after the shutdown deadline; dropped",
+            );
+            return;
+        }
         *self.tracker.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended);
         if self.tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let ended = self
@@ -428,8 +547,9 @@ impl RecordSink {
                     tracker: None,
                 };
                 if let Err(job) = self.send(job).await {
-                    self.dropped(&job.record);
-                    self.shared.finish_one(RecordKind::InterceptionEnded);
+                    self.log_dropped(&job.record, "record queue full or closed; record dropped");
+                    self.shared
+                        .settle(RecordKind::InterceptionEnded, Delivery::Dropped);
                 }
             }
         }

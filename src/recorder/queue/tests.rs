@@ -170,3 +170,240 @@ async fn records_left_at_the_deadline_are_counted_as_dropped_per_kind() {
     );
     assert!(text.contains("record_queue_depth 0"), "{text}");
 }
+
+/// A recorder that answers every call at once, except that calls of the kinds in `stall`
+/// never return. Counts the calls per kind.
+#[derive(Debug, Default)]
+struct Scripted {
+    stall: Vec<RecordKind>,
+    calls: Mutex<Vec<RecordKind>>,
+}
+
+impl Scripted {
+    fn stalling(kinds: &[RecordKind]) -> Self {
+        Self {
+            stall: kinds.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    fn calls(&self, kind: RecordKind) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| **k == kind)
+            .count()
+    }
+
+    async fn call(&self, kind: RecordKind) -> Result<(), BoxError> {
+        self.calls.lock().unwrap().push(kind);
+        if self.stall.contains(&kind) {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Recorder for Scripted {
+    async fn record_interception(&self, _: &Interception) -> Result<(), BoxError> {
+        self.call(RecordKind::Interception).await
+    }
+    async fn record_interception_ended(&self, _: &InterceptionEnded) -> Result<(), BoxError> {
+        self.call(RecordKind::InterceptionEnded).await
+    }
+    async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
+        self.call(RecordKind::TokenUsage).await
+    }
+    async fn record_prompt_usage(&self, _: &super::super::PromptUsage) -> Result<(), BoxError> {
+        self.call(RecordKind::PromptUsage).await
+    }
+    async fn record_tool_usage(&self, _: &super::super::ToolUsage) -> Result<(), BoxError> {
+        self.call(RecordKind::ToolUsage).await
+    }
+    async fn record_model_thought(&self, _: &super::super::ModelThought) -> Result<(), BoxError> {
+        self.call(RecordKind::ModelThought).await
+    }
+}
+
+/// Every outcome the queue reports, in order.
+fn outcomes(q: &RecordQueue) -> Arc<Mutex<Vec<(RecordKind, Delivery)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    q.set_hook(Arc::new(move |k, d| s.lock().unwrap().push((k, d))));
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_written_before_the_deadline_is_not_also_counted_as_dropped() {
+    // The token usage is written; its interception's end then stalls past the deadline. The
+    // worker is still busy with the end (delivered right after the usage, on the same
+    // worker), but the usage itself is finished: written, and only written.
+    let rec = Arc::new(Scripted::stalling(&[RecordKind::InterceptionEnded]));
+    let q = RecordQueue::start(
+        rec.clone(),
+        RecordQueueConfig::default().with_call_timeout(Duration::from_secs(3600)),
+    );
+    let seen = outcomes(&q);
+    let id = RecordId::new();
+    let sink = q.sink(id);
+    sink.push(usage(id)).await;
+    sink.end(ended(id)).await;
+    let left = q
+        .drain(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(rec.calls(RecordKind::TokenUsage), 1);
+    assert_eq!(rec.calls(RecordKind::InterceptionEnded), 1);
+    assert_eq!(left, 1, "only the end was unfinished");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (RecordKind::TokenUsage, Delivery::Written),
+            (RecordKind::InterceptionEnded, Delivery::Dropped),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_queued_after_the_deadline_is_counted_as_dropped_and_not_delivered() {
+    let rec = Arc::new(Scripted::stalling(&[RecordKind::TokenUsage]));
+    let q = RecordQueue::start(
+        rec.clone(),
+        RecordQueueConfig::default().with_call_timeout(Duration::from_secs(3600)),
+    );
+    let seen = outcomes(&q);
+    let id = RecordId::new();
+    let sink = q.sink(id);
+    sink.push(usage(id)).await;
+    let left = q
+        .drain(tokio::time::Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(left, 1);
+    // An interception that outlived the deadline queues its last records now.
+    let late = RecordId::new();
+    let sink = q.sink(late);
+    sink.push(Record::ModelThought(crate::recorder::ModelThought {
+        id: RecordId::new(),
+        interception_id: late,
+        provider_response_id: None,
+        content: "late".to_owned(),
+        source: crate::recorder::ThoughtSource::Thinking,
+        created_at: SystemTime::now(),
+    }))
+    .await;
+    sink.end(ended(late)).await;
+    // Give the workers every chance to deliver them (paused time: no wall-clock wait).
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(rec.calls(RecordKind::ModelThought), 0);
+    assert_eq!(rec.calls(RecordKind::InterceptionEnded), 0);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (RecordKind::TokenUsage, Delivery::Dropped),
+            (RecordKind::ModelThought, Delivery::Dropped),
+            (RecordKind::InterceptionEnded, Delivery::Dropped),
+        ]
+    );
+    assert_eq!(q.dropped_total(), 3);
+}
+
+/// A recorder whose token-usage writes fail with the given error, counting the calls.
+#[derive(Debug)]
+struct Failing {
+    error: fn() -> BoxError,
+    calls: std::sync::atomic::AtomicUsize,
+    mem: MemoryRecorder,
+}
+
+#[async_trait::async_trait]
+impl Recorder for Failing {
+    async fn record_interception(&self, r: &Interception) -> Result<(), BoxError> {
+        self.mem.record_interception(r).await
+    }
+    async fn record_interception_ended(&self, r: &InterceptionEnded) -> Result<(), BoxError> {
+        self.mem.record_interception_ended(r).await
+    }
+    async fn record_token_usage(&self, _: &TokenUsage) -> Result<(), BoxError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err((self.error)())
+    }
+    async fn record_prompt_usage(&self, r: &super::super::PromptUsage) -> Result<(), BoxError> {
+        self.mem.record_prompt_usage(r).await
+    }
+    async fn record_tool_usage(&self, r: &super::super::ToolUsage) -> Result<(), BoxError> {
+        self.mem.record_tool_usage(r).await
+    }
+    async fn record_model_thought(&self, r: &super::super::ModelThought) -> Result<(), BoxError> {
+        self.mem.record_model_thought(r).await
+    }
+}
+
+/// Delivers one token usage and the interception's end through a queue over `error`;
+/// returns the token-usage calls and the outcomes.
+async fn deliver_failing(error: fn() -> BoxError) -> (usize, Vec<(RecordKind, Delivery)>) {
+    let rec = Arc::new(Failing {
+        error,
+        calls: Default::default(),
+        mem: MemoryRecorder::new(),
+    });
+    let q = RecordQueue::start(rec.clone(), RecordQueueConfig::default());
+    let seen = outcomes(&q);
+    let id = RecordId::new();
+    let sink = q.sink(id);
+    sink.push(usage(id)).await;
+    sink.end(ended(id)).await;
+    let left = q
+        .drain(tokio::time::Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(left, 0);
+    assert_eq!(rec.mem.interceptions_ended().len(), 1);
+    let seen = seen.lock().unwrap().clone();
+    (rec.calls.load(Ordering::SeqCst), seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_is_not_retried() {
+    /// As the SQL recorders return it: the marker under an error of their own.
+    #[derive(Debug)]
+    struct Wrapped(BoxError);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot record token usage: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+    let start = tokio::time::Instant::now();
+    let (calls, seen) = deliver_failing(|| {
+        Box::new(Wrapped(
+            PermanentError::new("FOREIGN KEY constraint failed").into(),
+        ))
+    })
+    .await;
+    assert_eq!(calls, 1, "not retried");
+    assert_eq!(start.elapsed(), Duration::ZERO, "no back-off either");
+    assert_eq!(
+        seen,
+        [
+            (RecordKind::TokenUsage, Delivery::Failed),
+            (RecordKind::InterceptionEnded, Delivery::Written),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_error_is_retried_up_to_max_attempts() {
+    let (calls, seen) = deliver_failing(|| "database is locked".into()).await;
+    assert_eq!(calls, RecordQueueConfig::default().max_attempts as usize);
+    assert_eq!(
+        seen,
+        [
+            (RecordKind::TokenUsage, Delivery::Failed),
+            (RecordKind::InterceptionEnded, Delivery::Written),
+        ]
+    );
+}
