@@ -1,5 +1,6 @@
 //! [`RequestBridge`]: the tower `Service` that routes, relays and records.
 
+pub(crate) mod budget;
 mod builder;
 mod future;
 #[cfg(feature = "mcp")]
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) queue: RecordQueue,
     pub(crate) client: reqwest::Client,
     pub(crate) max_request_body: usize,
+    /// The bridge-wide budget of buffered request body bytes.
+    pub(crate) request_budget: budget::RequestBudget,
     path_prefix: Option<String>,
     pub(crate) timeouts: UpstreamTimeouts,
     pub(crate) metrics: Option<crate::metrics::Metrics>,
@@ -189,6 +192,10 @@ impl Inner {
             queue,
             client,
             max_request_body,
+            request_budget: budget::RequestBudget::new(
+                max_request_body.saturating_mul(budget::DEFAULT_BUDGET_FACTOR),
+                budget::DEFAULT_BUDGET_WAIT,
+            ),
             path_prefix,
             timeouts,
             metrics,
@@ -303,7 +310,14 @@ impl Inner {
             Ok(c) => c,
             Err(e) => return guard.attach(reject(BridgeError::credential(e.to_string()))),
         };
-        let bytes = match read_body(&parts.headers, body, self.max_request_body).await {
+        let bytes = match read_body(
+            &parts.headers,
+            body,
+            self.max_request_body,
+            &self.request_budget,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(e) => return guard.attach(reject(e)),
         };
@@ -328,8 +342,17 @@ impl Inner {
     }
 }
 
-/// Reads a request body up to the limit (routing.md step 6).
-async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, BridgeError>
+/// Reads a request body up to the limit (routing.md step 6), within the bridge-wide buffer
+/// budget: the declared `Content-Length` is taken from the budget before anything is read,
+/// a body without one takes it chunk by chunk. The returned bytes hold their budget until
+/// the last reference to them is dropped ([`budget::RequestBudget::attach`]); a body that is
+/// refused or fails gives it back at once.
+async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    budget: &budget::RequestBudget,
+) -> Result<Bytes, BridgeError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -347,16 +370,46 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BridgeError::body_too_large(limit));
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(BridgeError::body_too_large(limit))
-        }
-        Err(e) => Err(BridgeError::body_unreadable(&e.to_string())),
+    let full = |_| BridgeError::request_buffer_full();
+    let mut held = budget.hold();
+    if let Some(n) = declared {
+        // At most `limit`, checked above.
+        let n = usize::try_from(n).unwrap_or(limit);
+        budget.grow(&mut held, n).await.map_err(full)?;
     }
+    let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0;
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                BridgeError::body_too_large(limit)
+            } else {
+                BridgeError::body_unreadable(&e.to_string())
+            }
+        })?;
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            total += data.len();
+            budget.grow(&mut held, total).await.map_err(full)?;
+            chunks.push(data);
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(total);
+            for chunk in chunks {
+                all.extend_from_slice(&chunk);
+            }
+            all.freeze()
+        }
+    };
+    Ok(budget::RequestBudget::attach(held, bytes))
 }
 
 /// HEAD answers carry the same status and headers with an empty body.

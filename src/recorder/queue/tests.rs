@@ -312,7 +312,7 @@ async fn a_record_queued_after_the_deadline_is_counted_as_dropped_and_not_delive
 #[derive(Debug)]
 struct Failing {
     error: fn() -> BoxError,
-    calls: std::sync::atomic::AtomicUsize,
+    calls: AtomicUsize,
     mem: MemoryRecorder,
 }
 
