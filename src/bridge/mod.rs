@@ -378,7 +378,11 @@ where
         budget.grow(&mut held, n).await.map_err(full)?;
     }
     let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
-    let mut chunks: Vec<Bytes> = Vec::new();
+    // A body that comes in one chunk is kept as it is; from the second chunk on, the chunks
+    // are copied into one buffer (sized by the declared length) and dropped one by one, so
+    // a large body is not held twice while it is joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
     let mut total = 0;
     while let Some(frame) = body.as_mut().frame().await {
         let frame = frame.map_err(|e| {
@@ -390,24 +394,30 @@ where
                 BridgeError::body_unreadable(&e.to_string())
             }
         })?;
-        if let Ok(data) = frame.into_data()
-            && !data.is_empty()
-        {
-            total += data.len();
-            budget.grow(&mut held, total).await.map_err(full)?;
-            chunks.push(data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        total += data.len();
+        budget.grow(&mut held, total).await.map_err(full)?;
+        if let Some(all) = &mut joined {
+            all.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let expected = declared.map_or(total, |n| usize::try_from(n).unwrap_or(total));
+            let mut all = bytes::BytesMut::with_capacity(expected.max(total));
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&data);
+            joined = Some(all);
+        } else {
+            first = Some(data);
         }
     }
-    let bytes = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut all = bytes::BytesMut::with_capacity(total);
-            for chunk in chunks {
-                all.extend_from_slice(&chunk);
-            }
-            all.freeze()
-        }
+    let bytes = match (joined, first) {
+        (Some(all), _) => all.freeze(),
+        (None, Some(one)) => one,
+        (None, None) => Bytes::new(),
     };
     Ok(budget::RequestBudget::attach(held, bytes))
 }

@@ -3,7 +3,13 @@
 //! The bridge awaits [`Recorder::record_interception`] before it calls the upstream; every
 //! other record goes through a bounded in-process queue whose workers call the recorder
 //! with a timeout and retries (see [`RecordQueueConfig`]). Records are never lost silently:
-//! each one is written, failed (counted and logged) or dropped (counted and logged).
+//! each one is counted exactly once, as written, failed (logged) or dropped (logged). The
+//! records still unfinished at the shutdown deadline are dropped, and so is a record queued
+//! after it (it is not delivered).
+//!
+//! Prompts and tool inputs are recorded up to a size cap (64 KiB each by default; see
+//! [`Builder::max_recorded_prompt`](crate::bridge::Builder::max_recorded_prompt) and
+//! [`Builder::max_recorded_tool_input`](crate::bridge::Builder::max_recorded_tool_input)).
 //!
 //! # Writing a recorder
 //!

@@ -20,7 +20,8 @@ pub struct RecordQueueConfig {
     pub workers: usize,
     /// Timeout of each recorder call; default 10 s.
     pub call_timeout: Duration,
-    /// Attempts per record, the first included; default 4.
+    /// Attempts per record, the first included; default 4. A record whose error is marked
+    /// [`PermanentError`](crate::recorder::PermanentError) gets one attempt only.
     pub max_attempts: u32,
     /// First retry delay; default 200 ms, doubled per retry, with ±25 % jitter.
     pub initial_backoff: Duration,
