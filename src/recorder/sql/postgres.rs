@@ -465,4 +465,23 @@ mod tests {
             assert!(matches!(pg_json(Cow::Borrowed(input)), Cow::Borrowed(s) if s == input));
         }
     }
+
+    #[test]
+    fn sqlstates_are_classified_by_their_class() {
+        let permanent = is_permanent_code;
+        // Data exceptions, integrity constraints, syntax and access rules, program limits,
+        // features not supported.
+        for code in [
+            "22P02", "22P05", "22001", "23503", "23505", "42601", "42P01", "54000", "0A000",
+        ] {
+            assert!(permanent(code), "{code}");
+        }
+        // Connection exceptions, serialization failures and deadlocks, insufficient resources,
+        // operator intervention, lock not available, internal errors.
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "55P03", "XX000", "",
+        ] {
+            assert!(!permanent(code), "{code}");
+        }
+    }
 }
