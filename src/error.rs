@@ -215,6 +215,22 @@ impl BridgeError {
         e
     }
 
+    /// The bridge-wide budget of buffered request bytes had no room for this body within
+    /// the wait (resilience.md "Limits"). A 503 with `Retry-After`, as for an overloaded
+    /// server: the SDKs retry it with back-off, and the client did nothing wrong (a 429
+    /// would blame its rate).
+    pub(crate) fn request_buffer_full() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "server_error",
+            "request_buffer_full",
+            "aibridge: too many request bytes are buffered; retry shortly",
+        );
+        e.extra_header = Extra::RetryAfter(1);
+        e
+    }
+
     pub(crate) fn upstream_unreachable(kind: &str) -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,
@@ -364,6 +380,22 @@ mod tests {
         let r = e.into_response(Flavor::OpenAi, None);
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "3");
+    }
+
+    #[test]
+    fn request_buffer_full_is_an_overloaded_503_with_retry_after() {
+        let e = BridgeError::request_buffer_full();
+        assert_eq!(
+            e.body(Flavor::Anthropic),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"aibridge: too many request bytes are buffered; retry shortly"}}"#
+        );
+        assert_eq!(
+            e.body(Flavor::OpenAi),
+            r#"{"error":{"message":"aibridge: too many request bytes are buffered; retry shortly","type":"server_error","param":null,"code":"request_buffer_full"}}"#
+        );
+        let r = e.into_response(Flavor::Anthropic, None);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
     }
 
     #[test]

@@ -222,5 +222,12 @@ async fn bodies_over_32_mib_are_413_and_bodies_just_under_pass_intact() {
     let got = upstream.wait_for_requests(1).await;
     assert!(got[0].body == body.as_bytes(), "forwarded intact");
     ended(&rec, 1).await;
-    assert_eq!(rec.prompt_usages()[0].prompt.len(), prompt.len());
+    // Recorded cut to the default 64 KiB, with the original length (limit 12).
+    let recorded = &rec.prompt_usages()[0].prompt;
+    assert!(recorded.len() <= 64 * 1024, "{}", recorded.len());
+    assert!(
+        recorded.ends_with(&format!("…[truncated: {} bytes]", prompt.len())),
+        "{}",
+        &recorded[recorded.len() - 40..]
+    );
 }

@@ -5,9 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::budget::{DEFAULT_BUDGET_FACTOR, DEFAULT_BUDGET_WAIT, RequestBudget};
 use super::{Inner, RequestBridge};
 use crate::metrics::Metrics;
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
+use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordQueue;
 use crate::recorder::{RecordQueueConfig, Recorder};
 
@@ -139,6 +141,16 @@ pub enum BuildError {
         /// The regex error.
         reason: String,
     },
+    /// The request buffer budget cannot hold even one body of the largest allowed size.
+    #[error(
+        "invalid limit: request_buffer_budget ({budget} bytes) must be at least max_request_body ({max_request_body} bytes)"
+    )]
+    BudgetBelowBodyLimit {
+        /// The budget.
+        budget: usize,
+        /// The largest request body.
+        max_request_body: usize,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {reason}")]
     HttpClient {
@@ -168,6 +180,9 @@ pub struct Builder {
     recorder: Option<Arc<dyn Recorder>>,
     queue: RecordQueueConfig,
     max_request_body: usize,
+    request_buffer_budget: Option<usize>,
+    request_buffer_wait: Duration,
+    record_limits: RecordLimits,
     path_prefix: Option<String>,
     timeouts: UpstreamTimeouts,
     client_write_timeout: Duration,
@@ -182,6 +197,9 @@ impl fmt::Debug for Builder {
             .field("providers", &self.providers)
             .field("queue", &self.queue)
             .field("max_request_body", &self.max_request_body)
+            .field("request_buffer_budget", &self.request_buffer_budget)
+            .field("request_buffer_wait", &self.request_buffer_wait)
+            .field("record_limits", &self.record_limits)
             .field("path_prefix", &self.path_prefix)
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
@@ -195,6 +213,9 @@ impl Default for Builder {
             recorder: None,
             queue: RecordQueueConfig::default(),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            request_buffer_budget: None,
+            request_buffer_wait: DEFAULT_BUDGET_WAIT,
+            record_limits: RecordLimits::default(),
             path_prefix: None,
             timeouts: UpstreamTimeouts::default(),
             client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
@@ -248,6 +269,57 @@ impl Builder {
         self
     }
 
+    /// Request body bytes buffered at once across all bridged requests; default 8 ×
+    /// [`max_request_body`](Self::max_request_body) (256 MiB with the default limit: eight
+    /// bodies of the largest size, or thousands of ordinary ones, at once). Must be at
+    /// least `max_request_body`.
+    ///
+    /// A body takes its declared `Content-Length` from the budget before it is read (or
+    /// grows chunk by chunk without one) and gives it back when the bridge no longer
+    /// references the body: once the interception's last upstream call can no longer be
+    /// retried and its MCP tool loop is done, which for a stream is its end. A request that
+    /// cannot get its share within [`request_buffer_wait`](Self::request_buffer_wait) is
+    /// answered 503 with `Retry-After: 1` in its provider's error shape (Anthropic
+    /// `overloaded_error`; OpenAI `server_error` / `request_buffer_full`), and nothing is
+    /// recorded. Passthrough routes stream their bodies and take no budget.
+    pub fn request_buffer_budget(mut self, bytes: usize) -> Self {
+        self.request_buffer_budget = Some(bytes);
+        self
+    }
+
+    /// How long a request waits in all for [`request_buffer_budget`] before it is refused;
+    /// default 1 s. Zero refuses at once when the budget is short.
+    ///
+    /// [`request_buffer_budget`]: Self::request_buffer_budget
+    pub fn request_buffer_wait(mut self, wait: Duration) -> Self {
+        self.request_buffer_wait = wait;
+        self
+    }
+
+    /// Most bytes of a recorded prompt ([`PromptUsage::prompt`]); default 64 KiB. A longer
+    /// prompt is recorded as its start, cut on a character boundary, followed by the
+    /// marker `…[truncated: N bytes]` (N: the original length in bytes), the whole within
+    /// the cap (the marker alone if the cap is smaller than it). The full prompt is still
+    /// sent upstream; only the record is cut.
+    ///
+    /// [`PromptUsage::prompt`]: crate::recorder::PromptUsage::prompt
+    pub fn max_recorded_prompt(mut self, bytes: usize) -> Self {
+        self.record_limits.prompt = bytes;
+        self
+    }
+
+    /// Most bytes of a recorded tool input ([`ToolUsage::input`]), client, provider-executed
+    /// and injected (MCP) tools alike; default 64 KiB. A longer input is recorded as the
+    /// JSON object `{"aibridge_truncated":true,"original_bytes":N,"prefix":"…"}`, whose
+    /// `prefix` is the start of the input as a JSON string, as long as fits the cap, so
+    /// the column stays valid JSON. Tools still receive their whole input.
+    ///
+    /// [`ToolUsage::input`]: crate::recorder::ToolUsage::input
+    pub fn max_recorded_tool_input(mut self, bytes: usize) -> Self {
+        self.record_limits.tool_input = bytes;
+        self
+    }
+
     /// Strips this prefix (e.g. `/api/v2/aibridge`) before routing; requests outside it get
     /// the plain-text 404. Default: none (the host strips, as axum's `nest_service` does).
     pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -294,6 +366,15 @@ impl Builder {
         if self.client_write_timeout.is_zero() {
             return Err(BuildError::InvalidLimit {
                 what: "client_write_timeout",
+            });
+        }
+        let budget = self
+            .request_buffer_budget
+            .unwrap_or_else(|| self.max_request_body.saturating_mul(DEFAULT_BUDGET_FACTOR));
+        if budget < self.max_request_body {
+            return Err(BuildError::BudgetBelowBodyLimit {
+                budget,
+                max_request_body: self.max_request_body,
             });
         }
         if self.queue.capacity == 0 {
@@ -355,7 +436,7 @@ impl Builder {
             .map_err(|e| BuildError::HttpClient {
                 reason: e.to_string(),
             })?;
-        let queue = RecordQueue::start(recorder, self.queue);
+        let queue = RecordQueue::start_with(recorder, self.queue, self.record_limits);
         if let Some(m) = &self.metrics {
             queue.set_metrics(m.clone());
         }
@@ -369,6 +450,7 @@ impl Builder {
             self.metrics,
         );
         inner.client_write_stall = self.client_write_timeout;
+        inner.request_budget = RequestBudget::new(budget, self.request_buffer_wait);
         #[cfg(feature = "mcp")]
         let inner = match self.mcp {
             Some(cfg) => inner.with_mcp(cfg),

@@ -1,5 +1,6 @@
 //! [`RequestBridge`]: the tower `Service` that routes, relays and records.
 
+pub(crate) mod budget;
 mod builder;
 mod future;
 #[cfg(feature = "mcp")]
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) queue: RecordQueue,
     pub(crate) client: reqwest::Client,
     pub(crate) max_request_body: usize,
+    /// The bridge-wide budget of buffered request body bytes.
+    pub(crate) request_budget: budget::RequestBudget,
     path_prefix: Option<String>,
     pub(crate) timeouts: UpstreamTimeouts,
     /// [`Builder::client_write_timeout`].
@@ -198,6 +201,10 @@ impl Inner {
             queue,
             client,
             max_request_body,
+            request_budget: budget::RequestBudget::new(
+                max_request_body.saturating_mul(budget::DEFAULT_BUDGET_FACTOR),
+                budget::DEFAULT_BUDGET_WAIT,
+            ),
             path_prefix,
             timeouts,
             client_write_stall: builder::DEFAULT_CLIENT_WRITE_TIMEOUT,
@@ -322,7 +329,14 @@ impl Inner {
             Ok(c) => c,
             Err(e) => return guard.attach(reject(BridgeError::credential(e.to_string()))),
         };
-        let bytes = match read_body(&parts.headers, body, self.max_request_body).await {
+        let bytes = match read_body(
+            &parts.headers,
+            body,
+            self.max_request_body,
+            &self.request_budget,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(e) => return guard.attach(reject(e)),
         };
@@ -347,8 +361,17 @@ impl Inner {
     }
 }
 
-/// Reads a request body up to the limit (routing.md step 6).
-async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, BridgeError>
+/// Reads a request body up to the limit (routing.md step 6), within the bridge-wide buffer
+/// budget: the declared `Content-Length` is taken from the budget before anything is read,
+/// a body without one takes it chunk by chunk. The returned bytes hold their budget until
+/// the last reference to them is dropped ([`budget::RequestBudget::attach`]); a body that is
+/// refused or fails gives it back at once.
+async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    budget: &budget::RequestBudget,
+) -> Result<Bytes, BridgeError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -366,16 +389,56 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BridgeError::body_too_large(limit));
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(BridgeError::body_too_large(limit))
-        }
-        Err(e) => Err(BridgeError::body_unreadable(&e.to_string())),
+    let full = |_| BridgeError::request_buffer_full();
+    let mut held = budget.hold();
+    if let Some(n) = declared {
+        // At most `limit`, checked above.
+        let n = usize::try_from(n).unwrap_or(limit);
+        budget.grow(&mut held, n).await.map_err(full)?;
     }
+    let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
+    // A body that comes in one chunk is kept as it is; from the second chunk on, the chunks
+    // are copied into one buffer (sized by the declared length) and dropped one by one, so
+    // a large body is not held twice while it is joined.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut total = 0;
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                BridgeError::body_too_large(limit)
+            } else {
+                BridgeError::body_unreadable(&e.to_string())
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        total += data.len();
+        budget.grow(&mut held, total).await.map_err(full)?;
+        if let Some(all) = &mut joined {
+            all.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let expected = declared.map_or(total, |n| usize::try_from(n).unwrap_or(total));
+            let mut all = bytes::BytesMut::with_capacity(expected.max(total));
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&data);
+            joined = Some(all);
+        } else {
+            first = Some(data);
+        }
+    }
+    let bytes = match (joined, first) {
+        (Some(all), _) => all.freeze(),
+        (None, Some(one)) => one,
+        (None, None) => Bytes::new(),
+    };
+    Ok(budget::RequestBudget::attach(held, bytes))
 }
 
 /// HEAD answers carry the same status and headers with an empty body.

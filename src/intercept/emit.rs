@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::facts::Fact;
 use crate::error::truncate_error;
 use crate::metrics::{Labels, Metrics};
+use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordSink;
 use crate::recorder::{
     InterceptionEnded, ModelThought, Outcome, PromptUsage, Record, RecordId, TokenUsage, ToolUsage,
@@ -15,8 +16,10 @@ use crate::recorder::{
 pub(crate) struct Emitter {
     sink: RecordSink,
     interception_id: RecordId,
-    /// The prompt, until it is recorded.
+    /// The prompt (already cut to its recorded size), until it is recorded.
     prompt: Option<String>,
+    /// The size caps of recorded prompts and tool inputs.
+    limits: RecordLimits,
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
     metrics: Option<(Metrics, Labels)>,
@@ -29,10 +32,13 @@ impl Emitter {
         prompt: Option<String>,
         metrics: Option<(Metrics, Labels)>,
     ) -> Self {
+        // Cut now, so a huge prompt is not held in full until it is recorded.
+        let limits = sink.limits();
         Self {
             sink,
             interception_id,
-            prompt,
+            prompt: prompt.map(|p| limits.prompt(p)),
+            limits,
             attempted: false,
             metrics,
         }
@@ -101,7 +107,7 @@ impl Emitter {
                 tool: name,
                 tool_call_id: call_id,
                 server_url: None,
-                input,
+                input: self.limits.tool_input(input),
                 injected: false,
                 provider_executed,
                 invocation_error: None,
@@ -126,7 +132,7 @@ impl Emitter {
                     tool: name,
                     tool_call_id: call_id,
                     server_url: Some(server_url),
-                    input,
+                    input: self.limits.tool_input(input),
                     injected: true,
                     provider_executed: false,
                     invocation_error: error,
@@ -177,5 +183,74 @@ impl Emitter {
                 error,
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::recorder::queue::RecordQueue;
+    use crate::recorder::{MemoryRecorder, RecordQueueConfig};
+
+    fn input_of(record: Option<Record>) -> String {
+        match record {
+            Some(Record::ToolUsage(t)) => t.input,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn prompts_and_tool_inputs_are_cut_as_records_are_made() {
+        let limits = RecordLimits {
+            prompt: 50,
+            tool_input: 100,
+        };
+        let queue = RecordQueue::start_with(
+            Arc::new(MemoryRecorder::new()),
+            RecordQueueConfig::default(),
+            limits,
+        );
+        let id = RecordId::new();
+        let mut emitter = Emitter::new(queue.sink(id), id, Some("p".repeat(500)), None);
+        // Held cut, not whole, until it is recorded.
+        let held = emitter.prompt.clone().unwrap();
+        assert_eq!(held, format!("{}…[truncated: 500 bytes]", "p".repeat(25)));
+
+        let big = format!("{{\"q\":\"{}\"}}", "z".repeat(300));
+        for fact in [
+            Fact::Tool {
+                response_id: None,
+                name: "read_file".to_owned(),
+                call_id: "c1".to_owned(),
+                input: big.clone(),
+                provider_executed: false,
+            },
+            Fact::InjectedTool {
+                response_id: None,
+                name: "list_workspaces".to_owned(),
+                call_id: "c2".to_owned(),
+                server_url: "http://127.0.0.1:1/mcp".to_owned(),
+                input: big.clone(),
+                error: None,
+                executed: true,
+            },
+        ] {
+            let input = input_of(emitter.record(fact));
+            assert!(input.len() <= 100, "{input}");
+            let v: serde_json::Value = serde_json::from_str(&input).unwrap();
+            assert_eq!(v["aibridge_truncated"], true);
+            assert_eq!(v["original_bytes"], big.len());
+            assert!(big.starts_with(v["prefix"].as_str().unwrap()));
+        }
+        let small = Fact::Tool {
+            response_id: None,
+            name: "read_file".to_owned(),
+            call_id: "c3".to_owned(),
+            input: "{\"q\":1}".to_owned(),
+            provider_executed: false,
+        };
+        assert_eq!(input_of(emitter.record(small)), "{\"q\":1}");
     }
 }

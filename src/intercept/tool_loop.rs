@@ -430,7 +430,8 @@ fn add_into(acc: &mut Map<String, Value>, add: &Map<String, Value>) {
         match v {
             Value::Number(n) if n.as_u64().is_some() => {
                 let prev = acc.get(k).and_then(Value::as_u64).unwrap_or(0);
-                acc.insert(k.clone(), Value::from(prev + n.as_u64().unwrap_or(0)));
+                let sum = prev.saturating_add(n.as_u64().unwrap_or(0));
+                acc.insert(k.clone(), Value::from(sum));
             }
             Value::Object(inner) => {
                 let entry = acc
@@ -495,5 +496,18 @@ mod tests {
         assert_eq!(s.0["output_tokens"], 202);
         assert_eq!(s.0["cache_creation"]["ephemeral_5m_input_tokens"], 3);
         assert!(!s.0.contains_key("service_tier"));
+    }
+
+    #[test]
+    fn usage_sums_saturate_on_upstream_counts_near_u64_max() {
+        let mut s = UsageSum::default();
+        let max: Value =
+            serde_json::json!({"input_tokens": u64::MAX, "details": {"cached": u64::MAX - 1}});
+        let more: Value = serde_json::json!({"input_tokens": 5, "details": {"cached": 7}});
+        s.add(max.as_object().unwrap());
+        s.add(more.as_object().unwrap());
+        s.add(max.as_object().unwrap());
+        assert_eq!(s.0["input_tokens"], u64::MAX);
+        assert_eq!(s.0["details"]["cached"], u64::MAX);
     }
 }

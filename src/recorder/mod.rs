@@ -3,7 +3,13 @@
 //! The bridge awaits [`Recorder::record_interception`] before it calls the upstream; every
 //! other record goes through a bounded in-process queue whose workers call the recorder
 //! with a timeout and retries (see [`RecordQueueConfig`]). Records are never lost silently:
-//! each one is written, failed (counted and logged) or dropped (counted and logged).
+//! each one is counted exactly once, as written, failed (logged) or dropped (logged). The
+//! records still unfinished at the shutdown deadline are dropped, and so is a record queued
+//! after it (it is not delivered).
+//!
+//! Prompts and tool inputs are recorded up to a size cap (64 KiB each by default; see
+//! [`Builder::max_recorded_prompt`](crate::bridge::Builder::max_recorded_prompt) and
+//! [`Builder::max_recorded_tool_input`](crate::bridge::Builder::max_recorded_tool_input)).
 //!
 //! # Writing a recorder
 //!
@@ -34,13 +40,16 @@
 //! }
 //! ```
 
+pub(crate) mod limits;
 mod memory;
+mod permanent;
 pub(crate) mod queue;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
 pub use self::memory::MemoryRecorder;
+pub use self::permanent::PermanentError;
 pub use self::queue::{QueueFullPolicy, RecordQueueConfig};
 pub use self::record::{
     Interception, InterceptionEnded, ModelThought, Outcome, ParseRecordIdError, PromptUsage,
@@ -63,8 +72,22 @@ use crate::BoxError;
 /// Receives the records of every interception.
 ///
 /// Implementations must be idempotent per record id (a retried call re-sends the same
-/// value), must not block the async runtime, and must expect concurrent calls. Return `Err`
-/// for any failure that should be retried. The trait is object safe (`Arc<dyn Recorder>`).
+/// value), must not block the async runtime, and must expect concurrent calls. The trait is
+/// object safe (`Arc<dyn Recorder>`).
+///
+/// # Errors
+///
+/// Return `Err` for any failure. The record queue retries it (up to
+/// [`RecordQueueConfig::max_attempts`] calls in all, with back-off) unless the error is
+/// marked [`PermanentError`] somewhere in its source chain: such a record is counted
+/// `failed` at once, because the same call would fail again (a constraint violation, a
+/// value the database cannot store, an invalid statement). Errors of unknown cause should
+/// stay unmarked, so they are retried. `record_interception` is never retried (see below).
+///
+/// The shipped SQL recorders mark constraint violations, data exceptions, syntax and
+/// access-rule errors and values they cannot encode as permanent; I/O errors, pool
+/// timeouts, closed connections, a busy or locked database and everything else are
+/// retried.
 #[async_trait::async_trait]
 pub trait Recorder: Send + Sync + 'static {
     /// Records the start of an interception. Awaited before the upstream call; an error

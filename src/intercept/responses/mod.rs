@@ -532,7 +532,10 @@ impl StreamObserver for ResponsesStream {
     }
 
     fn terminal_event(&self, message: &str) -> Bytes {
-        terminal_event(message, self.last_sequence.map_or(0, |n| n + 1))
+        terminal_event(
+            message,
+            self.last_sequence.map_or(0, |n| n.saturating_add(1)),
+        )
     }
 }
 

@@ -657,3 +657,15 @@ fn codex_and_sdk_requests_are_classified_per_the_client_logs() {
         assert_eq!(out, body, "D1: Responses bodies pass untouched");
     }
 }
+
+#[test]
+fn terminal_event_after_the_largest_sequence_number_does_not_overflow() {
+    let r = run(
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\",\"sequence_number\":18446744073709551615}\n\n",
+    );
+    assert!(
+        r.obs
+            .terminal_event("m")
+            .ends_with(b"\"sequence_number\":18446744073709551615}\n\n")
+    );
+}

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::RecordId;
+use super::{PermanentError, RecordId};
 use crate::BoxError;
 
 // ---------------------------------------------------------------------------------------
@@ -37,7 +37,8 @@ use crate::BoxError;
 /// `2026-11-27T05:02:03.123456Z` (the SQLite encoding; PostgreSQL casts it to
 /// `TIMESTAMPTZ`). Sub-microsecond digits are truncated, so text order is time order.
 ///
-/// Fails for times outside the years 0000 to 9999, which the fixed-width text cannot hold.
+/// Fails for times outside the years 0000 to 9999, which the fixed-width text cannot hold
+/// (a [`PermanentError`]: the record can never be written).
 pub(crate) fn format_timestamp(t: SystemTime) -> Result<String, BoxError> {
     let nanos: i128 = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
@@ -48,10 +49,10 @@ pub(crate) fn format_timestamp(t: SystemTime) -> Result<String, BoxError> {
     let frac = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let days = i64::try_from(days).map_err(|_| "timestamp out of range")?;
+    let days = i64::try_from(days).map_err(|_| PermanentError::new("timestamp out of range"))?;
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
-        return Err(format!("timestamp out of range (year {year})").into());
+        return Err(PermanentError::new(format!("timestamp out of range (year {year})")).into());
     }
     Ok(format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
@@ -81,9 +82,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 // ---------------------------------------------------------------------------------------
 
 /// A token count as a signed 64-bit SQL integer. Counts above `i64::MAX` are an error
-/// rather than being silently clamped.
+/// rather than being silently clamped (a [`PermanentError`]).
 pub(crate) fn count(value: u64, column: &'static str) -> Result<i64, BoxError> {
-    i64::try_from(value).map_err(|_| format!("{column} = {value} does not fit a BIGINT").into())
+    i64::try_from(value).map_err(|_| {
+        PermanentError::new(format!("{column} = {value} does not fit a BIGINT")).into()
+    })
 }
 
 /// The actor metadata as a JSON object of strings.
@@ -275,6 +278,35 @@ fn scrub(msg: &str, url: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Write errors
 // ---------------------------------------------------------------------------------------
+
+/// A write error for the record queue: marked [`PermanentError`] when writing the same
+/// record again cannot succeed, plain (retried) otherwise.
+///
+/// Permanent: constraint violations (unique, foreign key, not null, check), database codes
+/// `permanent_code` accepts (the backend's data exceptions, syntax and value errors), and
+/// values the driver cannot encode or arguments it rejects. Everything else is transient:
+/// I/O and TLS errors, protocol errors, pool timeouts, a closed pool or connection, a
+/// crashed driver worker, a busy or locked database, unknown database codes.
+pub(crate) fn classify(err: sqlx::Error, permanent_code: fn(&str) -> bool) -> BoxError {
+    if is_permanent(&err, permanent_code) {
+        PermanentError::new(err).into()
+    } else {
+        err.into()
+    }
+}
+
+fn is_permanent(err: &sqlx::Error, permanent_code: fn(&str) -> bool) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+                || db.code().is_some_and(|c| permanent_code(&c))
+        }
+        sqlx::Error::Encode(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::TypeNotFound { .. } => true,
+        _ => false,
+    }
+}
 
 /// The error of a failed record write: which record, and why.
 #[derive(Debug)]

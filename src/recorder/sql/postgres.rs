@@ -8,8 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection};
 
 use super::{
-    WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
-    migrations, redact_url, tool_input_json,
+    WriteError, classify, connect_error, count, extra_json, format_timestamp, metadata_json,
+    migrate_error, migrations, redact_url, tool_input_json,
 };
 use crate::BoxError;
 use crate::recorder::{
@@ -29,8 +29,16 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// are idempotent by record id: inserts use `ON CONFLICT (id) DO NOTHING`, the end of an
 /// interception is written only while `ended_at` is still NULL.
 ///
-/// PostgreSQL cannot store the NUL character in `TEXT` or `JSONB`; it is replaced with
-/// U+FFFD (`�`) so such a record is still written.
+/// PostgreSQL cannot store the NUL character in `TEXT` or `JSONB`, nor a lone UTF-16
+/// surrogate escape (`\ud800`) in `JSONB`; they are replaced with U+FFFD (`�`) so such a
+/// record is still written.
+///
+/// Errors that writing the same record again cannot fix (SQLSTATE classes `22` data
+/// exception, `23` integrity constraint violation, `42` syntax error or access rule
+/// violation, `54` program limit exceeded, `0A` feature not supported; values that cannot
+/// be encoded) are marked [`PermanentError`](crate::recorder::PermanentError), so the
+/// record queue does not retry them; connection and I/O errors, pool timeouts and every
+/// other class are retried.
 ///
 /// `Debug` prints the database URL with its password replaced by `***`.
 pub struct PostgresRecorder {
@@ -137,30 +145,85 @@ fn pg_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(pg_text)
 }
 
-/// JSON text as `JSONB` accepts it: `\u0000` escapes inside strings (and keys) replaced
-/// with U+FFFD. JSON that does not parse is passed on unchanged (and rejected by the
-/// server).
+/// JSON text as `JSONB` accepts it. Two escapes that are valid JSON are rejected by
+/// PostgreSQL and would fail the whole record on every retry: `\u0000` (it cannot store NUL)
+/// and a lone UTF-16 surrogate (`\ud800` not followed by a low-surrogate escape, or a low
+/// surrogate on its own; serde_json lets them through when it only checks syntax). Both
+/// become `\ufffd` (U+FFFD); surrogate pairs and everything else pass byte for byte.
+///
+/// A scan of the text by hand: serde_json cannot parse a lone surrogate into a `String`,
+/// so re-serialising is not available for it. Escapes only occur inside strings (keys
+/// included), so no other JSON state is tracked; an escaped backslash is skipped whole.
 fn pg_json(json: Cow<'_, str>) -> Cow<'_, str> {
-    if !json.contains("\\u0000") {
+    if !json.contains("\\u") {
         return json;
     }
-    fn clean(v: serde_json::Value) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            Value::String(s) => Value::String(pg_text(&s).into_owned()),
-            Value::Array(a) => Value::Array(a.into_iter().map(clean).collect()),
-            Value::Object(o) => Value::Object(
-                o.into_iter()
-                    .map(|(k, v)| (pg_text(&k).into_owned(), clean(v)))
-                    .collect(),
-            ),
-            other => other,
+    let bytes = json.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut at, mut copied) = (0, 0);
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        let Some(unit) = unicode_escape(bytes, at) else {
+            at += 2; // `\"`, `\\`, `\n` …
+            continue;
+        };
+        let bad = match unit {
+            0 | 0xDC00..=0xDFFF => true,
+            0xD800..=0xDBFF => match unicode_escape(bytes, at + 6) {
+                Some(0xDC00..=0xDFFF) => {
+                    at += 12; // a pair
+                    continue;
+                }
+                _ => true,
+            },
+            _ => false,
+        };
+        if bad {
+            let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+            o.push_str(&json[copied..at]);
+            o.push_str("\\ufffd");
+            copied = at + 6;
+        }
+        at += 6;
+    }
+    match out {
+        None => json,
+        Some(mut o) => {
+            o.push_str(&json[copied..]);
+            Cow::Owned(o)
         }
     }
-    match serde_json::from_str::<serde_json::Value>(&json) {
-        Ok(v) => Cow::Owned(clean(v).to_string()),
-        Err(_) => json,
+}
+
+/// The code unit of a `\uXXXX` escape starting at `at`, if there is one.
+fn unicode_escape(bytes: &[u8], at: usize) -> Option<u16> {
+    let esc = bytes.get(at..at + 6)?;
+    if esc[0] != b'\\' || esc[1] != b'u' {
+        return None;
     }
+    if !esc[2..].iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let hex = std::str::from_utf8(&esc[2..]).ok()?;
+    u16::from_str_radix(hex, 16).ok()
+}
+
+/// Whether a SQLSTATE means that writing the same record again cannot succeed, by its
+/// class: `22` data exception, `23` integrity constraint violation, `42` syntax error or
+/// access rule violation, `54` program limit exceeded, `0A` feature not supported. The
+/// others (connection exceptions, serialization failures and deadlocks, insufficient
+/// resources, operator intervention such as a server shutting down, lock not available,
+/// internal errors …) may pass on a later attempt.
+pub(super) fn is_permanent_code(code: &str) -> bool {
+    matches!(code.get(..2), Some("22" | "23" | "42" | "54" | "0A"))
+}
+
+/// A statement's error for the record queue (see [`classify`]).
+fn db_error(err: sqlx::Error) -> BoxError {
+    classify(err, is_permanent_code)
 }
 
 #[async_trait::async_trait]
@@ -194,7 +257,8 @@ impl Recorder for PostgresRecorder {
             .bind(pg_json(Cow::Owned(metadata_json(&rec.metadata)?)))
             .bind(format_timestamp(rec.started_at)?)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -214,7 +278,8 @@ impl Recorder for PostgresRecorder {
             .bind(pg_opt(&rec.error))
             .bind(rec.id.to_string())
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -249,7 +314,8 @@ impl Recorder for PostgresRecorder {
             .bind(pg_json(Cow::Owned(extra_json(&rec.extra)?)))
             .bind(format_timestamp(rec.created_at)?)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -271,7 +337,8 @@ impl Recorder for PostgresRecorder {
             .bind(pg_text(&rec.prompt))
             .bind(format_timestamp(rec.created_at)?)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -303,7 +370,8 @@ impl Recorder for PostgresRecorder {
             .bind(pg_opt(&rec.invocation_error))
             .bind(format_timestamp(rec.created_at)?)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -326,7 +394,8 @@ impl Recorder for PostgresRecorder {
             .bind(rec.source.as_str())
             .bind(format_timestamp(rec.created_at)?)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(db_error)?;
             Ok::<_, BoxError>(())
         };
         write
@@ -360,5 +429,59 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v, serde_json::json!({"a": "\\u0000"}));
         assert!(matches!(pg_json(Cow::Borrowed("{}")), Cow::Borrowed("{}")));
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_replaced_and_pairs_kept() {
+        // What serde_json does with them: a syntax check lets a lone surrogate through (so
+        // `tool_input_json` keeps the text), parsing it into a string fails.
+        let lone = r#"{"a":"\ud800"}"#;
+        assert!(serde_json::from_str::<serde::de::IgnoredAny>(lone).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(lone).is_err());
+        assert_eq!(tool_input_json(lone), lone);
+
+        let cases = [
+            (r#"{"a":"\ud800"}"#, r#"{"a":"\ufffd"}"#),
+            (r#"["\uDBFF\u0041"]"#, r#"["\ufffd\u0041"]"#),
+            (r#"["\udc00\ud800"]"#, r#"["\ufffd\ufffd"]"#),
+            (r#"["\ud800\\ud800"]"#, r#"["\ufffd\\ud800"]"#),
+            (r#"{"\ud83d":1}"#, r#"{"\ufffd":1}"#),
+            (r#"["x\ud800"]"#, r#"["x\ufffd"]"#),
+            (r#"["é\u0000ü"]"#, r#"["é\ufffdü"]"#),
+        ];
+        for (input, want) in cases {
+            let got = pg_json(Cow::Borrowed(input));
+            assert_eq!(got, want, "{input}");
+            let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+            assert!(!v.to_string().contains('\0'));
+        }
+        // Unchanged, and not copied: pairs, escaped backslashes, other escapes.
+        for input in [
+            r#"["\ud83d\ude00"]"#,
+            r#"["\\ud800"]"#,
+            r#"["\u00e9\n\"\\"]"#,
+            r#"{"a":1}"#,
+        ] {
+            assert!(matches!(pg_json(Cow::Borrowed(input)), Cow::Borrowed(s) if s == input));
+        }
+    }
+
+    #[test]
+    fn sqlstates_are_classified_by_their_class() {
+        let permanent = is_permanent_code;
+        // Data exceptions, integrity constraints, syntax and access rules, program limits,
+        // features not supported.
+        for code in [
+            "22P02", "22P05", "22001", "23503", "23505", "42601", "42P01", "54000", "0A000",
+        ] {
+            assert!(permanent(code), "{code}");
+        }
+        // Connection exceptions, serialization failures and deadlocks, insufficient resources,
+        // operator intervention, lock not available, internal errors.
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "55P03", "XX000", "",
+        ] {
+            assert!(!permanent(code), "{code}");
+        }
     }
 }

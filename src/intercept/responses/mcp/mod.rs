@@ -440,7 +440,7 @@ impl StreamObserver for McpResponses {
         // sequence_number: previous relayed + 1 once anything was hidden.
         if let (Some(from), Some(_)) = (self.renumber_from, seq) {
             let next = from;
-            self.renumber_from = Some(next + 1);
+            self.renumber_from = Some(next.saturating_add(1));
             if seq != Some(next)
                 && let Some(e) = top.set("sequence_number", &next.to_string())
             {

@@ -187,3 +187,23 @@ fn blocking_final_body_strips_injected_tools_and_sums_usage() {
         "store:false drops reasoning without encrypted content"
     );
 }
+
+#[test]
+fn renumbering_after_the_largest_sequence_number_does_not_overflow() {
+    let max = u64::MAX;
+    let stream = [
+        // Hidden (an injected call): renumbering starts from its number.
+        ev("response.output_item.added", &format!(r#"{{"type":"response.output_item.added","sequence_number":{max},"output_index":0,"item":{{"id":"fc_1","type":"function_call","call_id":"call_1","name":"bmcp_coder_list_workspaces","arguments":""}}}}"#)),
+        ev("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":5,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"a"}"#),
+        ev("response.output_text.delta", r#"{"type":"response.output_text.delta","sequence_number":6,"item_id":"msg_1","output_index":1,"content_index":0,"delta":"b"}"#),
+    ]
+    .concat();
+    let body = br#"{"model":"gpt-5","input":"hi"}"#;
+    let mut view = McpResponses::new(body, Arc::new(tools()));
+    let relayed = run(&mut view, &stream, &mut Vec::new());
+    let seqs: Vec<u64> = relayed
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [max, max]);
+}

@@ -471,3 +471,127 @@ async fn documented_report_query_works() {
         ]
     );
 }
+
+/// A lone UTF-16 surrogate escape is valid JSON text, but PostgreSQL's JSONB rejects it
+/// ("unsupported Unicode escape sequence"), which used to fail such a tool call's row on
+/// every retry. It is stored as U+FFFD; a proper surrogate pair is kept.
+#[tokio::test]
+async fn lone_surrogate_escapes_are_stored_as_replacement_characters() {
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    let db = PgDb::connect(&url).await;
+    let i = minimal_interception();
+    rec.record_interception(&i).await.unwrap();
+    let inputs = [
+        (r#"{"a":"\ud800"}"#, serde_json::json!({"a": "\u{FFFD}"})),
+        (
+            r#"{"a":"x\uDC00y"}"#,
+            serde_json::json!({"a": "x\u{FFFD}y"}),
+        ),
+        (
+            r#"{"\ud83d":"\ud83d\ude00 \udbff\\ud800","b":["\udfff\ud800"]}"#,
+            serde_json::json!({"\u{FFFD}": "😀 \u{FFFD}\\ud800", "b": ["\u{FFFD}\u{FFFD}"]}),
+        ),
+    ];
+    for (input, want) in inputs {
+        let t = crate::recorder::ToolUsage {
+            input: input.to_owned(),
+            ..tool_usage(i.id)
+        };
+        rec.record_tool_usage(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{input}: {e}"));
+        let r = db.row("aibridge_tool_usages", t.id).await.unwrap();
+        let Cell::Text(stored) = &r["input"] else {
+            panic!()
+        };
+        let stored: serde_json::Value = serde_json::from_str(stored).unwrap();
+        assert_eq!(stored, want, "{input}");
+    }
+}
+
+/// Errors that writing the same record again cannot fix are marked permanent (the record
+/// queue does not retry them); a database that is down is not.
+#[tokio::test]
+async fn postgres_errors_are_classified_permanent_or_transient() {
+    use crate::recorder::PermanentError;
+    let server = PgServer::start();
+    let url = server.url("postgres");
+    let rec = PostgresRecorder::connect_with(&url, 1).await.unwrap();
+    let i = minimal_interception();
+    rec.record_interception(&i).await.unwrap();
+
+    // A foreign-key violation (23503).
+    let orphan = token_usage(RecordId::new());
+    let e = rec.record_token_usage(&orphan).await.unwrap_err();
+    assert!(PermanentError::is_in(&*e), "{e}");
+    assert!(
+        e.to_string().starts_with("cannot record token usage "),
+        "{e}"
+    );
+    // A count that does not fit a BIGINT (refused before it is sent).
+    let mut huge = token_usage(i.id);
+    huge.output_tokens = u64::MAX;
+    let e = rec.record_token_usage(&huge).await.unwrap_err();
+    assert!(PermanentError::is_in(&*e), "{e}");
+    // JSON the server rejects (22P02, a data exception).
+    let bad = crate::recorder::ToolUsage {
+        input: "{\"a\":".to_owned(),
+        ..tool_usage(i.id)
+    };
+    let e = sqlx::query("SELECT $1::jsonb")
+        .bind(&bad.input)
+        .execute(rec.pool())
+        .await
+        .unwrap_err();
+    assert!(PermanentError::is_in(&*crate::recorder::sql::classify(
+        e,
+        crate::recorder::sql::postgres::is_permanent_code
+    )));
+    // Transient: a lock not available (55P03), a statement cancelled by its timeout (57014),
+    // nobody listening (I/O), a closed pool.
+    let transient = |e: sqlx::Error| {
+        let e =
+            crate::recorder::sql::classify(e, crate::recorder::sql::postgres::is_permanent_code);
+        assert!(!PermanentError::is_in(&*e), "{e}");
+        e.to_string()
+    };
+    let db = PgDb::connect(&url).await;
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM aibridge_interceptions WHERE id = $1::uuid FOR UPDATE")
+        .bind(i.id.to_string())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let e =
+        sqlx::query("SELECT id FROM aibridge_interceptions WHERE id = $1::uuid FOR UPDATE NOWAIT")
+            .bind(i.id.to_string())
+            .execute(rec.pool())
+            .await
+            .unwrap_err();
+    assert!(transient(e).contains("could not obtain lock"));
+    holder.rollback().await.unwrap();
+    let mut conn = rec.pool().acquire().await.unwrap();
+    sqlx::query("SET statement_timeout = 1")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let e = sqlx::query("SELECT pg_sleep(1)")
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(transient(e).contains("statement timeout"));
+    drop(conn);
+    let nobody = format!("postgres://postgres@127.0.0.1:{}/postgres", free_port());
+    let e = <sqlx::PgConnection as sqlx::Connection>::connect(&nobody)
+        .await
+        .unwrap_err();
+    transient(e);
+    rec.pool().close().await;
+    let e = rec
+        .record_token_usage(&token_usage(i.id))
+        .await
+        .unwrap_err();
+    assert!(!PermanentError::is_in(&*e), "{e}");
+}

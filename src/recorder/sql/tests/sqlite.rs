@@ -412,3 +412,155 @@ fn connect_options_parse_the_documented_urls() {
         SqliteConnectOptions::from_str(url).unwrap();
     }
 }
+
+/// Whether a future is still pending after one poll (it is dropped then).
+fn pending_after_one_poll<F: Future>(f: F) -> bool {
+    use futures::FutureExt as _;
+    f.now_or_never().is_none()
+}
+
+// The tests below run on a current-thread runtime (`#[tokio::test]`): the writer task cannot
+// run between polls of the test's own futures, so what is queued is exactly what was polled.
+
+#[tokio::test]
+async fn writes_whose_caller_is_gone_are_skipped() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    // Calls that are polled once (their writes queued) and then dropped, as when the record
+    // queue's call timeout fires while the database stalls.
+    for _ in 0..50 {
+        let gone = full_interception();
+        assert!(pending_after_one_poll(rec.record_interception(&gone)));
+    }
+    // Queued behind them: when it is answered, the writer has gone past them.
+    let kept = full_interception();
+    rec.record_interception(&kept).await.unwrap();
+    assert_eq!(db.count("aibridge_interceptions").await, 1);
+    assert!(db.row("aibridge_interceptions", kept.id).await.is_some());
+}
+
+#[tokio::test]
+async fn a_full_writer_queue_makes_callers_wait() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect_with_queue(&url, 4).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    assert_eq!(rec.queue_room(), 4);
+    let records: Vec<_> = (0..6).map(|_| full_interception()).collect();
+    let mut calls: Vec<_> = records.iter().map(|r| rec.record_interception(r)).collect();
+    for call in &mut calls {
+        assert!(futures::poll!(call.as_mut()).is_pending());
+    }
+    // Six calls polled, four writes queued: the other two wait for room, not in the queue.
+    assert_eq!(rec.queue_room(), 0);
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    assert_eq!(db.count("aibridge_interceptions").await, 6);
+    assert_eq!(rec.queue_room(), 4);
+}
+
+/// Counts the token-usage calls reaching a recorder.
+#[derive(Debug)]
+struct CountTokenCalls<R> {
+    inner: R,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl<R: Recorder> Recorder for CountTokenCalls<R> {
+    async fn record_interception(
+        &self,
+        r: &crate::recorder::Interception,
+    ) -> Result<(), crate::BoxError> {
+        self.inner.record_interception(r).await
+    }
+    async fn record_interception_ended(
+        &self,
+        r: &crate::recorder::InterceptionEnded,
+    ) -> Result<(), crate::BoxError> {
+        self.inner.record_interception_ended(r).await
+    }
+    async fn record_token_usage(
+        &self,
+        r: &crate::recorder::TokenUsage,
+    ) -> Result<(), crate::BoxError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.record_token_usage(r).await
+    }
+    async fn record_prompt_usage(
+        &self,
+        r: &crate::recorder::PromptUsage,
+    ) -> Result<(), crate::BoxError> {
+        self.inner.record_prompt_usage(r).await
+    }
+    async fn record_tool_usage(
+        &self,
+        r: &crate::recorder::ToolUsage,
+    ) -> Result<(), crate::BoxError> {
+        self.inner.record_tool_usage(r).await
+    }
+    async fn record_model_thought(
+        &self,
+        r: &crate::recorder::ModelThought,
+    ) -> Result<(), crate::BoxError> {
+        self.inner.record_model_thought(r).await
+    }
+}
+
+#[tokio::test]
+async fn records_that_can_never_be_written_fail_at_once_in_the_record_queue() {
+    use crate::recorder::queue::{Delivery, RecordQueue};
+    use crate::recorder::{PermanentError, RecordKind, RecordQueueConfig};
+    let rec = Arc::new(CountTokenCalls {
+        inner: SqliteRecorder::connect("sqlite::memory:").await.unwrap(),
+        calls: Default::default(),
+    });
+    let parent = full_interception();
+    rec.record_interception(&parent).await.unwrap();
+
+    // Both errors as the recorder returns them: marked permanent.
+    let orphan = super::token_usage(RecordId::new()); // its interception does not exist
+    let e = rec.inner.record_token_usage(&orphan).await.unwrap_err();
+    assert!(PermanentError::is_in(&*e), "{e}");
+    assert!(
+        e.to_string().starts_with("cannot record token usage "),
+        "{e}"
+    );
+    let mut huge = super::token_usage(parent.id);
+    huge.input_tokens = u64::MAX; // does not fit a BIGINT
+    let e = rec.inner.record_token_usage(&huge).await.unwrap_err();
+    assert!(PermanentError::is_in(&*e), "{e}");
+
+    let q = RecordQueue::start(rec.clone(), RecordQueueConfig::default());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    q.set_hook(Arc::new(move |k, d| s.lock().unwrap().push((k, d))));
+    let sink = q.sink(parent.id);
+    sink.push(crate::recorder::Record::TokenUsage(orphan)).await;
+    sink.push(crate::recorder::Record::TokenUsage(huge)).await;
+    sink.end(super::ended(
+        parent.id,
+        crate::recorder::Outcome::Completed,
+        None,
+    ))
+    .await;
+    let left = q
+        .drain(tokio::time::Instant::now() + std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(left, 0);
+    assert_eq!(
+        rec.calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one call each through the queue: no retry"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter()
+            .filter(|o| **o == (RecordKind::TokenUsage, Delivery::Failed))
+            .count(),
+        2,
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(RecordKind::InterceptionEnded, Delivery::Written)));
+}

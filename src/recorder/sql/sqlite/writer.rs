@@ -1,58 +1,14 @@
-//! [`SqliteRecorder`]: writes the records into a SQLite database.
+//! The group-commit writer task of [`SqliteRecorder`](super::SqliteRecorder).
 
-use std::fmt;
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
-    migrations, redact_url, tool_input_json,
-};
 use crate::BoxError;
-use crate::recorder::{
-    Interception, InterceptionEnded, ModelThought, PromptUsage, Recorder, RecorderError,
-    TokenUsage, ToolUsage,
-};
-
-/// How long a statement waits for SQLite's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A [`Recorder`] that writes into a SQLite database, with the schema of the crate's
-/// recorder documentation (tables `aibridge_interceptions`, `aibridge_token_usages`,
-/// `aibridge_user_prompts`, `aibridge_tool_usages`, `aibridge_model_thoughts`).
-///
-/// Values are stored as: ids TEXT (36-character lower-case hyphenated UUIDs), timestamps
-/// TEXT (UTC RFC 3339 with exactly six fractional digits and `Z`, so text order is time
-/// order), JSON as TEXT, booleans as INTEGER 0/1. Every write is idempotent by record id.
-///
-/// The database runs in WAL journal mode with `synchronous = NORMAL` (durable across a
-/// crash of the process; a power loss may lose the most recent records), foreign keys
-/// enforced and a 5 s busy timeout, through a single connection (SQLite serialises writes
-/// anyway).
-///
-/// `Debug` prints the database URL (SQLite URLs carry no password).
-pub struct SqliteRecorder {
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "read by the tests; the writer task has its own handle"
-        )
-    )]
-    pool: SqlitePool,
-    url: String,
-    /// The queue of the `writer` task.
-    jobs: mpsc::UnboundedSender<Job>,
-}
+use crate::recorder::sql::classify;
 
 /// One value bound to a statement.
 #[derive(Debug)]
-enum Arg {
+pub(super) enum Arg {
     Text(String),
     OptText(Option<String>),
     Int(i64),
@@ -63,7 +19,7 @@ enum Arg {
 /// Declared in the order a group's writes run (the derived `Ord`): rows that others refer to
 /// first, the ends of interceptions last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Kind {
+pub(super) enum Kind {
     Interception,
     Token,
     Prompt,
@@ -136,10 +92,10 @@ impl Kind {
 }
 
 /// One write for the writer task, and where its result goes.
-struct Job {
-    kind: Kind,
-    args: Vec<Arg>,
-    done: oneshot::Sender<Result<(), BoxError>>,
+pub(super) struct Job {
+    pub(super) kind: Kind,
+    pub(super) args: Vec<Arg>,
+    pub(super) done: oneshot::Sender<Result<(), BoxError>>,
 }
 
 /// Most records written in one transaction.
@@ -171,45 +127,65 @@ impl SqlCache {
 /// own error and the others still commit. If the commit itself fails, every record of the
 /// group reports that error (every write is idempotent, so the record queue's retries are
 /// safe even if part of it was written).
-async fn writer(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+///
+/// A job whose caller is gone (its future was dropped: cancelled, or timed out under the
+/// record queue's `call_timeout`) when the group is formed is skipped: nobody would learn
+/// its result, and a caller that retries sends it again under the same id. Without this,
+/// the calls that time out during a long database stall would all be written when it
+/// recovers, among them interceptions whose requests were answered 503 and never sent.
+pub(super) async fn writer(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
     let mut sql = SqlCache::default();
     let mut batch: Vec<Job> = Vec::new();
     while let Some(first) = jobs.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(job) = next {
+            if !job.done.is_closed() {
+                batch.push(job);
             }
+            next = if batch.len() < MAX_BATCH {
+                jobs.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            continue;
         }
         let group: Vec<Job> = std::mem::take(&mut batch);
         let results = write_group(&pool, &mut sql, &group).await;
         for (job, r) in group.into_iter().zip(results) {
-            let _ = job.done.send(r.map_err(BoxError::from));
+            let _ = job.done.send(r);
         }
     }
 }
 
-/// Writes one group in one transaction; one result per job, in order.
+/// Writes one group in one transaction; one result per job, in order. A statement's error
+/// is classified per job (see [`classify`]); failing to start or commit the transaction is
+/// retried (transient) whatever its cause, as it is no single record's fault.
 async fn write_group(
     pool: &SqlitePool,
     sql: &mut SqlCache,
     group: &[Job],
-) -> Vec<Result<(), String>> {
-    let fail_all = |msg: String| group.iter().map(|_| Err(msg.clone())).collect();
+) -> Vec<Result<(), BoxError>> {
+    let fail_all = |msg: String| {
+        group
+            .iter()
+            .map(|_| Err(BoxError::from(msg.clone())))
+            .collect()
+    };
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => return fail_all(e.to_string()),
     };
     if let [job] = group {
         let r = execute_refs(&mut conn, sql.get(job.kind, 1), &[job]).await;
-        return vec![r.map_err(|e| e.to_string())];
+        return vec![r.map_err(|e| classify(e, is_permanent_code))];
     }
     let mut tx = match sqlx::Connection::begin(&mut *conn).await {
         Ok(tx) => tx,
         Err(e) => return fail_all(e.to_string()),
     };
-    let mut results: Vec<Result<(), String>> = group.iter().map(|_| Ok(())).collect();
+    let mut results: Vec<Result<(), BoxError>> = group.iter().map(|_| Ok(())).collect();
     // Same-kind records sit together in the group once sorted by kind (stable: arrival order
     // within a kind).
     let mut order: Vec<usize> = (0..group.len()).collect();
@@ -230,12 +206,12 @@ async fn write_group(
             let r = execute_refs(&mut tx, sql.get(kind, rows), &jobs).await;
             if let Err(e) = r {
                 if rows == 1 {
-                    results[idx[0]] = Err(e.to_string());
+                    results[idx[0]] = Err(classify(e, is_permanent_code));
                 } else {
                     for &i in idx {
                         let one = [&group[i]];
                         if let Err(e) = execute_refs(&mut tx, sql.get(kind, 1), &one).await {
-                            results[i] = Err(e.to_string());
+                            results[i] = Err(classify(e, is_permanent_code));
                         }
                     }
                 }
@@ -248,6 +224,20 @@ async fn write_group(
         return fail_all(format!("commit failed: {e}"));
     }
     results
+}
+
+/// Whether a SQLite (extended) result code means that writing the same record again cannot
+/// succeed: `SQLITE_ERROR` (an invalid statement, a missing table), `SQLITE_TOOBIG`,
+/// `SQLITE_CONSTRAINT`, `SQLITE_MISMATCH`, `SQLITE_RANGE`. `SQLITE_BUSY`, `SQLITE_LOCKED`,
+/// `SQLITE_IOERR`, `SQLITE_FULL` and the rest may pass on a later attempt.
+pub(super) fn is_permanent_code(code: &str) -> bool {
+    const ERROR: i64 = 1;
+    const TOOBIG: i64 = 18;
+    const CONSTRAINT: i64 = 19;
+    const MISMATCH: i64 = 20;
+    const RANGE: i64 = 25;
+    code.parse::<i64>()
+        .is_ok_and(|c| matches!(c & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE))
 }
 
 /// Runs one statement over `jobs` (all of one kind) on `conn`.
@@ -269,273 +259,16 @@ async fn execute_refs(
     q.execute(conn).await.map(drop)
 }
 
-impl SqliteRecorder {
-    /// Opens (with `mode=rwc`: creates) the database at `url` and applies the embedded
-    /// migrations.
-    ///
-    /// `url` is a SQLx SQLite URL: `sqlite://path/to/file.db?mode=rwc` for a file that is
-    /// created if missing, `sqlite://path/to/file.db` for an existing file, or
-    /// `sqlite::memory:` for a private in-memory database (lost when the recorder is
-    /// dropped).
-    ///
-    /// # Errors
-    ///
-    /// [`RecorderError::Connect`] if the URL is invalid or the database cannot be opened;
-    /// [`RecorderError::Migrate`] if the migrations fail, or if the database was migrated
-    /// by a newer version of this crate ("database schema version N is newer than this
-    /// aibridge supports (M)").
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// use aibridge::recorder::SqliteRecorder;
-    ///
-    /// # async fn run() -> Result<(), aibridge::recorder::RecorderError> {
-    /// let recorder = SqliteRecorder::connect("sqlite://aibridge.db?mode=rwc").await?;
-    /// # drop(recorder);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn connect(url: &str) -> Result<Self, RecorderError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?
-            .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a crash of
-            // the process loses nothing; a power loss may lose the last records. FULL (one
-            // fsync per record) cost about half the gateway's CPU in the load benchmark
-            // (BENCHMARKS.md).
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        // One connection that is never closed while the pool lives: SQLite has a single
-        // writer anyway, and an in-memory database lives only as long as its connection.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            // No ping before each use: the connection is in-process and never closed, and
-            // the ping is a second round trip to SQLx's worker thread for every record.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
-        migrations::apply_sqlite(&mut conn)
-            .await
-            .map_err(|e| RecorderError::Migrate(migrate_error(url, e)))?;
-        drop(conn);
-        let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx));
-        Ok(Self {
-            pool,
-            url: redact_url(url),
-            jobs,
-        })
-    }
-
-    /// Writes one record through the writer task.
-    async fn write_row<R: Row>(&self, rec: &R) -> Result<(), BoxError> {
-        self.write(R::KIND, rec.args()?).await
-    }
-
-    /// Writes one record's values through the writer task.
-    async fn write(&self, kind: Kind, args: Vec<Arg>) -> Result<(), BoxError> {
-        let (done, result) = oneshot::channel();
-        self.jobs
-            .send(Job { kind, args, done })
-            .map_err(|_| BoxError::from("the SQLite writer has stopped"))?;
-        result
-            .await
-            .map_err(|_| BoxError::from("the SQLite writer has stopped"))?
-    }
-}
-
-#[cfg(test)]
-impl SqliteRecorder {
-    /// The recorder's own pool, for tests that inspect an in-memory database.
-    pub(super) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-}
-
-impl fmt::Debug for SqliteRecorder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteRecorder")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A record as the values of its row.
-trait Row {
-    /// Which write it is.
-    const KIND: Kind;
-    /// Its values, in the order of [`Kind::columns`].
-    fn args(&self) -> Result<Vec<Arg>, BoxError>;
-}
-
-impl Row for Interception {
-    const KIND: Kind = Kind::Interception;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(self.id.to_string()),
-            Arg::Text(self.initiator_id.clone()),
-            Arg::Text(self.provider.as_str().to_owned()),
-            Arg::Text(self.provider_name.clone()),
-            Arg::Text(self.api.as_str().to_owned()),
-            Arg::Text(self.model.clone()),
-            Arg::Int(i64::from(self.streaming)),
-            Arg::Text(self.client.clone()),
-            Arg::OptText(self.client_session_id.clone()),
-            Arg::OptText(self.user_agent.clone()),
-            Arg::Text(self.credential_kind.as_str().to_owned()),
-            Arg::OptText(self.credential_hint.clone()),
-            Arg::OptText(self.correlating_tool_call_id.clone()),
-            Arg::Text(metadata_json(&self.metadata)?),
-            Arg::Text(format_timestamp(self.started_at)?),
-        ])
-    }
-}
-
-impl Row for InterceptionEnded {
-    const KIND: Kind = Kind::Ended;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(format_timestamp(self.ended_at)?),
-            Arg::Text(self.outcome.as_str().to_owned()),
-            Arg::OptText(self.error.clone()),
-            Arg::Text(self.id.to_string()),
-        ])
-    }
-}
-
-impl Row for TokenUsage {
-    const KIND: Kind = Kind::Token;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(self.id.to_string()),
-            Arg::Text(self.interception_id.to_string()),
-            Arg::OptText(self.provider_response_id.clone()),
-            Arg::Int(count(self.input_tokens, "input_tokens")?),
-            Arg::Int(count(self.output_tokens, "output_tokens")?),
-            Arg::Int(count(
-                self.cache_read_input_tokens,
-                "cache_read_input_tokens",
-            )?),
-            Arg::Int(count(
-                self.cache_write_input_tokens,
-                "cache_write_input_tokens",
-            )?),
-            Arg::Text(extra_json(&self.extra)?),
-            Arg::Text(format_timestamp(self.created_at)?),
-        ])
-    }
-}
-
-impl Row for PromptUsage {
-    const KIND: Kind = Kind::Prompt;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(self.id.to_string()),
-            Arg::Text(self.interception_id.to_string()),
-            Arg::OptText(self.provider_response_id.clone()),
-            Arg::Text(self.prompt.clone()),
-            Arg::Text(format_timestamp(self.created_at)?),
-        ])
-    }
-}
-
-impl Row for ToolUsage {
-    const KIND: Kind = Kind::Tool;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(self.id.to_string()),
-            Arg::Text(self.interception_id.to_string()),
-            Arg::OptText(self.provider_response_id.clone()),
-            Arg::Text(self.tool.clone()),
-            Arg::Text(self.tool_call_id.clone()),
-            Arg::OptText(self.server_url.clone()),
-            Arg::Text(tool_input_json(&self.input).into_owned()),
-            Arg::Int(i64::from(self.injected)),
-            Arg::Int(i64::from(self.provider_executed)),
-            Arg::OptText(self.invocation_error.clone()),
-            Arg::Text(format_timestamp(self.created_at)?),
-        ])
-    }
-}
-
-impl Row for ModelThought {
-    const KIND: Kind = Kind::Thought;
-
-    fn args(&self) -> Result<Vec<Arg>, BoxError> {
-        Ok(vec![
-            Arg::Text(self.id.to_string()),
-            Arg::Text(self.interception_id.to_string()),
-            Arg::OptText(self.provider_response_id.clone()),
-            Arg::Text(self.content.clone()),
-            Arg::Text(self.source.as_str().to_owned()),
-            Arg::Text(format_timestamp(self.created_at)?),
-        ])
-    }
-}
-
-#[async_trait::async_trait]
-impl Recorder for SqliteRecorder {
-    async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("interception", rec.id, e))
-    }
-
-    async fn record_interception_ended(&self, rec: &InterceptionEnded) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("interception end", rec.id, e))
-    }
-
-    async fn record_token_usage(&self, rec: &TokenUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("token usage", rec.id, e))
-    }
-
-    async fn record_prompt_usage(&self, rec: &PromptUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("prompt usage", rec.id, e))
-    }
-
-    async fn record_tool_usage(&self, rec: &ToolUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("tool usage", rec.id, e))
-    }
-
-    async fn record_model_thought(&self, rec: &ModelThought) -> Result<(), BoxError> {
-        self.write_row(rec)
-            .await
-            .map_err(|e| WriteError::boxed("model thought", rec.id, e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The group writer on its own: groups are made by hand here, as they form under load.
 
+    use super::super::{Row, SqliteRecorder};
     use super::*;
     use crate::recorder::sql::tests::{
         ended, minimal_interception, prompt_usage, thought, token_usage, tool_usage,
     };
-    use crate::recorder::{Outcome, RecordId, ThoughtSource};
+    use crate::recorder::{Outcome, PermanentError, RecordId, ThoughtSource};
 
     fn job<R: Row>(rec: &R) -> Job {
         let (done, _) = oneshot::channel();
@@ -624,7 +357,11 @@ mod tests {
         for (i, r) in results.iter().enumerate() {
             if i == bad {
                 let e = r.as_ref().unwrap_err();
-                assert!(e.contains("FOREIGN KEY"), "{e}");
+                assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+                assert!(
+                    PermanentError::is_in(&**e),
+                    "a constraint violation is permanent"
+                );
             } else {
                 assert!(r.is_ok(), "job {i}: {r:?}");
             }
@@ -665,5 +402,63 @@ mod tests {
             .collect();
         shapes.sort_unstable();
         assert_eq!(shapes, [8, 64]);
+    }
+
+    #[test]
+    fn sqlite_codes_are_classified_by_their_primary_code() {
+        // SQLITE_ERROR, SQLITE_TOOBIG, SQLITE_CONSTRAINT (and its extended codes: UNIQUE,
+        // FOREIGNKEY, NOTNULL), SQLITE_MISMATCH, SQLITE_RANGE.
+        for code in ["1", "18", "19", "2067", "787", "1299", "20", "25"] {
+            assert!(is_permanent_code(code), "{code}");
+        }
+        // SQLITE_BUSY (and BUSY_SNAPSHOT), SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR (and
+        // IOERR_FSYNC), SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_SCHEMA; not a
+        // number.
+        for code in [
+            "5", "517", "6", "7", "10", "1034", "13", "14", "15", "17", "", "x",
+        ] {
+            assert!(!is_permanent_code(code), "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn real_sqlite_errors_are_classified() {
+        use sqlx::Connection as _;
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aibridge.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let _rec = SqliteRecorder::connect(&url).await.unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
+        let mut other = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        // The write lock is taken: SQLITE_BUSY, transient.
+        let busy = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        let busy = classify(busy, is_permanent_code);
+        assert!(busy.to_string().contains("locked"), "{busy}");
+        assert!(!PermanentError::is_in(&*busy), "{busy}");
+        // An invalid statement: SQLITE_ERROR, permanent.
+        let syntax = sqlx::query("INSERT INTO no_such_table VALUES (1)")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        assert!(PermanentError::is_in(&*classify(syntax, is_permanent_code)));
+        // A closed pool: transient.
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        pool.close().await;
+        let closed = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
+        assert!(!PermanentError::is_in(&*classify(
+            closed,
+            is_permanent_code
+        )));
     }
 }

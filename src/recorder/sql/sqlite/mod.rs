@@ -1,0 +1,347 @@
+//! [`SqliteRecorder`]: writes the records into a SQLite database.
+
+mod writer;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use self::writer::{Arg, Job, Kind, writer};
+use super::{
+    WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
+    migrations, redact_url, tool_input_json,
+};
+use crate::BoxError;
+use crate::recorder::{
+    Interception, InterceptionEnded, ModelThought, PromptUsage, Recorder, RecorderError,
+    TokenUsage, ToolUsage,
+};
+
+/// How long a statement waits for SQLite's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes waiting for the writer task, at most (see [`SqliteRecorder`]).
+const WRITER_QUEUE: usize = 1024;
+
+/// A [`Recorder`] that writes into a SQLite database, with the schema of the crate's
+/// recorder documentation (tables `aibridge_interceptions`, `aibridge_token_usages`,
+/// `aibridge_user_prompts`, `aibridge_tool_usages`, `aibridge_model_thoughts`).
+///
+/// Values are stored as: ids TEXT (36-character lower-case hyphenated UUIDs), timestamps
+/// TEXT (UTC RFC 3339 with exactly six fractional digits and `Z`, so text order is time
+/// order), JSON as TEXT, booleans as INTEGER 0/1. Every write is idempotent by record id.
+///
+/// The database runs in WAL journal mode with `synchronous = NORMAL` (durable across a
+/// crash of the process; a power loss may lose the most recent records), foreign keys
+/// enforced and a 5 s busy timeout, through a single connection (SQLite serialises writes
+/// anyway).
+///
+/// Writes are handed to one writer task, which commits whatever queued up meanwhile as one
+/// transaction (up to 256 records). At most 1,024 writes wait for it; a call beyond that
+/// waits for room (under the record queue, its `call_timeout` bounds that wait). A write
+/// whose call was dropped (cancelled or timed out) before the writer took it up is not
+/// written at all; one already taken up may still land, which a retry under the same id
+/// finds harmless (every write is idempotent).
+///
+/// Errors that writing the same record again cannot fix (constraint violations, a value
+/// SQLite rejects, an invalid statement: `SQLITE_CONSTRAINT`, `SQLITE_MISMATCH`,
+/// `SQLITE_TOOBIG`, `SQLITE_RANGE`, `SQLITE_ERROR`) are marked
+/// [`PermanentError`](crate::recorder::PermanentError), so the record queue does not retry
+/// them; a busy or locked database, I/O errors and everything else are retried.
+///
+/// `Debug` prints the database URL (SQLite URLs carry no password).
+pub struct SqliteRecorder {
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "read by the tests; the writer task has its own handle"
+        )
+    )]
+    pool: SqlitePool,
+    url: String,
+    /// The queue of the `writer` task.
+    jobs: mpsc::Sender<Job>,
+}
+
+impl SqliteRecorder {
+    /// Opens (with `mode=rwc`: creates) the database at `url` and applies the embedded
+    /// migrations.
+    ///
+    /// `url` is a SQLx SQLite URL: `sqlite://path/to/file.db?mode=rwc` for a file that is
+    /// created if missing, `sqlite://path/to/file.db` for an existing file, or
+    /// `sqlite::memory:` for a private in-memory database (lost when the recorder is
+    /// dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`RecorderError::Connect`] if the URL is invalid or the database cannot be opened;
+    /// [`RecorderError::Migrate`] if the migrations fail, or if the database was migrated
+    /// by a newer version of this crate ("database schema version N is newer than this
+    /// aibridge supports (M)").
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use aibridge::recorder::SqliteRecorder;
+    ///
+    /// # async fn run() -> Result<(), aibridge::recorder::RecorderError> {
+    /// let recorder = SqliteRecorder::connect("sqlite://aibridge.db?mode=rwc").await?;
+    /// # drop(recorder);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, RecorderError> {
+        Self::open(url, WRITER_QUEUE).await
+    }
+
+    /// [`connect`](Self::connect) with room for `queue` writes waiting for the writer.
+    async fn open(url: &str, queue: usize) -> Result<Self, RecorderError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode, NORMAL syncs at checkpoints instead of at every commit: a crash of
+            // the process loses nothing; a power loss may lose the last records. FULL (one
+            // fsync per record) cost about half the gateway's CPU in the load benchmark
+            // (BENCHMARKS.md).
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // One connection that is never closed while the pool lives: SQLite has a single
+        // writer anyway, and an in-memory database lives only as long as its connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // No ping before each use: the connection is in-process and never closed, and
+            // the ping is a second round trip to SQLx's worker thread for every record.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
+        migrations::apply_sqlite(&mut conn)
+            .await
+            .map_err(|e| RecorderError::Migrate(migrate_error(url, e)))?;
+        drop(conn);
+        let (jobs, rx) = mpsc::channel(queue);
+        tokio::spawn(writer(pool.clone(), rx));
+        Ok(Self {
+            pool,
+            url: redact_url(url),
+            jobs,
+        })
+    }
+
+    /// Writes one record through the writer task.
+    async fn write_row<R: Row>(&self, rec: &R) -> Result<(), BoxError> {
+        self.write(R::KIND, rec.args()?).await
+    }
+
+    /// Writes one record's values through the writer task.
+    async fn write(&self, kind: Kind, args: Vec<Arg>) -> Result<(), BoxError> {
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Job { kind, args, done })
+            .await
+            .map_err(|_| BoxError::from("the SQLite writer has stopped"))?;
+        result
+            .await
+            .map_err(|_| BoxError::from("the SQLite writer has stopped"))?
+    }
+}
+
+#[cfg(test)]
+impl SqliteRecorder {
+    /// The recorder's own pool, for tests that inspect an in-memory database.
+    pub(in crate::recorder::sql) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// [`connect`](Self::connect) with room for `queue` waiting writes.
+    pub(in crate::recorder::sql) async fn connect_with_queue(
+        url: &str,
+        queue: usize,
+    ) -> Result<Self, RecorderError> {
+        Self::open(url, queue).await
+    }
+
+    /// Room left in the writer's queue.
+    pub(in crate::recorder::sql) fn queue_room(&self) -> usize {
+        self.jobs.capacity()
+    }
+}
+
+impl fmt::Debug for SqliteRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteRecorder")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record as the values of its row.
+trait Row {
+    /// Which write it is.
+    const KIND: Kind;
+    /// Its values, in the order of [`Kind::columns`].
+    fn args(&self) -> Result<Vec<Arg>, BoxError>;
+}
+
+impl Row for Interception {
+    const KIND: Kind = Kind::Interception;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.initiator_id.clone()),
+            Arg::Text(self.provider.as_str().to_owned()),
+            Arg::Text(self.provider_name.clone()),
+            Arg::Text(self.api.as_str().to_owned()),
+            Arg::Text(self.model.clone()),
+            Arg::Int(i64::from(self.streaming)),
+            Arg::Text(self.client.clone()),
+            Arg::OptText(self.client_session_id.clone()),
+            Arg::OptText(self.user_agent.clone()),
+            Arg::Text(self.credential_kind.as_str().to_owned()),
+            Arg::OptText(self.credential_hint.clone()),
+            Arg::OptText(self.correlating_tool_call_id.clone()),
+            Arg::Text(metadata_json(&self.metadata)?),
+            Arg::Text(format_timestamp(self.started_at)?),
+        ])
+    }
+}
+
+impl Row for InterceptionEnded {
+    const KIND: Kind = Kind::Ended;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(format_timestamp(self.ended_at)?),
+            Arg::Text(self.outcome.as_str().to_owned()),
+            Arg::OptText(self.error.clone()),
+            Arg::Text(self.id.to_string()),
+        ])
+    }
+}
+
+impl Row for TokenUsage {
+    const KIND: Kind = Kind::Token;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Int(count(self.input_tokens, "input_tokens")?),
+            Arg::Int(count(self.output_tokens, "output_tokens")?),
+            Arg::Int(count(
+                self.cache_read_input_tokens,
+                "cache_read_input_tokens",
+            )?),
+            Arg::Int(count(
+                self.cache_write_input_tokens,
+                "cache_write_input_tokens",
+            )?),
+            Arg::Text(extra_json(&self.extra)?),
+            Arg::Text(format_timestamp(self.created_at)?),
+        ])
+    }
+}
+
+impl Row for PromptUsage {
+    const KIND: Kind = Kind::Prompt;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.prompt.clone()),
+            Arg::Text(format_timestamp(self.created_at)?),
+        ])
+    }
+}
+
+impl Row for ToolUsage {
+    const KIND: Kind = Kind::Tool;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.tool.clone()),
+            Arg::Text(self.tool_call_id.clone()),
+            Arg::OptText(self.server_url.clone()),
+            Arg::Text(tool_input_json(&self.input).into_owned()),
+            Arg::Int(i64::from(self.injected)),
+            Arg::Int(i64::from(self.provider_executed)),
+            Arg::OptText(self.invocation_error.clone()),
+            Arg::Text(format_timestamp(self.created_at)?),
+        ])
+    }
+}
+
+impl Row for ModelThought {
+    const KIND: Kind = Kind::Thought;
+
+    fn args(&self) -> Result<Vec<Arg>, BoxError> {
+        Ok(vec![
+            Arg::Text(self.id.to_string()),
+            Arg::Text(self.interception_id.to_string()),
+            Arg::OptText(self.provider_response_id.clone()),
+            Arg::Text(self.content.clone()),
+            Arg::Text(self.source.as_str().to_owned()),
+            Arg::Text(format_timestamp(self.created_at)?),
+        ])
+    }
+}
+
+#[async_trait::async_trait]
+impl Recorder for SqliteRecorder {
+    async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("interception", rec.id, e))
+    }
+
+    async fn record_interception_ended(&self, rec: &InterceptionEnded) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("interception end", rec.id, e))
+    }
+
+    async fn record_token_usage(&self, rec: &TokenUsage) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("token usage", rec.id, e))
+    }
+
+    async fn record_prompt_usage(&self, rec: &PromptUsage) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("prompt usage", rec.id, e))
+    }
+
+    async fn record_tool_usage(&self, rec: &ToolUsage) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("tool usage", rec.id, e))
+    }
+
+    async fn record_model_thought(&self, rec: &ModelThought) -> Result<(), BoxError> {
+        self.write_row(rec)
+            .await
+            .map_err(|e| WriteError::boxed("model thought", rec.id, e))
+    }
+}
