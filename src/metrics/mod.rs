@@ -5,10 +5,46 @@
 //! let registry = prometheus::Registry::new();
 //! let metrics = aibridge::metrics::Metrics::builder()
 //!     .initiator_id_label(false) // large deployments: no per-user series
+//!     .max_label_values(200) // at most 200 distinct models, tool names … each
 //!     .register(&registry)
 //!     .unwrap();
 //! # drop(metrics);
 //! ```
+//!
+//! # Bounded labels
+//!
+//! Every series stays in the registry until the process ends, so a label whose values come
+//! from client input would let any client grow the scrape and the memory without limit.
+//! These labels are bounded: each admits the first
+//! [`max_label_values`](MetricsBuilder::max_label_values) distinct values it sees (default
+//! [`DEFAULT_MAX_LABEL_VALUES`], 1,000), each at most [`MAX_LABEL_VALUE_BYTES`] (256) bytes
+//! long, and reports every other value as [`OTHER`] (`"other"`):
+//!
+//! | label | where | value from | overflow counted |
+//! | --- | --- | --- | --- |
+//! | `model` | every family that has it (interceptions, prompts, tokens, tools, circuit breakers) | the request body | once per interception, when it ends |
+//! | `initiator_id` | `interceptions_total`, `prompts_total`, `tokens_total` | the host's [`Actor`](crate::Actor) | once per interception, when it ends |
+//! | `name` | `non_injected_tool_selections_total` | the tools the client declares and the model picks | once per tool selection |
+//! | `type` | `tokens_total` | the keys of the upstream's usage object | once per token usage and key |
+//! | `method` | `passthrough_total` | the request line | once per passthrough request; only `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE` and `PATCH` are reported by name |
+//!
+//! Each value reported as `other` is counted in
+//! `metric_label_overflow_total{label, reason}` (`reason` = `limit`: the label holds its
+//! maximum of distinct values; `length`: the value is too long). Its series exist from
+//! registration on, at 0, so an alert on its increase fires at the first overflow.
+//!
+//! Admission is first come, first served and never evicted, so a value is reported the same
+//! way for the life of the process (the in-flight gauge is lowered under the label it was
+//! raised under), and a client that fills the set first pushes later, legitimate values into
+//! `other`: the overflow counter shows it, and a larger bound or a model allow-list in the
+//! host is the remedy. The `circuit_breaker_state` gauge of `model="other"` holds the last
+//! state set by any of the breakers folded into it. The other labels (`provider`, `route`,
+//! `endpoint`, `status`, `client`, `server`, `kind`, `outcome`, and the injected tools'
+//! `name`) take their values from the configuration or from fixed sets.
+
+mod labels;
+
+pub use labels::{DEFAULT_MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +54,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use self::labels::LabelSet;
 use crate::recorder::queue::Delivery;
 use crate::recorder::{RecordKind, TokenUsage};
 
@@ -34,7 +71,14 @@ pub struct Metrics {
 }
 
 struct Inner {
-    initiator: bool,
+    max_label_values: usize,
+    /// The bounded labels (see the module docs); `initiator_id` is `None` when the label
+    /// is off.
+    model: LabelSet,
+    initiator_id: Option<LabelSet>,
+    tool_name: LabelSet,
+    usage_type: LabelSet,
+    method: LabelSet,
     interceptions_total: IntCounterVec,
     interceptions_inflight: IntGaugeVec,
     interceptions_duration: HistogramVec,
@@ -54,7 +98,8 @@ struct Inner {
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
-            .field("initiator_id_label", &self.inner.initiator)
+            .field("initiator_id_label", &self.inner.initiator_id.is_some())
+            .field("max_label_values", &self.inner.max_label_values)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +109,7 @@ impl fmt::Debug for Metrics {
 #[derive(Debug, Clone)]
 pub struct MetricsBuilder {
     initiator: bool,
+    max_label_values: usize,
 }
 
 impl MetricsBuilder {
@@ -71,6 +117,25 @@ impl MetricsBuilder {
     /// set per user is a cardinality risk in large deployments). Default `true`.
     pub fn initiator_id_label(mut self, on: bool) -> Self {
         self.initiator = on;
+        self
+    }
+
+    /// How many distinct values each label that comes from client input may take
+    /// (`model`, `initiator_id`, the tool selections' `name`, the token `type`); further
+    /// values are reported as [`OTHER`] and counted in `metric_label_overflow_total` (see
+    /// [Bounded labels](self#bounded-labels)). Default [`DEFAULT_MAX_LABEL_VALUES`] (1,000).
+    /// `0` reports every such value as `other`.
+    ///
+    /// ```
+    /// let registry = prometheus::Registry::new();
+    /// let metrics = aibridge::metrics::Metrics::builder()
+    ///     .max_label_values(50)
+    ///     .register(&registry)
+    ///     .unwrap();
+    /// # drop(metrics);
+    /// ```
+    pub fn max_label_values(mut self, n: usize) -> Self {
+        self.max_label_values = n;
         self
     }
 
@@ -127,8 +192,24 @@ impl MetricsBuilder {
         r.register(Box::new(state.clone()))?;
         let depth = IntGauge::new("record_queue_depth", "Records queued or being written.")?;
         r.register(Box::new(depth.clone()))?;
+        let overflow = counter(
+            r,
+            "metric_label_overflow_total",
+            "Label values reported as \"other\": the label held its maximum of distinct values (reason limit) or the value was too long (reason length).",
+            &["label", "reason"],
+        )?;
+        let max = self.max_label_values;
+        // Without the label there is nothing to bound, and no overflow series for it.
+        let initiator_id = self
+            .initiator
+            .then(|| LabelSet::new("initiator_id", max, &overflow));
         let inner = Inner {
-            initiator: self.initiator,
+            max_label_values: max,
+            model: LabelSet::new("model", max, &overflow),
+            initiator_id,
+            tool_name: LabelSet::new("name", max, &overflow),
+            usage_type: LabelSet::new("type", max, &overflow),
+            method: LabelSet::methods(&overflow),
             interceptions_total: counter(
                 r,
                 "interceptions_total",
@@ -227,19 +308,33 @@ impl Metrics {
 
     /// A builder.
     pub fn builder() -> MetricsBuilder {
-        MetricsBuilder { initiator: true }
+        MetricsBuilder {
+            initiator: true,
+            max_label_values: DEFAULT_MAX_LABEL_VALUES,
+        }
     }
 
     /// Label values, dropping `initiator_id` when the label is off.
     fn who<'a>(&self, values: &[(&'static str, &'a str)]) -> Vec<&'a str> {
+        let on = self.inner.initiator_id.is_some();
         values
             .iter()
-            .filter(|(k, _)| self.inner.initiator || *k != "initiator_id")
+            .filter(|(k, _)| on || *k != "initiator_id")
             .map(|(_, v)| *v)
             .collect()
     }
 
+    /// The reported actor id (`""` when the label is off: [`who`](Self::who) drops it).
+    fn initiator<'a>(&self, id: &'a str, counted: bool) -> &'a str {
+        match &self.inner.initiator_id {
+            Some(set) if counted => set.counted(id),
+            Some(set) => set.get(id),
+            None => "",
+        }
+    }
+
     pub(crate) fn interception_started(&self, provider: &str, model: &str, route: &str) {
+        let model = self.inner.model.get(model);
         if let Ok(g) = self
             .inner
             .interceptions_inflight
@@ -264,30 +359,30 @@ impl Metrics {
         method: &str,
     ) {
         let m = &self.inner;
+        // Once per interception: the place its overflows are counted.
+        let model = m.model.counted(&l.model);
         let values = self.who(&[
             ("provider", &l.provider),
-            ("model", &l.model),
+            ("model", model),
             ("status", status),
             ("route", route),
             ("method", method),
-            ("initiator_id", &l.initiator),
+            ("initiator_id", self.initiator(&l.initiator, true)),
             ("client", &l.client),
         ]);
         if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
             c.inc();
         }
         if inflight
-            && let Ok(g) = m.interceptions_inflight.get_metric_with_label_values(&[
-                &l.provider,
-                &l.model,
-                route,
-            ])
+            && let Ok(g) =
+                m.interceptions_inflight
+                    .get_metric_with_label_values(&[&l.provider, model, route])
         {
             g.dec();
         }
         if let Ok(h) = m
             .interceptions_duration
-            .get_metric_with_label_values(&[&l.provider, &l.model])
+            .get_metric_with_label_values(&[&l.provider, model])
         {
             h.observe(duration.as_secs_f64());
         }
@@ -300,6 +395,7 @@ impl Metrics {
     }
 
     pub(crate) fn passthrough(&self, provider: &str, route: &str, method: &str) {
+        let method = self.inner.method.counted(method);
         if let Ok(c) = self
             .inner
             .passthrough_total
@@ -312,8 +408,8 @@ impl Metrics {
     pub(crate) fn prompt(&self, l: &Labels) {
         let values = self.who(&[
             ("provider", &l.provider),
-            ("model", &l.model),
-            ("initiator_id", &l.initiator),
+            ("model", self.inner.model.get(&l.model)),
+            ("initiator_id", self.initiator(&l.initiator, false)),
             ("client", &l.client),
         ]);
         if let Ok(c) = self
@@ -326,6 +422,8 @@ impl Metrics {
     }
 
     pub(crate) fn tokens(&self, l: &Labels, usage: &TokenUsage) {
+        let model = self.inner.model.get(&l.model);
+        let initiator = self.initiator(&l.initiator, false);
         let main = [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -336,9 +434,9 @@ impl Metrics {
         for (kind, n) in main.into_iter().chain(extras) {
             let values = self.who(&[
                 ("provider", &l.provider),
-                ("model", &l.model),
-                ("type", kind),
-                ("initiator_id", &l.initiator),
+                ("model", model),
+                ("type", self.inner.usage_type.counted(kind)),
+                ("initiator_id", initiator),
                 ("client", &l.client),
             ]);
             if let Ok(c) = self
@@ -352,20 +450,23 @@ impl Metrics {
     }
 
     pub(crate) fn injected_tool(&self, l: &Labels, server: &str, name: &str) {
+        let model = self.inner.model.get(&l.model);
         if let Ok(c) = self
             .inner
             .injected_tool_invocations_total
-            .get_metric_with_label_values(&[&l.provider, &l.model, server, name])
+            .get_metric_with_label_values(&[&l.provider, model, server, name])
         {
             c.inc();
         }
     }
 
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
+        let model = self.inner.model.get(&l.model);
+        let name = self.inner.tool_name.counted(name);
         if let Ok(c) = self
             .inner
             .non_injected_tool_selections_total
-            .get_metric_with_label_values(&[&l.provider, &l.model, name])
+            .get_metric_with_label_values(&[&l.provider, model, name])
         {
             c.inc();
         }
@@ -387,8 +488,10 @@ impl Metrics {
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
-    /// The breaker gauges, trips and rejects.
+    /// The breaker gauges, trips and rejects (the model's overflow is counted by its
+    /// interception).
     pub(crate) fn breaker_state(&self, provider: &str, endpoint: &str, model: &str, value: f64) {
+        let model = self.inner.model.get(model);
         if let Ok(g) = self
             .inner
             .circuit_breaker_state
@@ -399,6 +502,7 @@ impl Metrics {
     }
 
     pub(crate) fn breaker_trip(&self, provider: &str, endpoint: &str, model: &str) {
+        let model = self.inner.model.get(model);
         if let Ok(c) = self
             .inner
             .circuit_breaker_trips_total
@@ -409,6 +513,7 @@ impl Metrics {
     }
 
     pub(crate) fn breaker_reject(&self, provider: &str, endpoint: &str, model: &str) {
+        let model = self.inner.model.get(model);
         if let Ok(c) = self
             .inner
             .circuit_breaker_rejects_total

@@ -1,0 +1,102 @@
+//! The bridge the gateway serves: three providers, the recorder of
+//! `AIBRIDGE_DATABASE_URL`, metrics and the MCP servers.
+
+use std::process::ExitCode;
+
+use aibridge::RequestBridge;
+use aibridge::provider::{Anthropic, Copilot, CredentialPolicy, OpenAi, Secret};
+
+use crate::config::{Config, redact, without_userinfo};
+
+pub(crate) fn policy(key: Option<&String>) -> CredentialPolicy {
+    if key.is_some() {
+        CredentialPolicy::Centralized
+    } else {
+        CredentialPolicy::ClientFirst
+    }
+}
+
+pub(crate) async fn build_bridge(
+    cfg: &Config,
+    registry: &prometheus::Registry,
+) -> Result<RequestBridge, ExitCode> {
+    let mut anthropic = match &cfg.anthropic_key {
+        Some(k) => Anthropic::new(Secret::new(k.clone())),
+        None => Anthropic::without_key(),
+    };
+    anthropic = anthropic.with_base_url(cfg.anthropic_base.clone());
+    let mut openai = match &cfg.openai_key {
+        Some(k) => OpenAi::new(Secret::new(k.clone())),
+        None => OpenAi::without_key(),
+    };
+    openai = openai.with_base_url(cfg.openai_base.clone());
+    let copilot = Copilot::new().with_base_url(cfg.copilot_base.clone());
+    let metrics = aibridge::metrics::Metrics::new(registry).map_err(|e| {
+        eprintln!("aibridge gateway: metrics: {e}");
+        ExitCode::from(1)
+    })?;
+    let mut builder = RequestBridge::builder()
+        .metrics(metrics)
+        .provider(anthropic)
+        .provider(openai)
+        .provider(copilot);
+    if !cfg.mcp_servers.is_empty() {
+        let mut mcp = aibridge::mcp::McpConfig::new();
+        for (name, url) in &cfg.mcp_servers {
+            let mut server = aibridge::mcp::McpServer::new(name.clone(), url.clone());
+            if let Some(a) = &cfg.mcp_allow {
+                server = server.with_allow(a.clone());
+            }
+            if let Some(d) = &cfg.mcp_deny {
+                server = server.with_deny(d.clone());
+            }
+            mcp = mcp.server(server);
+            tracing::info!(mcp_server = %name, mcp_server_url = %without_userinfo(url), "mcp server");
+        }
+        builder = builder.mcp(mcp);
+    }
+    let builder = if cfg.database_url.starts_with("sqlite:") {
+        match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
+            Ok(r) => builder.recorder(r),
+            Err(e) => {
+                eprintln!(
+                    "aibridge gateway: database {}: {e}",
+                    redact(&cfg.database_url)
+                );
+                return Err(ExitCode::from(1));
+            }
+        }
+    } else {
+        connect_postgres(builder, &cfg.database_url).await?
+    };
+    builder.build().map_err(|e| {
+        eprintln!("aibridge gateway: {e}");
+        ExitCode::from(2)
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(
+    builder: aibridge::bridge::Builder,
+    url: &str,
+) -> Result<aibridge::bridge::Builder, ExitCode> {
+    match aibridge::recorder::PostgresRecorder::connect(url).await {
+        Ok(r) => Ok(builder.recorder(r)),
+        Err(e) => {
+            eprintln!("aibridge gateway: database {}: {e}", redact(url));
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn connect_postgres(
+    _: aibridge::bridge::Builder,
+    url: &str,
+) -> Result<aibridge::bridge::Builder, ExitCode> {
+    eprintln!(
+        "aibridge gateway: database {}: built without the postgres feature",
+        redact(url)
+    );
+    Err(ExitCode::from(1))
+}
