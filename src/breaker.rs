@@ -61,10 +61,33 @@ struct State {
     generation: u64,
 }
 
+/// Idle breakers (closed, no failure counted, no call in flight) kept before they are
+/// forgotten: an idle breaker holds no state, and without a bound every model name a client
+/// invents would stay in the map for the life of the process.
+const MAX_IDLE_BREAKERS: usize = 4096;
+
 /// All breakers of a bridge.
 #[derive(Debug, Default)]
 pub(crate) struct Breakers {
     map: Mutex<HashMap<Key, Arc<Mutex<State>>>>,
+}
+
+impl State {
+    /// Closed with no failure counted: the state of a new breaker.
+    fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Closed { failures: 0, .. })
+    }
+}
+
+/// Forgets idle breakers nobody holds, when a new key finds the map past the bound (one pass
+/// over the map; after it the map holds only breakers with state or in use).
+fn sweep(map: &mut HashMap<Key, Arc<Mutex<State>>>) {
+    if map.len() <= MAX_IDLE_BREAKERS {
+        return;
+    }
+    map.retain(|_, s| {
+        Arc::strong_count(s) > 1 || !s.lock().unwrap_or_else(|e| e.into_inner()).is_idle()
+    });
 }
 
 /// What a call reports to its breaker.
@@ -101,6 +124,9 @@ impl Breakers {
     ) -> Result<Admitted, u64> {
         let state = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            if !map.contains_key(&key) {
+                sweep(&mut map);
+            }
             map.entry(key.clone())
                 .or_insert_with(|| {
                     if let Some(m) = metrics {
@@ -470,6 +496,30 @@ mod tests {
         assert!(
             b.admit(key("m"), &c, None).is_err(),
             "the drop did not reset the failure count"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_breakers_are_forgotten_past_the_bound() {
+        let b = Breakers::default();
+        let c = cfg(1, 1);
+        // One tripped breaker and one in use: both must survive every sweep.
+        b.admit(key("tripped"), &c, None)
+            .unwrap()
+            .report(Report::Failure, None);
+        let held = b.admit(key("held"), &c, None).unwrap();
+        for i in 0..3 * MAX_IDLE_BREAKERS {
+            b.admit(key(&format!("m{i}")), &c, None)
+                .unwrap()
+                .report(Report::Success, None);
+        }
+        let len = b.map.lock().unwrap().len();
+        assert!(len <= MAX_IDLE_BREAKERS + 1, "{len} breakers kept");
+        assert!(b.admit(key("tripped"), &c, None).is_err(), "still open");
+        held.report(Report::Failure, None);
+        assert!(
+            b.admit(key("held"), &c, None).is_err(),
+            "its state was kept"
         );
     }
 }
