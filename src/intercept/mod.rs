@@ -14,6 +14,8 @@ mod facts;
 pub(crate) mod harness;
 mod json_edit;
 mod messages;
+mod observer;
+mod openai;
 #[cfg(test)]
 mod proptests;
 mod relay;
@@ -31,6 +33,7 @@ use http::{HeaderMap, Response};
 use tokio::sync::oneshot;
 
 pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
+pub(crate) use self::observer::StreamObserver;
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
@@ -45,7 +48,6 @@ use crate::error::{BridgeError, Flavor};
 use crate::metrics::Labels;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
-use crate::sse::Frame;
 use crate::upstream::{self, Mode};
 
 /// A bridged request that passed every check of routing.md steps 1–7.
@@ -63,32 +65,6 @@ pub(crate) struct Bridged {
     pub(crate) info: RequestInfo,
     pub(crate) started_at: SystemTime,
     pub(crate) start: Instant,
-}
-
-/// A per-API parser of upstream SSE streams. Synchronous and free of I/O, so it can be
-/// tested and fuzzed on its own.
-pub(crate) trait StreamObserver: Send + Sync {
-    /// Looks at one frame, appending what is worth recording. `Err` is an invalid event (a
-    /// JSON decode failure of an event the bridge needs).
-    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String>;
-    /// The stream ended or broke: flush what is pending (usage seen so far, open blocks).
-    fn flush(&mut self, facts: &mut Vec<Fact>);
-    /// How the stream stands.
-    fn status(&self) -> StreamStatus;
-    /// Whether content (a block, a chunk with content, an output item) was seen.
-    fn content_started(&self) -> bool;
-    /// The API's terminal error event (D7).
-    fn terminal_event(&self, message: &str) -> Bytes;
-    /// After status `ToolCalls`: the turn that called injected tools.
-    #[cfg(feature = "mcp")]
-    fn take_turn(&mut self) -> Option<tool_loop::Turn> {
-        None
-    }
-    /// Prepares for the next upstream call of a tool loop (`last` = without injected tools).
-    #[cfg(feature = "mcp")]
-    fn next_iteration(&mut self, last: bool) {
-        let _ = last;
-    }
 }
 
 /// Classifies a request body per its API (routing.md steps 7–8).

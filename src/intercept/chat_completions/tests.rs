@@ -1,6 +1,17 @@
-use super::*;
+use std::collections::BTreeMap;
+
+use super::blocking::*;
+use super::request::*;
+use super::stream::*;
+use super::usage::*;
+use crate::intercept::facts::{Fact, FrameAction, StreamStatus, Usage};
+use crate::intercept::observer::StreamObserver;
+use crate::intercept::openai::*;
+use crate::intercept::request::RequestInfo;
 use crate::provider::Api;
 use crate::sse::Decoder;
+use bytes::Bytes;
+use serde_json::value::RawValue;
 
 macro_rules! fixture {
     ($name:literal) => {

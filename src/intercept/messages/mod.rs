@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::StreamObserver;
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_or_empty, json_text};
+use super::observer::StreamObserver;
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::StreamObserver;
-use super::chat_completions::{ErrorFields, arguments_json, error_text, int_of, string_of};
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_text};
+use super::observer::StreamObserver;
+use super::openai::{ErrorFields, arguments_json, error_text, int_of, string_of};
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;

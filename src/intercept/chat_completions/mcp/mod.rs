@@ -9,9 +9,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::ChatStream;
-use crate::intercept::StreamObserver;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
 use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
+use crate::intercept::observer::StreamObserver;
 use crate::intercept::request::RequestInfo;
 use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
 use crate::mcp::InjectedTool;

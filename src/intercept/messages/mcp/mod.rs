@@ -10,11 +10,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::MessagesStream;
-use crate::intercept::StreamObserver;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
 use crate::intercept::json_edit::{
     Edit, Obj, apply, array_append, array_prepend, merge_same_point,
 };
+use crate::intercept::observer::StreamObserver;
 use crate::intercept::tool_loop::{
     Executed, ToolCall, Tools, Turn, UsageSum, merge_usage, not_executed,
 };

@@ -12,9 +12,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ResponsesStream;
-use crate::intercept::StreamObserver;
 use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
 use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
+use crate::intercept::observer::StreamObserver;
 use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
