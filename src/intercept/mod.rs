@@ -7,6 +7,7 @@
 //! response head travels back to the service future through a oneshot channel; a streaming
 //! body is fed through a small bounded channel, so backpressure reaches the upstream read.
 
+mod adapter;
 mod chat_completions;
 mod emit;
 mod facts;
@@ -21,6 +22,7 @@ mod proptests;
 mod relay;
 pub(crate) mod request;
 mod responses;
+mod step;
 #[cfg(feature = "mcp")]
 mod tool_loop;
 
@@ -32,7 +34,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use tokio::sync::oneshot;
 
-pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
+use self::adapter::Adapter;
+pub(crate) use self::facts::{Fact, StreamStatus};
 pub(crate) use self::observer::StreamObserver;
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
@@ -67,79 +70,22 @@ pub(crate) struct Bridged {
     pub(crate) start: Instant,
 }
 
+/// The adapter of an API: the one place an API is matched on.
+pub(crate) fn adapter_for(api: Api) -> &'static dyn Adapter {
+    match api {
+        Api::Messages => &messages::Messages,
+        Api::ChatCompletions => &chat_completions::ChatCompletions,
+        Api::Responses => &responses::Responses,
+    }
+}
+
 /// Classifies a request body per its API (routing.md steps 7–8).
+#[allow(
+    clippy::result_large_err,
+    reason = "BridgeError is the engine's request error type"
+)]
 pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, BridgeError> {
-    match api {
-        Api::Messages => messages::parse_request(body),
-        Api::ChatCompletions => chat_completions::parse_request(body),
-        Api::Responses => responses::parse_request(body),
-    }
-}
-
-/// The stream parser for an API.
-fn observer(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
-    match api {
-        Api::Messages => Box::new(messages::MessagesStream::new()),
-        Api::ChatCompletions => Box::new(chat_completions::ChatStream::new(info)),
-        Api::Responses => Box::new(responses::ResponsesStream::new()),
-    }
-}
-
-/// The bytes sent upstream: the client's, with the API's targeted edits (D1), if any.
-fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
-    match api {
-        Api::ChatCompletions => chat_completions::upstream_body(info, body),
-        Api::Messages | Api::Responses => body,
-    }
-}
-
-/// The stream parser for an API named by its `as_str()` (benchmarks and tests).
-#[cfg(any(test, feature = "bench-internals"))]
-pub(crate) fn bench_observer(api: &str) -> Box<dyn StreamObserver> {
-    let api = match api {
-        "chat_completions" => Api::ChatCompletions,
-        "responses" => Api::Responses,
-        _ => Api::Messages,
-    };
-    observer(api, &RequestInfo::default())
-}
-
-/// Facts of a blocking response body.
-fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-    match api {
-        Api::Messages => messages::blocking_facts(body, facts),
-        Api::ChatCompletions => chat_completions::blocking_facts(body, facts),
-        Api::Responses => responses::blocking_facts(body, facts),
-    }
-}
-
-/// Decides on injection (mcp.md "When injection happens") and builds the first body.
-#[cfg(feature = "mcp")]
-fn start_loop(
-    source: &Arc<dyn ToolSource>,
-    api: Api,
-    info: &RequestInfo,
-    body: &Bytes,
-) -> Option<(tool_loop::LoopState, Bytes)> {
-    if !source.should_inject(&info.model)
-        || (api == Api::Responses && !responses::mcp::injectable(body))
-    {
-        return None;
-    }
-    let tools = messages::mcp::tools_for_request(body, &source.snapshot());
-    if tools.0.is_empty() {
-        return None;
-    }
-    let executor: Arc<dyn ToolExecutor> = source.clone();
-    let lp = tool_loop::LoopState::new(
-        Arc::new(tools),
-        executor,
-        source.loop_config(),
-        body.clone(),
-        info.clone(),
-    );
-    let first = lp.first_body(api)?;
-    Some((lp, first))
+    adapter_for(api).parse_request(body)
 }
 
 /// Records the interception and runs it (routing.md steps 9–15).
@@ -208,36 +154,32 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     if let Some(m) = &metrics {
         m.interception_started(&labels.provider, &labels.model, &route);
     }
+    let adapter = adapter_for(req.api);
     #[cfg(feature = "mcp")]
     let tool_loop = inner
         .tool_source
         .as_ref()
-        .and_then(|source| start_loop(source, req.api, &req.info, &req.body));
+        .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
     #[cfg(feature = "mcp")]
-    let (body, observer): (Bytes, Box<dyn StreamObserver>) = match &tool_loop {
+    let (body, observer) = match &tool_loop {
         Some((lp, body)) => {
-            let view: Box<dyn StreamObserver> = match req.api {
-                Api::ChatCompletions => Box::new(chat_completions::mcp::McpChat::new(
-                    &req.info,
-                    lp.tools.clone(),
-                )),
-                Api::Responses => Box::new(responses::mcp::McpResponses::new(
-                    &req.body,
-                    lp.tools.clone(),
-                )),
-                Api::Messages => Box::new(messages::mcp::McpMessages::new(lp.tools.clone())),
-            };
+            let view = adapter.mcp_view(
+                &req.info,
+                &req.body,
+                lp.tools.clone(),
+                lp.config.max_iterations,
+            );
             (body.clone(), view)
         }
         None => (
-            upstream_body(req.api, &req.info, req.body),
-            observer(req.api, &req.info),
+            adapter.upstream_body(&req.info, req.body),
+            adapter.observer(&req.info),
         ),
     };
     #[cfg(not(feature = "mcp"))]
     let (body, observer) = (
-        upstream_body(req.api, &req.info, req.body),
-        observer(req.api, &req.info),
+        adapter.upstream_body(&req.info, req.body),
+        adapter.observer(&req.info),
     );
     let sink = emit::Emitter::new(
         inner.queue.sink(id),
@@ -253,7 +195,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     let ctx = relay::Ctx::new(
         inner.clone(),
         req.provider.clone(),
-        req.api,
+        adapter,
         id,
         url,
         headers,

@@ -3,6 +3,8 @@
 use bytes::Bytes;
 
 use super::facts::{Fact, FrameAction, StreamStatus};
+#[cfg(feature = "mcp")]
+use super::tool_loop::{Decision, Turn};
 use crate::sse::Frame;
 
 /// A per-API parser of upstream SSE streams. Synchronous and free of I/O, so it can be
@@ -19,14 +21,16 @@ pub(crate) trait StreamObserver: Send + Sync {
     fn content_started(&self) -> bool;
     /// The API's terminal error event (D7).
     fn terminal_event(&self, message: &str) -> Bytes;
-    /// After status `ToolCalls`: the turn that called injected tools.
+    /// After status `ToolCalls`: the turn that called injected tools, and how the loop
+    /// goes on ([`Decision::Execute`] or [`Decision::LastCall`]).
     #[cfg(feature = "mcp")]
-    fn take_turn(&mut self) -> Option<super::tool_loop::Turn> {
+    fn take_turn(&mut self) -> Option<(Turn, Decision)> {
         None
     }
-    /// Prepares for the next upstream call of a tool loop (`last` = without injected tools).
+    /// Prepares for upstream call `iteration` (2, 3, …) of a tool loop: the parser forgets
+    /// the finished message's end.
     #[cfg(feature = "mcp")]
-    fn next_iteration(&mut self, last: bool) {
-        let _ = last;
+    fn next_iteration(&mut self, iteration: u32) {
+        let _ = iteration;
     }
 }

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::facts::json_text;
+#[cfg(feature = "mcp")]
+use super::json_edit::{Edit, Obj, array_append};
 
 /// A JSON string's value.
 pub(crate) fn string_of(raw: &RawValue) -> Option<String> {
@@ -73,4 +75,19 @@ pub(crate) fn arguments_json(raw: &RawValue) -> String {
         Some(s) => json_text(&s),
         None => json_text(raw.get()),
     }
+}
+
+/// Edits that add the injected tools `items` (appended to the client's `tools`) and
+/// `parallel_tool_calls: false` (openai-chat.md, openai-responses.md "MCP injection").
+#[cfg(feature = "mcp")]
+pub(crate) fn inject_edits(original: &[u8], top: &Obj<'_>, items: &str) -> Option<Vec<Edit>> {
+    let mut edits = Vec::new();
+    match top.get("tools") {
+        Some(raw) if raw.get().starts_with('[') => edits.push(array_append(original, raw, items)?),
+        Some(raw) if raw.get() == "null" => edits.push(top.set("tools", &format!("[{items}]"))?),
+        Some(_) => return None,
+        None => edits.push(top.set("tools", &format!("[{items}]"))?),
+    }
+    edits.push(top.set("parallel_tool_calls", "false")?);
+    Some(edits)
 }

@@ -10,15 +10,18 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::StreamObserver;
+use super::adapter::Adapter;
 use super::emit::Emitter;
-use super::facts::{FrameAction, StreamStatus};
-use super::{StreamObserver, blocking_facts};
+use super::facts::StreamStatus;
+#[cfg(feature = "mcp")]
+use super::tool_loop::NotExecuted;
 use crate::BoxError;
 use crate::body::Body;
 use crate::breaker::{Admitted, Key, Report};
 use crate::bridge::Inner;
 use crate::error::{BridgeError, Flavor, set_interception_header};
-use crate::provider::{Api, CredentialKind, Provider};
+use crate::provider::{CredentialKind, Provider};
 use crate::recorder::{Outcome, RecordId};
 use crate::sse::{Decoder, Frame};
 use crate::upstream::relayed_response_headers;
@@ -34,7 +37,8 @@ const CHANNEL_CAPACITY: usize = 16;
 pub(crate) struct Ctx {
     pub(crate) inner: Arc<Inner>,
     pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) api: Api,
+    /// Everything specific to the request's API.
+    pub(crate) adapter: &'static dyn Adapter,
     pub(crate) flavor: Flavor,
     pub(crate) id: RecordId,
     pub(crate) url: String,
@@ -68,7 +72,7 @@ impl Ctx {
     pub(crate) fn new(
         inner: Arc<Inner>,
         provider: Arc<dyn Provider>,
-        api: Api,
+        adapter: &'static dyn Adapter,
         id: RecordId,
         url: String,
         headers: HeaderMap,
@@ -83,7 +87,7 @@ impl Ctx {
         Self {
             inner,
             provider,
-            api,
+            adapter,
             flavor,
             id,
             url,
@@ -584,7 +588,7 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         return blocking_loop(ctx, head, cancel, status, headers, body).await;
     }
     let mut facts = Vec::new();
-    let parsed = blocking_facts(ctx.api, &body, &mut facts);
+    let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
     ctx.sink.facts(&mut facts).await;
     if !head.send(response(status, headers, Body::from(body), ctx.id)) {
         return client_gone();
@@ -606,38 +610,30 @@ async fn blocking_loop(
     mut headers: HeaderMap,
     mut body: Bytes,
 ) -> End {
-    use super::tool_loop::{blocking_turn, execute, final_blocking, not_executed};
+    use super::tool_loop::{Decision, execute, not_executed};
     loop {
         let Some(mut lp) = ctx.tool_loop.take() else {
             return failed("aibridge: internal error");
         };
         let mut facts = Vec::new();
-        let parsed = blocking_facts(ctx.api, &body, &mut facts);
+        let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
         facts.retain(|f| !matches!(f, super::Fact::Tool { name, .. } if lp.tools.contains(name)));
-        let turn = blocking_turn(ctx.api, lp.original(), &body, &lp.tools);
-        let after_limit = lp.iteration() > lp.config.max_iterations;
-        let finish = match &turn {
-            None => true,
-            Some((t, client_tool, _)) => t.calls.is_empty() || *client_tool || after_limit,
+        let turn = ctx.adapter.blocking_turn(lp.original(), &body, &lp.tools);
+        let decision = match &turn {
+            None => Decision::Finish(None),
+            Some(t) => lp.decide(t.ending()),
         };
-        if finish {
-            if let Some((t, _, _)) = &turn
-                && !t.calls.is_empty()
-            {
-                let reason = if after_limit {
-                    "tool loop limit reached"
-                } else {
-                    "not executed: the response also called client tools"
-                };
-                not_executed(&lp.tools, t, reason, &mut facts);
+        if let Decision::Finish(reason) = decision {
+            if let (Some(reason), Some(t)) = (reason, &turn) {
+                not_executed(&lp.tools, &t.turn, reason, &mut facts);
             }
             ctx.sink.facts(&mut facts).await;
-            let sum = turn.filter(|_| lp.iteration() > 1).map(|(_, _, usage)| {
+            let sum = turn.filter(|_| lp.iteration() > 1).map(|t| {
                 let mut sum = lp.sum.clone();
-                sum.add(&usage);
+                sum.add(&t.usage);
                 sum
             });
-            let out = final_blocking(ctx.api, &body, sum.as_ref(), &lp.tools);
+            let out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
             if !head.send(response(status, headers, Body::from(out), ctx.id)) {
                 return client_gone();
             }
@@ -646,15 +642,20 @@ async fn blocking_loop(
                 Err(reason) => failed(format!("invalid upstream response: {reason}")),
             };
         }
-        let Some((bt_turn, _, bt_usage)) = turn else {
+        let Some(super::tool_loop::BlockingTurn {
+            turn: bt_turn,
+            usage: bt_usage,
+            ..
+        }) = turn
+        else {
             return failed("aibridge: internal error");
         };
         // This response's records (prompt, token usage, thoughts) are final now: queue them
         // before the tools run, so a client that leaves meanwhile does not lose them.
         ctx.sink.facts(&mut facts).await;
-        let limit = lp.iteration() >= lp.config.max_iterations;
+        let limit = decision == Decision::LastCall;
         let results = if limit {
-            not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
+            not_executed(&lp.tools, &bt_turn, NotExecuted::LimitReached, &mut facts)
         } else {
             let waiting = Instant::now();
             let abort = async {
@@ -680,7 +681,7 @@ async fn blocking_loop(
         };
         ctx.sink.facts(&mut facts).await;
         lp.sum.add(&bt_usage);
-        let next = lp.advance(ctx.api, bt_turn, &results, limit);
+        let next = ctx.adapter.advance(&mut lp, bt_turn, &results, limit);
         ctx.tool_loop = Some(lp);
         let Some(next) = next else {
             return failed("aibridge: internal error");
@@ -827,27 +828,28 @@ async fn observe_frame(
     frame: Frame,
     facts: &mut Vec<super::Fact>,
 ) -> Result<Option<Bytes>, Stop> {
-    let was_open = ctx.observer.status() == StreamStatus::Open;
-    let action = ctx
-        .observer
-        .on_frame(&frame, facts)
-        .map_err(|d| Stop::Fail(format!("invalid event: {d}")))?;
+    let stepped = super::step::step(ctx.observer.as_mut(), frame, facts).map_err(Stop::Fail)?;
+    Ok(record_step(ctx, stepped, facts).await)
+}
+
+/// Records what one step found; returns the bytes to relay, if any.
+async fn record_step(
+    ctx: &mut Ctx,
+    stepped: super::step::Stepped,
+    facts: &mut Vec<super::Fact>,
+) -> Option<Bytes> {
     if !facts.is_empty() {
         ctx.sink.facts(facts).await;
     }
-    if was_open
+    if stepped.was_open
         && let StreamStatus::UpstreamError(_) = ctx.observer.status()
         && !ctx.observer.content_started()
-        && let Some(kind) = overload_kind(&frame)
+        && let Some(kind) = overload_kind(&stepped.frame)
     {
         // An overload or rate-limit error before any content counts against the breaker.
         ctx.breaker_failure = breaker_counts_kind(ctx, kind);
     }
-    Ok(match action {
-        FrameAction::Relay => Some(frame.into_raw()),
-        FrameAction::Replace(bytes) => Some(bytes),
-        FrameAction::Drop => None,
-    })
+    stepped.into_bytes()
 }
 
 /// Sends bytes to the client (the head first, if it is still pending).
@@ -1018,17 +1020,15 @@ async fn relay_one(
     let mut batch = Batch::default();
     loop {
         loop {
-            let stop = match decoder.next_frame() {
-                Err(e) => Stop::Fail(format!("invalid event: {e}")),
+            let stop = match super::step::next(&mut decoder, ctx.observer.as_mut(), facts) {
+                Err(reason) => Stop::Fail(reason),
                 Ok(None) => break,
-                Ok(Some(frame)) => match observe_frame(ctx, frame, facts).await {
-                    Ok(Some(out)) => {
+                Ok(Some(stepped)) => {
+                    if let Some(out) = record_step(ctx, stepped, facts).await {
                         batch.push(out);
-                        continue;
                     }
-                    Ok(None) => continue,
-                    Err(stop) => stop,
-                },
+                    continue;
+                }
             };
             // What came before the failure still goes out, then the stream stops.
             if let Err(gone) = batch.flush(ctx, pending, head, tx, cancel).await {
@@ -1088,14 +1088,14 @@ async fn next_iteration(
     facts: &mut Vec<super::Fact>,
 ) -> Result<(reqwest::Response, Primed), Stop> {
     ctx.observer.flush(facts);
-    let Some(turn) = ctx.observer.take_turn() else {
+    let Some((turn, decision)) = ctx.observer.take_turn() else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };
     let Some(mut lp) = ctx.tool_loop.take() else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };
-    let limit = lp.iteration() >= lp.config.max_iterations;
-    let keep_alive = super::tool_loop::keep_alive_bytes(ctx.api);
+    let limit = decision == super::tool_loop::Decision::LastCall;
+    let keep_alive = ctx.adapter.keep_alive();
     if pending.is_some() {
         // The client has seen nothing yet: send the head and one keep-alive at once.
         send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
@@ -1107,7 +1107,7 @@ async fn next_iteration(
         lp.config.keep_alive,
     ));
     let results = if limit {
-        super::tool_loop::not_executed(&lp.tools, &turn, "tool loop limit reached", facts)
+        super::tool_loop::not_executed(&lp.tools, &turn, NotExecuted::LimitReached, facts)
     } else {
         // The interrupted call's record stays in `facts`; the caller queues it.
         let abort = async {
@@ -1123,13 +1123,14 @@ async fn next_iteration(
         results
     };
     ctx.sink.facts(facts).await;
-    let body = lp.advance(ctx.api, turn, &results, limit);
+    let body = ctx.adapter.advance(&mut lp, turn, &results, limit);
+    let iteration = lp.iteration();
     ctx.tool_loop = Some(lp);
     let Some(body) = body else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };
     ctx.body = body;
-    ctx.observer.next_iteration(limit);
+    ctx.observer.next_iteration(iteration);
     match call(ctx, head, cancel).await {
         Call::Done((Outcome::Cancelled, error)) => {
             if error == client_gone().1 {

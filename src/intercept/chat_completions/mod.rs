@@ -3,6 +3,7 @@
 //!
 //! The helpers it shares with Responses are in [`super::openai`].
 
+mod adapter;
 mod blocking;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
@@ -10,6 +11,7 @@ mod request;
 mod stream;
 mod usage;
 
+pub(crate) use self::adapter::ChatCompletions;
 pub(crate) use self::blocking::blocking_facts;
 pub(crate) use self::request::{parse_request, upstream_body};
 pub(crate) use self::stream::ChatStream;

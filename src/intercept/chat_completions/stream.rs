@@ -122,17 +122,6 @@ impl ChatStream {
         }
     }
 
-    /// Forgets the finished completion (the tool loop continues with a new one).
-    #[cfg(feature = "mcp")]
-    pub(crate) fn reset_for_next(&mut self) {
-        self.response_id = None;
-        self.usage = None;
-        self.tools.clear();
-        self.done = false;
-        self.finished = false;
-        self.error = None;
-    }
-
     /// Records the open tool calls of `choice` (at its `finish_reason`), or of all choices
     /// (`None`: at `[DONE]`, or a flush where they may be cut off).
     fn close_tools(&mut self, choice: Option<u64>, facts: &mut Vec<Fact>) {
@@ -279,6 +268,17 @@ impl StreamObserver for ChatStream {
 
     fn terminal_event(&self, message: &str) -> Bytes {
         terminal_event(message)
+    }
+
+    /// Forgets the finished completion (the tool loop continues with a new one).
+    #[cfg(feature = "mcp")]
+    fn next_iteration(&mut self, _iteration: u32) {
+        self.response_id = None;
+        self.usage = None;
+        self.tools.clear();
+        self.done = false;
+        self.finished = false;
+        self.error = None;
     }
 }
 

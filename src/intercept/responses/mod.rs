@@ -368,13 +368,6 @@ impl ResponsesStream {
         Self::default()
     }
 
-    /// Forgets the terminal status (the tool loop continues with a new response).
-    #[cfg(feature = "mcp")]
-    pub(crate) fn reset_for_next(&mut self) {
-        self.response_id = None;
-        self.status = None;
-    }
-
     /// Learns the response id from a response object, the first non-empty one.
     fn learn_id(&mut self, response: &ResponseObject<'_>, facts: &mut Vec<Fact>) {
         if self.response_id.is_none()
@@ -532,7 +525,17 @@ impl StreamObserver for ResponsesStream {
     }
 
     fn terminal_event(&self, message: &str) -> Bytes {
-        terminal_event(message, self.last_sequence.map_or(0, |n| n + 1))
+        terminal_event(
+            message,
+            self.last_sequence.map_or(0, |n| n.saturating_add(1)),
+        )
+    }
+
+    /// Forgets the terminal status (the tool loop continues with a new response).
+    #[cfg(feature = "mcp")]
+    fn next_iteration(&mut self, _iteration: u32) {
+        self.response_id = None;
+        self.status = None;
     }
 }
 
@@ -544,7 +547,10 @@ pub(crate) fn terminal_event(message: &str, sequence_number: u64) -> Bytes {
     ))
 }
 
+mod adapter;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use self::adapter::Responses;
