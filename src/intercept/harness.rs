@@ -6,7 +6,10 @@ use bytes::Bytes;
 
 use super::adapter::Adapter;
 use super::relay::MAX_EVENT_SIZE;
-use super::{Fact, RequestInfo, StreamObserver, StreamStatus, adapter_for, step};
+use super::facts::StreamStatus;
+#[cfg(feature = "mcp")]
+use super::RequestInfo;
+use super::{Fact, StreamObserver, adapter_for, step};
 use crate::provider::Api;
 use crate::sse::Decoder;
 
@@ -38,7 +41,7 @@ pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
             loop {
                 match step::next(&mut decoder, obs, &mut facts) {
                     Ok(Some(stepped)) => {
-                        out.extend_from_slice(&stepped.into_bytes().unwrap_or_default())
+                        out.extend_from_slice(&stepped.into_bytes().unwrap_or_default());
                     }
                     Ok(None) => break,
                     Err(e) => {

@@ -13,6 +13,7 @@ mod emit;
 mod facts;
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) mod harness;
+#[cfg(feature = "mcp")]
 mod json_edit;
 mod messages;
 mod observer;
@@ -35,7 +36,7 @@ use http::{HeaderMap, Response};
 use tokio::sync::oneshot;
 
 use self::adapter::Adapter;
-pub(crate) use self::facts::{Fact, StreamStatus};
+pub(crate) use self::facts::Fact;
 pub(crate) use self::observer::StreamObserver;
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;

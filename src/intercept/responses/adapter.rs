@@ -3,6 +3,7 @@
 #[cfg(feature = "mcp")]
 use std::sync::Arc;
 
+#[cfg(feature = "mcp")]
 use bytes::Bytes;
 
 use super::ResponsesStream;
