@@ -4,11 +4,11 @@
 
 use bytes::Bytes;
 
-use super::adapter::Adapter;
-use super::relay::MAX_EVENT_SIZE;
-use super::facts::StreamStatus;
 #[cfg(feature = "mcp")]
 use super::RequestInfo;
+use super::adapter::Adapter;
+use super::facts::StreamStatus;
+use super::relay::MAX_EVENT_SIZE;
 use super::{Fact, StreamObserver, adapter_for, step};
 use crate::provider::Api;
 use crate::sse::Decoder;
@@ -41,7 +41,7 @@ pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
             loop {
                 match step::next(&mut decoder, obs, &mut facts) {
                     Ok(Some(stepped)) => {
-                        out.extend_from_slice(&stepped.into_bytes().unwrap_or_default());
+                        out.extend_from_slice(&stepped.out.unwrap_or_default());
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -54,7 +54,7 @@ pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
         let rest = decoder.finish();
         while let Ok(Some(frame)) = decoder.next_frame() {
             match step::step(obs, frame, &mut facts) {
-                Ok(stepped) => out.extend_from_slice(&stepped.into_bytes().unwrap_or_default()),
+                Ok(stepped) => out.extend_from_slice(&stepped.out.unwrap_or_default()),
                 Err(e) => {
                     error = Some(e);
                     break 'run;
@@ -86,7 +86,7 @@ pub(crate) fn count(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> (usize, u
             nfacts += facts.len();
             facts.clear();
             frames += 1;
-            bytes += stepped.into_bytes().map_or(0, |b| b.len());
+            bytes += stepped.out.map_or(0, |b| b.len());
         }
     }
     obs.flush(&mut facts);
@@ -96,11 +96,11 @@ pub(crate) fn count(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> (usize, u
 /// The adapter of an API named by its `as_str()` (`messages`, `chat_completions`,
 /// `responses`; anything else: Messages).
 pub(crate) fn adapter_named(name: &str) -> &'static dyn Adapter {
-    adapter_for(match name {
-        "chat_completions" => Api::ChatCompletions,
-        "responses" => Api::Responses,
-        _ => Api::Messages,
-    })
+    let api = [Api::Messages, Api::ChatCompletions, Api::Responses]
+        .into_iter()
+        .find(|api| api.as_str() == name)
+        .unwrap_or(Api::Messages);
+    adapter_for(api)
 }
 
 /// Two injected tools of a server `coder`.

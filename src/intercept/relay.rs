@@ -841,15 +841,14 @@ async fn record_step(
     if !facts.is_empty() {
         ctx.sink.facts(facts).await;
     }
-    if stepped.was_open
-        && let StreamStatus::UpstreamError(_) = ctx.observer.status()
+    if let Some(frame) = &stepped.error
         && !ctx.observer.content_started()
-        && let Some(kind) = overload_kind(&stepped.frame)
+        && let Some(kind) = overload_kind(frame)
     {
         // An overload or rate-limit error before any content counts against the breaker.
         ctx.breaker_failure = breaker_counts_kind(ctx, kind);
     }
-    stepped.into_bytes()
+    stepped.out
 }
 
 /// Sends bytes to the client (the head first, if it is still pending).

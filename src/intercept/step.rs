@@ -9,30 +9,19 @@ use super::facts::{Fact, FrameAction, StreamStatus};
 use super::observer::StreamObserver;
 use crate::sse::{Decoder, Frame};
 
-/// One frame after the parser has seen it.
+/// What one frame gave after the parser saw it.
 #[derive(Debug)]
 pub(crate) struct Stepped {
-    /// The frame as received.
-    pub(crate) frame: Frame,
-    /// What the parser decided to do with it.
-    pub(crate) action: FrameAction,
-    /// The stream was open before this frame (so an error status is this frame's doing).
-    pub(crate) was_open: bool,
-}
-
-impl Stepped {
-    /// The bytes to relay for the frame, if any.
-    pub(crate) fn into_bytes(self) -> Option<Bytes> {
-        match self.action {
-            FrameAction::Relay => Some(self.frame.into_raw()),
-            FrameAction::Replace(bytes) => Some(bytes),
-            FrameAction::Drop => None,
-        }
-    }
+    /// The bytes to relay for it (`None`: the parser dropped it).
+    pub(crate) out: Option<Bytes>,
+    /// The frame, when it turned an open stream into an upstream error (the relay
+    /// classifies that error; at most once per stream, so boxed to keep the step small).
+    pub(crate) error: Option<Box<Frame>>,
 }
 
 /// `frame` through `observer`, appending what is worth recording to `facts`. `Err` is an
 /// invalid event: the relay stops with this reason.
+#[inline(always)]
 pub(crate) fn step(
     observer: &mut dyn StreamObserver,
     frame: Frame,
@@ -42,16 +31,20 @@ pub(crate) fn step(
     let action = observer
         .on_frame(&frame, facts)
         .map_err(|d| format!("invalid event: {d}"))?;
-    Ok(Stepped {
-        frame,
-        action,
-        was_open,
-    })
+    let error = (was_open && matches!(observer.status(), StreamStatus::UpstreamError(_)))
+        .then(|| Box::new(frame.clone()));
+    let out = match action {
+        FrameAction::Relay => Some(frame.into_raw()),
+        FrameAction::Replace(bytes) => Some(bytes),
+        FrameAction::Drop => None,
+    };
+    Ok(Stepped { out, error })
 }
 
 /// The decoder's next complete frame through `observer` (see [`step`]); `Ok(None)` when
 /// the decoder needs more bytes. `Err` is an invalid or oversized event: the relay stops
 /// with this reason.
+#[inline(always)]
 pub(crate) fn next(
     decoder: &mut Decoder,
     observer: &mut dyn StreamObserver,
