@@ -91,3 +91,26 @@ pub(crate) fn inject_edits(original: &[u8], top: &Obj<'_>, items: &str) -> Optio
     edits.push(top.set("parallel_tool_calls", "false")?);
     Some(edits)
 }
+
+/// The members of an injected tool's function definition, with a fixed key order:
+/// `"name":…,"description":…,"parameters":…,"strict":false` (no description when it is
+/// empty). Chat nests them in `function`, Responses puts them at the top.
+#[cfg(feature = "mcp")]
+pub(crate) fn function_members(t: &crate::mcp::InjectedTool) -> String {
+    let name = serde_json::to_string(&t.id).unwrap_or_default();
+    let description = t
+        .description
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            format!(
+                r#","description":{}"#,
+                serde_json::to_string(d).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#""name":{name}{description},"parameters":{},"strict":false"#,
+        t.input_schema.get()
+    )
+}

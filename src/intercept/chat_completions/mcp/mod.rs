@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::ChatStream;
 use crate::intercept::facts::{Fact, FrameAction};
 use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
-use crate::intercept::openai::inject_edits;
+use crate::intercept::openai::{function_members, inject_edits};
 use crate::intercept::request::RequestInfo;
 use crate::intercept::tool_loop::{
     BlockingTurn, Decision, Ending, Executed, McpView, Rewrite, ToolCall, Tools, Turn, UsageSum,
@@ -21,21 +21,9 @@ use crate::mcp::InjectedTool;
 use crate::sse::Frame;
 
 fn tool_json(t: &InjectedTool) -> String {
-    let name = serde_json::to_string(&t.id).unwrap_or_default();
-    let description = t
-        .description
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .map(|d| {
-            format!(
-                r#","description":{}"#,
-                serde_json::to_string(d).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
     format!(
-        r#"{{"type":"function","function":{{"name":{name}{description},"parameters":{},"strict":false}}}}"#,
-        t.input_schema.get()
+        r#"{{"type":"function","function":{{{}}}}}"#,
+        function_members(t)
     )
 }
 
