@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::intercept::bench_observer;
+use crate::intercept::RequestInfo;
+use crate::intercept::harness;
 use crate::sse::Decoder;
 
 /// A long Claude Code-style Messages stream with about `deltas` text deltas: an (empty,
@@ -118,28 +119,11 @@ pub fn chunks(stream: &Bytes, size: usize) -> Vec<Bytes> {
 /// (`"messages"`, `"chat_completions"` or `"responses"`). Returns (frames relayed,
 /// facts extracted, relayed bytes).
 pub fn split_and_extract(api: &str, chunks: &[Bytes]) -> (usize, usize, usize) {
-    let mut decoder = Decoder::new(16 * 1024 * 1024);
-    let mut obs = bench_observer(api);
-    let mut facts = Vec::new();
-    let (mut frames, mut nfacts, mut bytes) = (0, 0, 0);
-    for chunk in chunks {
-        decoder.push(chunk.clone());
-        while let Ok(Some(frame)) = decoder.next_frame() {
-            let _ = obs.on_frame(&frame, &mut facts);
-            nfacts += facts.len();
-            facts.clear();
-            frames += 1;
-            bytes += frame.into_raw().len();
-        }
-    }
-    obs.flush(&mut facts);
-    (frames, nfacts + facts.len(), bytes)
+    let mut obs = harness::adapter_named(api).observer(&RequestInfo::default());
+    harness::count(obs.as_mut(), chunks)
 }
 
 // --- entry points for the fuzz targets (`fuzz/`) ---
-
-use crate::intercept::RequestInfo;
-use crate::intercept::harness;
 
 /// What the relay path did with a stream: see [`relay_run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +153,7 @@ pub fn relay_run(
     client_usage: bool,
     chunks: &[Bytes],
 ) -> RelayRun {
-    let api = harness::api_named(api);
+    let adapter = harness::adapter_named(api);
     let info = RequestInfo {
         streaming,
         client_include_usage: client_usage,
@@ -178,12 +162,12 @@ pub fn relay_run(
     let _ = mcp;
     #[cfg(feature = "mcp")]
     let mut obs = if mcp {
-        harness::mcp_view(api, &info, br#"{"model":"m","stream":true,"input":[]}"#)
+        harness::mcp_view(adapter, &info, br#"{"model":"m","stream":true,"input":[]}"#)
     } else {
-        harness::plain(api, &info)
+        adapter.observer(&info)
     };
     #[cfg(not(feature = "mcp"))]
-    let mut obs = harness::plain(api, &info);
+    let mut obs = adapter.observer(&info);
     let run = harness::drive(obs.as_mut(), chunks);
     RelayRun {
         tool_inputs_are_json: harness::tool_inputs_are_json(&run.facts),
@@ -233,13 +217,16 @@ pub fn is_json(b: &[u8]) -> bool {
 
 /// The request checks of an API: `Some((model, streaming))` if the body is accepted.
 pub fn check_request(api: &str, body: &[u8]) -> Option<(String, bool)> {
-    harness::parse_request(harness::api_named(api), body).map(|i| (i.model, i.streaming))
+    harness::adapter_named(api)
+        .parse_request(body)
+        .ok()
+        .map(|i| (i.model, i.streaming))
 }
 
 /// The facts of a blocking response body (as `Debug` text) and whether every recorded tool
 /// input is valid JSON.
 pub fn blocking_facts(api: &str, body: &[u8]) -> (Vec<String>, bool) {
-    let (facts, _) = harness::blocking_facts(harness::api_named(api), body);
+    let (facts, _) = harness::blocking_facts(harness::adapter_named(api), body);
     let json = harness::tool_inputs_are_json(&facts);
     (facts.iter().map(|f| format!("{f:?}")).collect(), json)
 }
@@ -251,7 +238,7 @@ pub fn upstream_body(api: &str, streaming: bool, client_usage: bool, body: Bytes
         client_include_usage: client_usage,
         ..RequestInfo::default()
     };
-    harness::upstream_body(harness::api_named(api), &info, body)
+    harness::adapter_named(api).upstream_body(&info, body)
 }
 
 /// The MCP loop's upstream body of one iteration, with two injected tools (or none, as in
@@ -264,12 +251,7 @@ pub fn mcp_request_body(
     turns: &[String],
 ) -> Option<Bytes> {
     let tools = harness::tools();
-    harness::mcp_request_body(
-        harness::api_named(api),
-        body,
-        with_tools.then_some(&*tools),
-        turns,
-    )
+    harness::adapter_named(api).request_body(body, with_tools.then_some(&*tools), turns)
 }
 
 /// The body a blocking MCP loop hands the client, usage summed with `sum` (a JSON object
@@ -280,7 +262,7 @@ pub fn mcp_final_blocking(
     body: &Bytes,
     sum: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Bytes {
-    harness::mcp_final_blocking(harness::api_named(api), body, sum, &harness::tools())
+    harness::mcp_final_blocking(harness::adapter_named(api), body, sum, &harness::tools())
 }
 
 /// Writes `n` interceptions through `recorder` as the gateway's record traffic does: for

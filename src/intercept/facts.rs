@@ -39,6 +39,10 @@ pub(crate) enum Fact {
         source: ThoughtSource,
     },
     /// A call of an injected (MCP) tool: executed by the bridge, or not executed and why.
+    #[cfg_attr(
+        not(feature = "mcp"),
+        allow(dead_code, reason = "only the MCP tool loop records injected calls")
+    )]
     InjectedTool {
         response_id: Option<String>,
         /// The original MCP tool name.
@@ -75,6 +79,10 @@ pub(crate) enum FrameAction {
     /// injected tool call).
     Drop,
     /// Relay these bytes instead (a re-encoded event: renumbered, summed usage).
+    #[cfg_attr(
+        not(feature = "mcp"),
+        allow(dead_code, reason = "only the MCP tool loop's views re-encode events")
+    )]
     Replace(bytes::Bytes),
 }
 

@@ -1,10 +1,16 @@
-//! The relay path and the request editors without I/O, for the property tests and the
-//! fuzz targets (through `aibridge::__bench`).
+//! The relay path and the request editors without I/O, for the property tests, the
+//! benchmarks and the fuzz targets (through `aibridge::__bench`): the relay's own step
+//! (`super::step`) and the API adapters, driven over in-memory chunks.
 
 use bytes::Bytes;
 
+#[cfg(feature = "mcp")]
+use super::RequestInfo;
+use super::adapter::Adapter;
+use super::facts::StreamStatus;
 use super::relay::MAX_EVENT_SIZE;
-use super::{Fact, FrameAction, RequestInfo, StreamObserver, StreamStatus};
+use super::facts::Fact;
+use super::{StreamObserver, adapter_for, step};
 use crate::provider::Api;
 use crate::sse::Decoder;
 
@@ -20,37 +26,27 @@ pub(crate) struct Run {
     pub(crate) tail: Vec<u8>,
 }
 
-/// Runs `chunks` through a decoder and `obs` the way the relay loop does: frames are
-/// observed in order, the first invalid or oversized event stops the relay, and the
-/// observer is flushed at the end.
+/// Runs `chunks` through a decoder and `obs` the way the relay loop does (`relay_one`):
+/// frames go through the relay's step in order, the first invalid or oversized event
+/// stops the relay, at EOF the decoder's last frame is relayed, and the observer is
+/// flushed at the end.
 pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
     let mut decoder = Decoder::new(MAX_EVENT_SIZE);
     let mut out = Vec::new();
     let mut facts = Vec::new();
     let mut error = None;
-    let mut relay = |frame: crate::sse::Frame, facts: &mut Vec<Fact>| -> Result<(), String> {
-        match obs.on_frame(&frame, facts)? {
-            FrameAction::Relay => out.extend_from_slice(&frame.into_raw()),
-            FrameAction::Replace(b) => out.extend_from_slice(&b),
-            FrameAction::Drop => {}
-        }
-        Ok(())
-    };
     let mut tail = Vec::new();
     'run: {
         for chunk in chunks {
             decoder.push(chunk.clone());
             loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => {
-                        if let Err(e) = relay(frame, &mut facts) {
-                            error = Some(e);
-                            break 'run;
-                        }
+                match step::next(&mut decoder, obs, &mut facts) {
+                    Ok(Some(stepped)) => {
+                        out.extend_from_slice(&stepped.out.unwrap_or_default());
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        error = Some(e.to_string());
+                        error = Some(e);
                         break 'run;
                     }
                 }
@@ -58,9 +54,12 @@ pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
         }
         let rest = decoder.finish();
         while let Ok(Some(frame)) = decoder.next_frame() {
-            if let Err(e) = relay(frame, &mut facts) {
-                error = Some(e);
-                break 'run;
+            match step::step(obs, frame, &mut facts) {
+                Ok(stepped) => out.extend_from_slice(&stepped.out.unwrap_or_default()),
+                Err(e) => {
+                    error = Some(e);
+                    break 'run;
+                }
             }
         }
         tail = rest.map(|b| b.to_vec()).unwrap_or_default();
@@ -75,9 +74,34 @@ pub(crate) fn drive(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> Run {
     }
 }
 
-/// The observer of a request without injected tools.
-pub(crate) fn plain(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
-    super::observer(api, info)
+/// The streaming hot path as the benchmarks measure it: `chunks` through the decoder and
+/// `obs` with the relay's step, facts counted and dropped as they come. Returns (frames,
+/// facts, relayed bytes).
+pub(crate) fn count(obs: &mut dyn StreamObserver, chunks: &[Bytes]) -> (usize, usize, usize) {
+    let mut decoder = Decoder::new(MAX_EVENT_SIZE);
+    let mut facts = Vec::new();
+    let (mut frames, mut nfacts, mut bytes) = (0, 0, 0);
+    for chunk in chunks {
+        decoder.push(chunk.clone());
+        while let Ok(Some(stepped)) = step::next(&mut decoder, obs, &mut facts) {
+            nfacts += facts.len();
+            facts.clear();
+            frames += 1;
+            bytes += stepped.out.map_or(0, |b| b.len());
+        }
+    }
+    obs.flush(&mut facts);
+    (frames, nfacts + facts.len(), bytes)
+}
+
+/// The adapter of an API named by its `as_str()` (`messages`, `chat_completions`,
+/// `responses`; anything else: Messages).
+pub(crate) fn adapter_named(name: &str) -> &'static dyn Adapter {
+    let api = [Api::Messages, Api::ChatCompletions, Api::Responses]
+        .into_iter()
+        .find(|api| api.as_str() == name)
+        .unwrap_or(Api::Messages);
+    adapter_for(api)
 }
 
 /// Two injected tools of a server `coder`.
@@ -101,23 +125,19 @@ pub(crate) fn tools() -> std::sync::Arc<super::tool_loop::Tools> {
     ]))
 }
 
-/// The observer the tool loop uses (it hides injected calls and re-encodes events).
+/// The default loop bound (mcp.md D12).
 #[cfg(feature = "mcp")]
-pub(crate) fn mcp_view(api: Api, info: &RequestInfo, original: &[u8]) -> Box<dyn StreamObserver> {
-    match api {
-        Api::Messages => Box::new(super::messages::mcp::McpMessages::new(tools())),
-        Api::ChatCompletions => Box::new(super::chat_completions::mcp::McpChat::new(info, tools())),
-        Api::Responses => Box::new(super::responses::mcp::McpResponses::new(original, tools())),
-    }
-}
+const MAX_ITERATIONS: u32 = 10;
 
-/// An API by its `as_str()` name (`messages`, `chat_completions`, `responses`).
-pub(crate) fn api_named(name: &str) -> Api {
-    match name {
-        "chat_completions" => Api::ChatCompletions,
-        "responses" => Api::Responses,
-        _ => Api::Messages,
-    }
+/// The observer the tool loop uses (it hides injected calls and re-encodes events), in
+/// its first iteration, with [`tools`].
+#[cfg(feature = "mcp")]
+pub(crate) fn mcp_view(
+    adapter: &dyn Adapter,
+    info: &RequestInfo,
+    original: &[u8],
+) -> Box<dyn StreamObserver> {
+    adapter.mcp_view(info, original, tools(), MAX_ITERATIONS)
 }
 
 /// Whether every recorded tool input is valid JSON (records.md: `input` is JSON).
@@ -130,42 +150,21 @@ pub(crate) fn tool_inputs_are_json(facts: &[Fact]) -> bool {
     })
 }
 
-/// The request checks of routing.md step 7 (and the API's own).
-pub(crate) fn parse_request(api: Api, body: &[u8]) -> Option<RequestInfo> {
-    super::parse_request(api, body).ok()
-}
-
 /// The facts of a blocking body (`Err`: the body is not the API's JSON).
-pub(crate) fn blocking_facts(api: Api, body: &[u8]) -> (Vec<Fact>, Result<(), String>) {
+pub(crate) fn blocking_facts(
+    adapter: &dyn Adapter,
+    body: &[u8],
+) -> (Vec<Fact>, Result<(), String>) {
     let mut facts = Vec::new();
-    let r = super::blocking_facts(api, body, &mut facts);
+    let r = adapter.blocking_facts(body, &mut facts);
     (facts, r)
 }
 
-/// The body sent upstream without tool injection (Chat streams: the S2 usage edit).
-pub(crate) fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
-    super::upstream_body(api, info, body)
-}
-
-/// The MCP loop's upstream body of one iteration (`None`: the body cannot be edited).
-#[cfg(feature = "mcp")]
-pub(crate) fn mcp_request_body(
-    api: Api,
-    original: &[u8],
-    tools: Option<&super::tool_loop::Tools>,
-    turns: &[String],
-) -> Option<Bytes> {
-    match api {
-        Api::Messages => super::messages::mcp::request_body(original, tools, turns),
-        Api::ChatCompletions => super::chat_completions::mcp::request_body(original, tools, turns),
-        Api::Responses => super::responses::mcp::request_body(original, tools, turns),
-    }
-}
-
-/// The body a blocking MCP loop returns, with usage summed over `sum`.
+/// The body a blocking MCP loop returns, with usage summed over `sum`; the blocking turn
+/// is read first, as the loop does.
 #[cfg(feature = "mcp")]
 pub(crate) fn mcp_final_blocking(
-    api: Api,
+    adapter: &dyn Adapter,
     body: &Bytes,
     sum: Option<&serde_json::Map<String, serde_json::Value>>,
     tools: &super::tool_loop::Tools,
@@ -175,6 +174,6 @@ pub(crate) fn mcp_final_blocking(
         s.add(m);
         s
     });
-    let _ = super::tool_loop::blocking_turn(api, body, body, tools);
-    super::tool_loop::final_blocking(api, body, sum.as_ref(), tools)
+    let _ = adapter.blocking_turn(body, body, tools);
+    adapter.final_blocking(body, sum.as_ref(), tools)
 }

@@ -7,18 +7,23 @@
 //! response head travels back to the service future through a oneshot channel; a streaming
 //! body is fed through a small bounded channel, so backpressure reaches the upstream read.
 
+mod adapter;
 mod chat_completions;
 mod emit;
 mod facts;
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) mod harness;
+#[cfg(feature = "mcp")]
 mod json_edit;
 mod messages;
+mod observer;
+mod openai;
 #[cfg(test)]
 mod proptests;
 mod relay;
 pub(crate) mod request;
 mod responses;
+mod step;
 #[cfg(feature = "mcp")]
 mod tool_loop;
 
@@ -30,7 +35,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use tokio::sync::oneshot;
 
-pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
+use self::adapter::Adapter;
+pub(crate) use self::observer::StreamObserver;
 pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
@@ -45,7 +51,6 @@ use crate::error::{BridgeError, Flavor};
 use crate::metrics::Labels;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
-use crate::sse::Frame;
 use crate::upstream::{self, Mode};
 
 /// A bridged request that passed every check of routing.md steps 1–7.
@@ -65,113 +70,22 @@ pub(crate) struct Bridged {
     pub(crate) start: Instant,
 }
 
-/// A per-API parser of upstream SSE streams. Synchronous and free of I/O, so it can be
-/// tested and fuzzed on its own.
-pub(crate) trait StreamObserver: Send + Sync {
-    /// Looks at one frame, appending what is worth recording. `Err` is an invalid event (a
-    /// JSON decode failure of an event the bridge needs).
-    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String>;
-    /// The stream ended or broke: flush what is pending (usage seen so far, open blocks).
-    fn flush(&mut self, facts: &mut Vec<Fact>);
-    /// How the stream stands.
-    fn status(&self) -> StreamStatus;
-    /// Whether content (a block, a chunk with content, an output item) was seen.
-    fn content_started(&self) -> bool;
-    /// Whether the API's terminal event was seen (`message_stop`, `response.completed`,
-    /// `[DONE]`): nothing but the end of the stream may follow.
-    fn ended(&self) -> bool {
-        matches!(
-            self.status(),
-            StreamStatus::Completed | StreamStatus::ToolCalls
-        )
-    }
-    /// The API's terminal error event (D7).
-    fn terminal_event(&self, message: &str) -> Bytes;
-    /// After status `ToolCalls`: the turn that called injected tools.
-    #[cfg(feature = "mcp")]
-    fn take_turn(&mut self) -> Option<tool_loop::Turn> {
-        None
-    }
-    /// Prepares for the next upstream call of a tool loop (`last` = without injected tools).
-    #[cfg(feature = "mcp")]
-    fn next_iteration(&mut self, last: bool) {
-        let _ = last;
+/// The adapter of an API: the one place an API is matched on.
+pub(crate) fn adapter_for(api: Api) -> &'static dyn Adapter {
+    match api {
+        Api::Messages => &messages::Messages,
+        Api::ChatCompletions => &chat_completions::ChatCompletions,
+        Api::Responses => &responses::Responses,
     }
 }
 
 /// Classifies a request body per its API (routing.md steps 7–8).
+#[allow(
+    clippy::result_large_err,
+    reason = "BridgeError is the engine's request error type"
+)]
 pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, BridgeError> {
-    match api {
-        Api::Messages => messages::parse_request(body),
-        Api::ChatCompletions => chat_completions::parse_request(body),
-        Api::Responses => responses::parse_request(body),
-    }
-}
-
-/// The stream parser for an API.
-fn observer(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
-    match api {
-        Api::Messages => Box::new(messages::MessagesStream::new()),
-        Api::ChatCompletions => Box::new(chat_completions::ChatStream::new(info)),
-        Api::Responses => Box::new(responses::ResponsesStream::new()),
-    }
-}
-
-/// The bytes sent upstream: the client's, with the API's targeted edits (D1), if any.
-fn upstream_body(api: Api, info: &RequestInfo, body: Bytes) -> Bytes {
-    match api {
-        Api::ChatCompletions => chat_completions::upstream_body(info, body),
-        Api::Messages | Api::Responses => body,
-    }
-}
-
-/// The stream parser for an API named by its `as_str()` (benchmarks and tests).
-#[cfg(any(test, feature = "bench-internals"))]
-pub(crate) fn bench_observer(api: &str) -> Box<dyn StreamObserver> {
-    let api = match api {
-        "chat_completions" => Api::ChatCompletions,
-        "responses" => Api::Responses,
-        _ => Api::Messages,
-    };
-    observer(api, &RequestInfo::default())
-}
-
-/// Facts of a blocking response body.
-fn blocking_facts(api: Api, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-    match api {
-        Api::Messages => messages::blocking_facts(body, facts),
-        Api::ChatCompletions => chat_completions::blocking_facts(body, facts),
-        Api::Responses => responses::blocking_facts(body, facts),
-    }
-}
-
-/// Decides on injection (mcp.md "When injection happens") and builds the first body.
-#[cfg(feature = "mcp")]
-fn start_loop(
-    source: &Arc<dyn ToolSource>,
-    api: Api,
-    info: &RequestInfo,
-    body: &Bytes,
-) -> Option<(tool_loop::LoopState, Bytes)> {
-    if !source.should_inject(&info.model)
-        || (api == Api::Responses && !responses::mcp::injectable(body))
-    {
-        return None;
-    }
-    let tools = messages::mcp::tools_for_request(body, &source.snapshot());
-    if tools.0.is_empty() {
-        return None;
-    }
-    let executor: Arc<dyn ToolExecutor> = source.clone();
-    let lp = tool_loop::LoopState::new(
-        Arc::new(tools),
-        executor,
-        source.loop_config(),
-        body.clone(),
-        info.clone(),
-    );
-    let first = lp.first_body(api)?;
-    Some((lp, first))
+    adapter_for(api).parse_request(body)
 }
 
 /// Records the interception and runs it (routing.md steps 9–15).
@@ -269,36 +183,32 @@ async fn intercept(
     if let Some(m) = &metrics {
         m.interception_started(&labels.provider, &labels.model, &route);
     }
+    let adapter = adapter_for(req.api);
     #[cfg(feature = "mcp")]
     let tool_loop = inner
         .tool_source
         .as_ref()
-        .and_then(|source| start_loop(source, req.api, &req.info, &req.body));
+        .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
     #[cfg(feature = "mcp")]
-    let (body, observer): (Bytes, Box<dyn StreamObserver>) = match &tool_loop {
+    let (body, observer) = match &tool_loop {
         Some((lp, body)) => {
-            let view: Box<dyn StreamObserver> = match req.api {
-                Api::ChatCompletions => Box::new(chat_completions::mcp::McpChat::new(
-                    &req.info,
-                    lp.tools.clone(),
-                )),
-                Api::Responses => Box::new(responses::mcp::McpResponses::new(
-                    &req.body,
-                    lp.tools.clone(),
-                )),
-                Api::Messages => Box::new(messages::mcp::McpMessages::new(lp.tools.clone())),
-            };
+            let view = adapter.mcp_view(
+                &req.info,
+                &req.body,
+                lp.tools.clone(),
+                lp.config.max_iterations,
+            );
             (body.clone(), view)
         }
         None => (
-            upstream_body(req.api, &req.info, req.body),
-            observer(req.api, &req.info),
+            adapter.upstream_body(&req.info, req.body),
+            adapter.observer(&req.info),
         ),
     };
     #[cfg(not(feature = "mcp"))]
     let (body, observer) = (
-        upstream_body(req.api, &req.info, req.body),
-        observer(req.api, &req.info),
+        adapter.upstream_body(&req.info, req.body),
+        adapter.observer(&req.info),
     );
     let sink = emit::Emitter::new(
         inner.queue.sink(id),
@@ -314,7 +224,7 @@ async fn intercept(
     let ctx = relay::Ctx::new(
         inner.clone(),
         req.provider.clone(),
-        req.api,
+        adapter,
         id,
         url,
         headers,

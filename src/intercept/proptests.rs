@@ -14,13 +14,19 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use super::harness::{drive, plain};
+use super::harness::drive;
 #[cfg(feature = "mcp")]
 use super::harness::{mcp_view, tools};
 use super::relay::MAX_EVENT_SIZE;
-use super::{Fact, RequestInfo};
+use super::facts::Fact;
+use super::{RequestInfo, StreamObserver, adapter_for};
 use crate::provider::Api;
 use crate::sse::Decoder;
+
+/// The plain stream parser of `api` (no tool injection).
+fn plain(api: Api, info: &RequestInfo) -> Box<dyn StreamObserver> {
+    adapter_for(api).observer(info)
+}
 
 /// `input` cut at `cuts` (sorted, deduplicated, out-of-range ignored).
 fn split(input: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
@@ -568,8 +574,8 @@ proptest! {
         #[cfg(feature = "mcp")]
         {
             let original = br#"{"model":"m","stream":true,"input":"hi"}"#;
-            let whole = drive(mcp_view(api, &info, original).as_mut(), std::slice::from_ref(&input));
-            let chunked = drive(mcp_view(api, &info, original).as_mut(), &split(&input, &cuts));
+            let whole = drive(mcp_view(adapter_for(api), &info, original).as_mut(), std::slice::from_ref(&input));
+            let chunked = drive(mcp_view(adapter_for(api), &info, original).as_mut(), &split(&input, &cuts));
             prop_assert!(chunked == whole, "MCP view: chunking changed the run");
             tool_inputs_are_json(&whole.facts)?;
         }
@@ -593,8 +599,8 @@ proptest! {
         tool_inputs_are_json(&whole.facts)?;
         #[cfg(feature = "mcp")]
         {
-            let whole = drive(mcp_view(*api, &info, b"{}").as_mut(), std::slice::from_ref(&input));
-            let chunked = drive(mcp_view(*api, &info, b"{}").as_mut(), &split(&input, &cuts));
+            let whole = drive(mcp_view(adapter_for(*api), &info, b"{}").as_mut(), std::slice::from_ref(&input));
+            let chunked = drive(mcp_view(adapter_for(*api), &info, b"{}").as_mut(), &split(&input, &cuts));
             prop_assert!(chunked == whole);
         }
     }
@@ -618,8 +624,8 @@ proptest! {
         #[cfg(feature = "mcp")]
         {
             let original = br#"{"model":"m","stream":true,"store":false,"input":[]}"#;
-            let whole = drive(mcp_view(api, &info, original).as_mut(), std::slice::from_ref(&input));
-            let chunked = drive(mcp_view(api, &info, original).as_mut(), &split(&input, &cuts));
+            let whole = drive(mcp_view(adapter_for(api), &info, original).as_mut(), std::slice::from_ref(&input));
+            let chunked = drive(mcp_view(adapter_for(api), &info, original).as_mut(), &split(&input, &cuts));
             prop_assert!(chunked == whole);
             tool_inputs_are_json(&whole.facts)?;
             // What the MCP view relays is still an event stream: whole events only.
@@ -652,7 +658,7 @@ proptest! {
             prop_assert_eq!(info.streaming, v["stream"] == Value::Bool(true));
         }
         let mut facts = Vec::new();
-        let _ = super::blocking_facts(api, &body, &mut facts);
+        let _ = adapter_for(api).blocking_facts(&body, &mut facts);
         tool_inputs_are_json(&facts)?;
     }
 
@@ -668,7 +674,7 @@ proptest! {
         let api = api_of(api);
         let valid = serde_json::from_slice::<Value>(&body).is_ok();
         let info = RequestInfo { streaming: true, client_include_usage: client_usage, ..RequestInfo::default() };
-        let edited = super::upstream_body(api, &info, Bytes::from(body.clone()));
+        let edited = adapter_for(api).upstream_body(&info, Bytes::from(body.clone()));
         if valid {
             prop_assert!(serde_json::from_slice::<Value>(&edited).is_ok(), "usage edit broke the JSON");
         }
@@ -677,11 +683,7 @@ proptest! {
             let tools = tools();
             let turns: Vec<String> = turns.iter().map(Value::to_string).collect();
             let tools_arg = with_tools.then_some(&*tools);
-            let out = match api {
-                Api::Messages => super::messages::mcp::request_body(&body, tools_arg, &turns),
-                Api::ChatCompletions => super::chat_completions::mcp::request_body(&body, tools_arg, &turns),
-                Api::Responses => super::responses::mcp::request_body(&body, tools_arg, &turns),
-            };
+            let out = adapter_for(api).request_body(&body, tools_arg, &turns);
             if let (true, Some(out)) = (valid, out) {
                 let v: Value = serde_json::from_slice(&out).map_err(|e| {
                     TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&out)))
@@ -704,7 +706,7 @@ proptest! {
                 }
             }
             for sum in [None, Some(&sum)] {
-                let finals = super::tool_loop::final_blocking(api, &b, sum, &tools);
+                let finals = adapter_for(api).final_blocking(&b, sum, &tools);
                 if valid {
                     prop_assert!(
                         serde_json::from_slice::<Value>(&finals).is_ok(),
@@ -713,7 +715,7 @@ proptest! {
                     );
                 }
             }
-            let _ = super::tool_loop::blocking_turn(api, &b, &b, &tools);
+            let _ = adapter_for(api).blocking_turn(&b, &b, &tools);
         }
         let _ = (turns, with_tools);
     }
@@ -728,7 +730,7 @@ fn the_chat_usage_edit_leaves_a_non_object_alone() {
         ..RequestInfo::default()
     };
     for body in ["[]", " [1]", "\"x\""] {
-        let out = super::upstream_body(Api::ChatCompletions, &info, Bytes::from(body));
+        let out = adapter_for(Api::ChatCompletions).upstream_body(&info, Bytes::from(body));
         assert_eq!(&out[..], body.as_bytes());
     }
 }
@@ -738,14 +740,14 @@ fn the_chat_usage_edit_leaves_a_non_object_alone() {
 fn injection_into_an_empty_object_and_usage_sums_into_an_empty_usage_stay_json() {
     let tools = tools();
     for api in [Api::Messages, Api::ChatCompletions, Api::Responses] {
-        let out = match api {
-            Api::Messages => super::messages::mcp::request_body(b"{}", Some(&tools), &[]),
-            Api::ChatCompletions => {
-                super::chat_completions::mcp::request_body(b"{ }", Some(&tools), &[])
-            }
-            Api::Responses => super::responses::mcp::request_body(b"{}", Some(&tools), &[]),
-        }
-        .unwrap();
+        let body: &[u8] = if api == Api::ChatCompletions {
+            b"{ }"
+        } else {
+            b"{}"
+        };
+        let out = adapter_for(api)
+            .request_body(body, Some(&tools), &[])
+            .unwrap();
         let v: Value = serde_json::from_slice(&out)
             .unwrap_or_else(|e| panic!("{api:?}: {e}: {}", String::from_utf8_lossy(&out)));
         assert_eq!(v["tools"].as_array().map(Vec::len), Some(2), "{api:?}");
@@ -757,7 +759,7 @@ fn injection_into_an_empty_object_and_usage_sums_into_an_empty_usage_stay_json()
             .unwrap(),
     );
     let body = Bytes::from_static(br#"{"id":"c","choices":[],"usage":{}}"#);
-    let out = super::tool_loop::final_blocking(Api::ChatCompletions, &body, Some(&sum), &tools);
+    let out = adapter_for(Api::ChatCompletions).final_blocking(&body, Some(&sum), &tools);
     let v: Value = serde_json::from_slice(&out)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
     assert_eq!(v["usage"]["total_tokens"], 7);
@@ -788,28 +790,24 @@ fn deep_nesting_never_overflows_the_stack() {
                     parsed.is_ok(),
                     "{api:?}: a JSON object with a model is accepted"
                 );
-                let out = super::upstream_body(api, &info, Bytes::from(body.clone()));
+                let out = adapter_for(api).upstream_body(&info, Bytes::from(body.clone()));
                 let raw = serde_json::from_slice::<Box<serde_json::value::RawValue>>(&out);
                 assert!(raw.is_ok(), "{api:?}: the usage edit keeps it JSON");
                 #[cfg(feature = "mcp")]
                 {
                     let tools = tools();
                     let turns = [r#"{"role":"user","content":"x"}"#.to_owned()];
-                    let _ = super::harness::mcp_request_body(
-                        api,
-                        body.as_bytes(),
-                        Some(&tools),
-                        &turns,
-                    );
+                    let _ = adapter_for(api).request_body(body.as_bytes(), Some(&tools), &turns);
                     let _ = super::tool_loop::client_tool_names(body.as_bytes());
                 }
                 // Response side: blocking bodies and stream events.
-                let (facts, _) = super::harness::blocking_facts(api, body.as_bytes());
+                let (facts, _) = super::harness::blocking_facts(adapter_for(api), body.as_bytes());
                 assert!(super::harness::tool_inputs_are_json(&facts));
                 #[cfg(feature = "mcp")]
                 {
                     let b = Bytes::from(body.clone());
-                    let _ = super::harness::mcp_final_blocking(api, &b, None, &tools());
+                    let _ =
+                        super::harness::mcp_final_blocking(adapter_for(api), &b, None, &tools());
                 }
                 let events: Vec<String> = fixture_events(&Bytes::from_static(match api {
                     Api::Messages => {
@@ -841,7 +839,10 @@ fn deep_nesting_never_overflows_the_stack() {
                 assert!(stream.starts_with(&run.out));
                 #[cfg(feature = "mcp")]
                 {
-                    let _ = drive(mcp_view(api, &info, body.as_bytes()).as_mut(), &[stream]);
+                    let _ = drive(
+                        mcp_view(adapter_for(api), &info, body.as_bytes()).as_mut(),
+                        &[stream],
+                    );
                 }
             }
         }

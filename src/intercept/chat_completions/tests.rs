@@ -1,6 +1,17 @@
-use super::*;
+use std::collections::BTreeMap;
+
+use super::blocking::*;
+use super::request::*;
+use super::stream::*;
+use super::usage::*;
+use crate::intercept::facts::{Fact, FrameAction, StreamStatus, Usage};
+use crate::intercept::observer::StreamObserver;
+use crate::intercept::openai::*;
+use crate::intercept::request::RequestInfo;
 use crate::provider::Api;
 use crate::sse::Decoder;
+use bytes::Bytes;
+use serde_json::value::RawValue;
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -526,7 +537,8 @@ fn s2_python_sdk_stream_helper_request_gets_usage_upstream() {
     let info = parse_request(body).unwrap();
     assert!(info.streaming);
     assert!(!info.client_include_usage);
-    let out = super::super::upstream_body(Api::ChatCompletions, &info, Bytes::from_static(body));
+    let out = crate::intercept::adapter_for(Api::ChatCompletions)
+        .upstream_body(&info, Bytes::from_static(body));
     assert_eq!(out, fixture!("python-sdk-8.upstream.json").as_bytes());
     assert!(parse_request(&out).unwrap().client_include_usage);
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::StreamObserver;
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_or_empty, json_text};
+use super::observer::StreamObserver;
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;
@@ -314,12 +314,6 @@ impl MessagesStream {
         Self::default()
     }
 
-    /// Forgets the terminal status (the tool loop continues with a new message).
-    #[cfg(feature = "mcp")]
-    pub(crate) fn reset_status(&mut self) {
-        self.status = None;
-    }
-
     fn close_block(&mut self, index: usize, facts: &mut Vec<Fact>, complete: bool) {
         let Some(block) = self.blocks.remove(&index) else {
             return;
@@ -517,6 +511,12 @@ impl StreamObserver for MessagesStream {
     fn terminal_event(&self, message: &str) -> Bytes {
         terminal_event(message)
     }
+
+    /// Forgets the terminal status (the tool loop continues with a new message).
+    #[cfg(feature = "mcp")]
+    fn next_iteration(&mut self, _iteration: u32) {
+        self.status = None;
+    }
 }
 
 /// `event: error` with an Anthropic `api_error` (D7).
@@ -547,7 +547,10 @@ pub(crate) fn terminal_event(message: &str) -> Bytes {
     ))
 }
 
+mod adapter;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use self::adapter::Messages;

@@ -14,10 +14,14 @@ use super::task::Stop;
 use super::task::{
     Ctx, End, Head, MAX_BLOCKING_BODY, cancelled, client_gone, failed, response, shutting_down,
 };
+#[cfg(feature = "mcp")]
+use super::tools;
 use crate::body::Body;
 use crate::error::BridgeError;
 #[cfg(feature = "mcp")]
-use crate::intercept::blocking_facts;
+use crate::intercept::facts::Fact;
+#[cfg(feature = "mcp")]
+use crate::intercept::tool_loop::{Decision, not_executed};
 #[cfg(feature = "mcp")]
 use crate::recorder::Outcome;
 #[cfg(feature = "mcp")]
@@ -34,88 +38,61 @@ pub(super) async fn blocking_loop(
     mut headers: HeaderMap,
     mut body: Bytes,
 ) -> End {
-    use crate::intercept::tool_loop::{blocking_turn, execute, final_blocking, not_executed};
     loop {
         let Some(mut lp) = ctx.tool_loop.take() else {
             return failed("aibridge: internal error");
         };
         let mut facts = Vec::new();
-        let parsed = blocking_facts(ctx.api, &body, &mut facts);
-        facts.retain(
-            |f| !matches!(f, crate::intercept::Fact::Tool { name, .. } if lp.tools.contains(name)),
-        );
-        let turn = blocking_turn(ctx.api, lp.original(), &body, &lp.tools);
-        let after_limit = lp.iteration() > lp.config.max_iterations;
-        let finish = match &turn {
-            None => true,
-            Some((t, client_tool, _)) => t.calls.is_empty() || *client_tool || after_limit,
+        let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
+        facts.retain(|f| !matches!(f, Fact::Tool { name, .. } if lp.tools.contains(name)));
+        let turn = ctx.adapter.blocking_turn(lp.original(), &body, &lp.tools);
+        let decision = match &turn {
+            None => Decision::Finish(None),
+            Some(t) => lp.decide(t.ending()),
         };
-        if finish {
-            if let Some((t, _, _)) = &turn
-                && !t.calls.is_empty()
-            {
-                let reason = if after_limit {
-                    "tool loop limit reached"
-                } else {
-                    "not executed: the response also called client tools"
+        let turn = match (decision, turn) {
+            (Decision::Execute | Decision::LastCall, Some(turn)) => turn,
+            (decision, turn) => {
+                if let (Decision::Finish(Some(reason)), Some(t)) = (decision, &turn) {
+                    not_executed(&lp.tools, &t.turn, reason, &mut facts);
+                }
+                ctx.sink.facts(&mut facts).await;
+                let sum = turn.filter(|_| lp.iteration() > 1).map(|t| {
+                    let mut sum = lp.sum.clone();
+                    sum.add(&t.usage);
+                    sum
+                });
+                let out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
+                if !head.send(response(status, headers, Body::from(out), ctx.id)) {
+                    return client_gone();
+                }
+                return match parsed {
+                    Ok(()) => (Outcome::Completed, None),
+                    Err(reason) => failed(format!("invalid upstream response: {reason}")),
                 };
-                not_executed(&lp.tools, t, reason, &mut facts);
             }
-            ctx.sink.facts(&mut facts).await;
-            let sum = turn.filter(|_| lp.iteration() > 1).map(|(_, _, usage)| {
-                let mut sum = lp.sum.clone();
-                sum.add(&usage);
-                sum
-            });
-            let out = final_blocking(ctx.api, &body, sum.as_ref(), &lp.tools);
-            if !head.send(response(status, headers, Body::from(out), ctx.id)) {
-                return client_gone();
-            }
-            return match parsed {
-                Ok(()) => (Outcome::Completed, None),
-                Err(reason) => failed(format!("invalid upstream response: {reason}")),
-            };
-        }
-        let Some((bt_turn, _, bt_usage)) = turn else {
-            return failed("aibridge: internal error");
         };
         // This response's records (prompt, token usage, thoughts) are final now: queue them
         // before the tools run, so a client that leaves meanwhile does not lose them.
         ctx.sink.facts(&mut facts).await;
-        let limit = lp.iteration() >= lp.config.max_iterations;
-        let results = if limit {
-            not_executed(&lp.tools, &bt_turn, "tool loop limit reached", &mut facts)
-        } else {
-            let waiting = Instant::now();
-            let abort = async {
-                tokio::select! {
-                    () = head.closed() => Stop::ClientGone,
-                    () = cancelled(cancel) => Stop::Shutdown,
-                }
-            };
-            let r = execute(&lp.tools, lp.executor.as_ref(), &bt_turn, &mut facts, abort).await;
-            ctx.waited += waiting.elapsed();
-            match r {
-                Ok(r) => r,
-                Err(stop) => {
-                    // The interrupted call's record.
-                    ctx.sink.facts(&mut facts).await;
-                    if matches!(stop, Stop::ClientGone) {
-                        return client_gone();
-                    }
-                    head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-                    return shutting_down();
-                }
+        lp.sum.add(&turn.usage);
+        let abort = async {
+            tokio::select! {
+                () = head.closed() => Stop::ClientGone,
+                () = cancelled(cancel) => Stop::Shutdown,
             }
         };
-        ctx.sink.facts(&mut facts).await;
-        lp.sum.add(&bt_usage);
-        let next = lp.advance(ctx.api, bt_turn, &results, limit);
+        let next = tools::step(ctx, &mut lp, turn.turn, decision, &mut facts, abort).await;
         ctx.tool_loop = Some(lp);
-        let Some(next) = next else {
-            return failed("aibridge: internal error");
+        ctx.body = match next {
+            Ok(next) => next,
+            Err(Stop::ClientGone) => return client_gone(),
+            Err(Stop::Shutdown) => {
+                head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
+                return shutting_down();
+            }
+            Err(_) => return failed("aibridge: internal error"),
         };
-        ctx.body = next;
         let mut resp = match call(ctx, head, cancel).await {
             Call::Done(end) => return end,
             Call::Answer(resp, _) => resp,

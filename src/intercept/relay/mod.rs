@@ -9,13 +9,14 @@ mod blocking;
 mod call;
 mod stream;
 mod task;
+#[cfg(feature = "mcp")]
+mod tools;
 
 use std::time::Duration;
 
 use http::Response;
 use tokio::sync::{oneshot, watch};
 
-use super::blocking_facts;
 use crate::body::Body;
 use crate::breaker::{Admitted, Report};
 use crate::error::BridgeError;
@@ -120,7 +121,7 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         return blocking_loop(ctx, head, cancel, status, headers, body).await;
     }
     let mut facts = Vec::new();
-    let parsed = blocking_facts(ctx.api, &body, &mut facts);
+    let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
     ctx.sink.facts(&mut facts).await;
     if !head.send(response(status, headers, Body::from(body), ctx.id)) {
         return client_gone();

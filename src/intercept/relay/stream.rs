@@ -19,10 +19,13 @@ use super::task::{
 };
 #[cfg(feature = "mcp")]
 use super::task::{KeepAlive, MAX_BLOCKING_BODY};
+#[cfg(feature = "mcp")]
+use super::tools;
 use crate::BoxError;
 use crate::body::Body;
 use crate::error::BridgeError;
-use crate::intercept::facts::{FrameAction, StreamStatus};
+use crate::intercept::facts::{Fact, StreamStatus};
+use crate::intercept::step;
 use crate::recorder::Outcome;
 use crate::sse::Frame;
 
@@ -46,7 +49,7 @@ pub(super) async fn relay_frame(
     head: &mut Head,
     tx: &mpsc::Sender<Bytes>,
     cancel: &mut watch::Receiver<bool>,
-    facts: &mut Vec<crate::intercept::Fact>,
+    facts: &mut Vec<Fact>,
 ) -> Result<(), Stop> {
     match observe_frame(ctx, frame, facts).await? {
         Some(out) => send_out(ctx, out, pending, head, tx, cancel).await,
@@ -104,32 +107,32 @@ impl Batch {
 
 /// Observes and records one frame; returns the bytes to relay, if any. `Err` stops the
 /// stream.
-pub(super) async fn observe_frame(
+async fn observe_frame(
     ctx: &mut Ctx,
     frame: Frame,
-    facts: &mut Vec<crate::intercept::Fact>,
+    facts: &mut Vec<Fact>,
 ) -> Result<Option<Bytes>, Stop> {
-    let was_open = ctx.observer.status() == StreamStatus::Open;
-    let action = ctx
-        .observer
-        .on_frame(&frame, facts)
-        .map_err(|d| Stop::Fail(format!("invalid event: {d}")))?;
+    let stepped = step::step(ctx.observer.as_mut(), frame, facts).map_err(Stop::Fail)?;
+    Ok(record_step(ctx, stepped, facts).await)
+}
+
+/// Records what one step found; returns the bytes to relay, if any.
+async fn record_step(
+    ctx: &mut Ctx,
+    stepped: step::Stepped,
+    facts: &mut Vec<Fact>,
+) -> Option<Bytes> {
     if !facts.is_empty() {
         ctx.sink.facts(facts).await;
     }
-    if was_open
-        && let StreamStatus::UpstreamError(_) = ctx.observer.status()
+    if let Some(frame) = &stepped.error
         && !ctx.observer.content_started()
-        && let Some(kind) = overload_kind(&frame)
+        && let Some(kind) = overload_kind(frame)
     {
         // An overload or rate-limit error before any content counts against the breaker.
         ctx.breaker_failure = breaker_counts_kind(ctx, kind);
     }
-    Ok(match action {
-        FrameAction::Relay => Some(frame.into_raw()),
-        FrameAction::Replace(bytes) => Some(bytes),
-        FrameAction::Drop => None,
-    })
+    stepped.out
 }
 
 /// Sends bytes to the client (the head first, if it is still pending).
@@ -324,7 +327,7 @@ pub(super) async fn relay_one(
     head: &mut Head,
     tx: &mpsc::Sender<Bytes>,
     cancel: &mut watch::Receiver<bool>,
-    facts: &mut Vec<crate::intercept::Fact>,
+    facts: &mut Vec<Fact>,
 ) -> Stop {
     let Primed {
         mut decoder,
@@ -343,17 +346,15 @@ pub(super) async fn relay_one(
     let mut batch = Batch::default();
     loop {
         loop {
-            let stop = match decoder.next_frame() {
-                Err(e) => Stop::Fail(format!("invalid event: {e}")),
+            let stop = match step::next(&mut decoder, ctx.observer.as_mut(), facts) {
+                Err(reason) => Stop::Fail(reason),
                 Ok(None) => break,
-                Ok(Some(frame)) => match observe_frame(ctx, frame, facts).await {
-                    Ok(Some(out)) => {
+                Ok(Some(stepped)) => {
+                    if let Some(out) = record_step(ctx, stepped, facts).await {
                         batch.push(out);
-                        continue;
                     }
-                    Ok(None) => continue,
-                    Err(stop) => stop,
-                },
+                    continue;
+                }
             };
             // What came before the failure still goes out, then the stream stops.
             if let Err(gone) = batch.flush(ctx, pending, head, tx, cancel).await {
@@ -422,17 +423,16 @@ pub(super) async fn next_iteration(
     head: &mut Head,
     tx: &mpsc::Sender<Bytes>,
     cancel: &mut watch::Receiver<bool>,
-    facts: &mut Vec<crate::intercept::Fact>,
+    facts: &mut Vec<Fact>,
 ) -> Result<(reqwest::Response, Primed), Stop> {
     ctx.observer.flush(facts);
-    let Some(turn) = ctx.observer.take_turn() else {
+    let Some((turn, decision)) = ctx.observer.take_turn() else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };
     let Some(mut lp) = ctx.tool_loop.take() else {
         return Err(Stop::Fail("aibridge: internal error".to_owned()));
     };
-    let limit = lp.iteration() >= lp.config.max_iterations;
-    let keep_alive = crate::intercept::tool_loop::keep_alive_bytes(ctx.api);
+    let keep_alive = ctx.adapter.keep_alive();
     if pending.is_some() {
         // The client has seen nothing yet: send the head and one keep-alive at once.
         send_out(ctx, keep_alive.clone(), pending, head, tx, cancel).await?;
@@ -443,41 +443,17 @@ pub(super) async fn next_iteration(
         keep_alive,
         lp.config.keep_alive,
     ));
-    let results = if limit {
-        crate::intercept::tool_loop::not_executed(
-            &lp.tools,
-            &turn,
-            "tool loop limit reached",
-            facts,
-        )
-    } else {
-        // The interrupted call's record stays in `facts`; the caller queues it.
-        let abort = async {
-            tokio::select! {
-                () = tx.closed() => Stop::ClientGone,
-                () = cancelled(cancel) => Stop::Shutdown,
-            }
-        };
-        let waiting = Instant::now();
-        let results = crate::intercept::tool_loop::execute(
-            &lp.tools,
-            lp.executor.as_ref(),
-            &turn,
-            facts,
-            abort,
-        )
-        .await?;
-        ctx.waited += waiting.elapsed();
-        results
+    let abort = async {
+        tokio::select! {
+            () = tx.closed() => Stop::ClientGone,
+            () = cancelled(cancel) => Stop::Shutdown,
+        }
     };
-    ctx.sink.facts(facts).await;
-    let body = lp.advance(ctx.api, turn, &results, limit);
+    let body = tools::step(ctx, &mut lp, turn, decision, facts, abort).await;
+    let iteration = lp.iteration();
     ctx.tool_loop = Some(lp);
-    let Some(body) = body else {
-        return Err(Stop::Fail("aibridge: internal error".to_owned()));
-    };
-    ctx.body = body;
-    ctx.observer.next_iteration(limit);
+    ctx.body = body?;
+    ctx.observer.next_iteration(iteration);
     match call(ctx, head, cancel).await {
         Call::Done((Outcome::Cancelled, error)) => {
             if error == client_gone().1 {

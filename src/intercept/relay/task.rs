@@ -13,8 +13,9 @@ use crate::breaker::Key;
 use crate::bridge::Inner;
 use crate::error::{Flavor, set_interception_header};
 use crate::intercept::StreamObserver;
+use crate::intercept::adapter::Adapter;
 use crate::intercept::emit::Emitter;
-use crate::provider::{Api, CredentialKind, Provider};
+use crate::provider::{CredentialKind, Provider};
 use crate::recorder::{Outcome, RecordId};
 
 /// Largest SSE event the bridge accepts (resilience.md "Limits").
@@ -27,7 +28,8 @@ pub(crate) const MAX_BLOCKING_BODY: usize = 64 * 1024 * 1024;
 pub(crate) struct Ctx {
     pub(crate) inner: Arc<Inner>,
     pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) api: Api,
+    /// Everything specific to the request's API.
+    pub(crate) adapter: &'static dyn Adapter,
     pub(crate) flavor: Flavor,
     pub(crate) id: RecordId,
     pub(crate) url: String,
@@ -61,7 +63,7 @@ impl Ctx {
     pub(crate) fn new(
         inner: Arc<Inner>,
         provider: Arc<dyn Provider>,
-        api: Api,
+        adapter: &'static dyn Adapter,
         id: RecordId,
         url: String,
         headers: HeaderMap,
@@ -76,7 +78,7 @@ impl Ctx {
         Self {
             inner,
             provider,
-            api,
+            adapter,
             flavor,
             id,
             url,

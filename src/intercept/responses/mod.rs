@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::StreamObserver;
-use super::chat_completions::{ErrorFields, arguments_json, error_text, int_of, string_of};
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_text};
+use super::observer::StreamObserver;
+use super::openai::{ErrorFields, arguments_json, error_text, int_of, string_of};
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;
@@ -368,13 +368,6 @@ impl ResponsesStream {
         Self::default()
     }
 
-    /// Forgets the terminal status (the tool loop continues with a new response).
-    #[cfg(feature = "mcp")]
-    pub(crate) fn reset_for_next(&mut self) {
-        self.response_id = None;
-        self.status = None;
-    }
-
     /// Learns the response id from a response object, the first non-empty one.
     fn learn_id(&mut self, response: &ResponseObject<'_>, facts: &mut Vec<Fact>) {
         if self.response_id.is_none()
@@ -537,6 +530,13 @@ impl StreamObserver for ResponsesStream {
             self.last_sequence.map_or(0, |n| n.saturating_add(1)),
         )
     }
+
+    /// Forgets the terminal status (the tool loop continues with a new response).
+    #[cfg(feature = "mcp")]
+    fn next_iteration(&mut self, _iteration: u32) {
+        self.response_id = None;
+        self.status = None;
+    }
 }
 
 /// `event: error` with code `upstream_stream_error` and the next sequence number (D7).
@@ -547,7 +547,10 @@ pub(crate) fn terminal_event(message: &str, sequence_number: u64) -> Bytes {
     ))
 }
 
+mod adapter;
 #[cfg(feature = "mcp")]
 pub(crate) mod mcp;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use self::adapter::Responses;

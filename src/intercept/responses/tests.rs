@@ -648,12 +648,13 @@ fn codex_and_sdk_requests_are_classified_per_the_client_logs() {
         ),
     ];
     for (body, model, streaming, prompt, correlating) in cases {
-        let info = super::super::parse_request(Api::Responses, body).unwrap();
+        let adapter = crate::intercept::adapter_for(Api::Responses);
+        let info = adapter.parse_request(body).unwrap();
         assert_eq!(info.model, model);
         assert_eq!(info.streaming, streaming);
         assert_eq!(info.prompt.as_deref(), prompt);
         assert_eq!(info.correlating_tool_call_id.as_deref(), correlating);
-        let out = super::super::upstream_body(Api::Responses, &info, Bytes::from_static(body));
+        let out = adapter.upstream_body(&info, Bytes::from_static(body));
         assert_eq!(out, body, "D1: Responses bodies pass untouched");
     }
 }

@@ -6,51 +6,29 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::ChatStream;
-use crate::intercept::StreamObserver;
-use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
+use crate::intercept::facts::{Fact, FrameAction};
 use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
+use crate::intercept::openai::{function_members, inject_edits};
 use crate::intercept::request::RequestInfo;
-use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
+use crate::intercept::tool_loop::{
+    BlockingTurn, Decision, Ending, Executed, McpView, Rewrite, ToolCall, Tools, Turn, UsageSum,
+    ViewLoop,
+};
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
 
 fn tool_json(t: &InjectedTool) -> String {
-    let name = serde_json::to_string(&t.id).unwrap_or_default();
-    let description = t
-        .description
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .map(|d| {
-            format!(
-                r#","description":{}"#,
-                serde_json::to_string(d).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
     format!(
-        r#"{{"type":"function","function":{{"name":{name}{description},"parameters":{},"strict":false}}}}"#,
-        t.input_schema.get()
+        r#"{{"type":"function","function":{{{}}}}}"#,
+        function_members(t)
     )
 }
 
-/// Edits that add the injected tools (appended) and `parallel_tool_calls: false`.
-pub(crate) fn inject_edits(original: &[u8], top: &Obj<'_>, items: &str) -> Option<Vec<Edit>> {
-    let mut edits = Vec::new();
-    match top.get("tools") {
-        Some(raw) if raw.get().starts_with('[') => edits.push(array_append(original, raw, items)?),
-        Some(raw) if raw.get() == "null" => edits.push(top.set("tools", &format!("[{items}]"))?),
-        Some(_) => return None,
-        None => edits.push(top.set("tools", &format!("[{items}]"))?),
-    }
-    edits.push(top.set("parallel_tool_calls", "false")?);
-    Some(edits)
-}
-
 /// The upstream body of one iteration: client bytes + injected tools (unless `None`) +
-/// the appended messages; with the S2 usage request for streams.
+/// the appended messages (the adapter adds the S2 usage request for streams).
 pub(crate) fn request_body(
     original: &[u8],
     tools: Option<&Tools>,
@@ -71,11 +49,6 @@ pub(crate) fn request_body(
     }
     merge_same_point(original, &mut edits);
     Some(apply(original, edits))
-}
-
-/// The S2 edit on top of a loop body (streams must ask for usage).
-pub(crate) fn with_usage_request(info: &RequestInfo, body: Bytes) -> Bytes {
-    super::upstream_body(info, body)
 }
 
 /// One `tool` message per executed (or refused) call.
@@ -105,14 +78,6 @@ fn assistant_turn(content: Option<&str>, calls: &[(String, String, String)]) -> 
 }
 
 // === blocking ===
-
-/// What a blocking completion asks of the loop.
-#[derive(Debug, Default)]
-pub(crate) struct BlockingTurn {
-    pub(crate) turn: Turn,
-    pub(crate) client_tool: bool,
-    pub(crate) usage: Map<String, Value>,
-}
 
 /// Reads a blocking completion (choice 0 drives the loop).
 pub(crate) fn blocking_turn(body: &[u8], tools: &Tools) -> Option<BlockingTurn> {
@@ -223,43 +188,34 @@ struct CompletionState {
     visible: u64,
     index_map: BTreeMap<u64, u64>,
     content: String,
-    usage: Map<String, Value>,
-    finish: Option<String>,
-    continues: bool,
 }
 
-/// The streaming view of a Chat tool loop.
+/// The streaming view of a Chat tool loop: hides injected tool-call deltas, renumbers
+/// visible ones, hides intermediate ends and sums usage.
+pub(crate) type McpChat = McpView<ChatRewrite>;
+
+/// A Chat view for `info`'s request with `tools` injected, bounded by `max_iterations`.
+pub(crate) fn view(info: &RequestInfo, tools: Arc<Tools>, max_iterations: u32) -> McpChat {
+    let rewrite = ChatRewrite {
+        client_include_usage: info.client_include_usage,
+        relayed_calls_before: 0,
+        role_sent: false,
+        c: CompletionState::default(),
+    };
+    McpView::new(ChatStream::new(info), rewrite, tools, max_iterations)
+}
+
+/// The Chat event rewriting under the tool loop.
 #[derive(Debug)]
-pub(crate) struct McpChat {
-    inner: ChatStream,
-    tools: Arc<Tools>,
+pub(crate) struct ChatRewrite {
     client_include_usage: bool,
-    iteration: u32,
-    last: bool,
     relayed_calls_before: u64,
     /// The client has received `delta.role` (once is what SDK accumulators expect).
     role_sent: bool,
-    sum: UsageSum,
     c: CompletionState,
-    status: Option<StreamStatus>,
 }
 
-impl McpChat {
-    pub(crate) fn new(info: &RequestInfo, tools: Arc<Tools>) -> Self {
-        Self {
-            inner: ChatStream::new(info),
-            tools,
-            client_include_usage: info.client_include_usage,
-            iteration: 1,
-            last: false,
-            relayed_calls_before: 0,
-            role_sent: false,
-            sum: UsageSum::default(),
-            c: CompletionState::default(),
-            status: None,
-        }
-    }
-
+impl ChatRewrite {
     fn injected_pending(&self) -> bool {
         self.c.calls.values().any(|c| c.hidden)
     }
@@ -271,25 +227,33 @@ impl McpChat {
             .any(|c| !c.hidden && !c.name.is_empty())
     }
 
-    fn summed(&self) -> Map<String, Value> {
-        let mut sum = self.sum.clone();
-        sum.add(&self.c.usage);
-        sum.0
+    /// How the completion ends (`complete`: at its `finish_reason`), for the decision.
+    fn ending(&self, complete: bool) -> Ending {
+        Ending {
+            injected: self.injected_pending(),
+            client_tool: self.client_calls(),
+            complete,
+        }
     }
 }
 
-impl StreamObserver for McpChat {
-    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
-        let before = facts.len();
-        let inner_action = self.inner.on_frame(frame, facts)?;
-        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
+impl Rewrite for ChatRewrite {
+    type Inner = ChatStream;
+
+    fn on_frame(
+        &mut self,
+        lp: &mut ViewLoop,
+        frame: &Frame,
+        inner_action: FrameAction,
+        _facts: &mut Vec<Fact>,
+    ) -> Result<FrameAction, String> {
         let Some(data) = frame.data() else {
             return Ok(inner_action);
         };
         let data = data.trim_ascii();
         if data == b"[DONE]" {
-            if self.c.continues || self.status == Some(StreamStatus::ToolCalls) {
-                self.status = Some(StreamStatus::ToolCalls);
+            if lp.continues() || lp.calls_tools() {
+                lp.set_calls_tools();
                 return Ok(FrameAction::Drop);
             }
             return Ok(inner_action);
@@ -310,7 +274,7 @@ impl StreamObserver for McpChat {
         let mut visible = false;
         let has_usage = v["usage"].is_object();
         if let Some(u) = v["usage"].as_object() {
-            self.c.usage = u.clone();
+            lp.usage = u.clone();
         }
         let choices = v["choices"].as_array().cloned().unwrap_or_default();
         let mut finish_in_chunk = false;
@@ -347,7 +311,7 @@ impl StreamObserver for McpChat {
                         && let Some(name) = call["function"]["name"].as_str()
                     {
                         state.name = name.to_owned();
-                        state.hidden = self.tools.contains(name);
+                        state.hidden = lp.tools().contains(name);
                     }
                     if let Some(a) = call["function"]["arguments"].as_str() {
                         state.args.push_str(a);
@@ -383,9 +347,7 @@ impl StreamObserver for McpChat {
             }
             if let Some(fr) = choice["finish_reason"].as_str() {
                 finish_in_chunk = true;
-                self.c.finish = Some(fr.to_owned());
-                self.c.continues = self.injected_pending() && !self.client_calls() && !self.last;
-                if !self.c.continues {
+                if !lp.decide(self.ending(true)).continues() {
                     visible = true;
                     if self.injected_pending() && !self.client_calls() && fr == "tool_calls" {
                         v["choices"][ci]["finish_reason"] = Value::from("stop");
@@ -393,7 +355,7 @@ impl StreamObserver for McpChat {
                     }
                 }
             }
-            if self.iteration > 1
+            if !lp.first()
                 && self.role_sent
                 && role_only
                 && choice["finish_reason"].is_null()
@@ -402,7 +364,7 @@ impl StreamObserver for McpChat {
                 // The opening chunk of iterations 2…n.
                 return Ok(FrameAction::Drop);
             }
-            if role_only && self.iteration == 1 {
+            if role_only && lp.first() {
                 visible = true;
             }
             if has_role && !self.role_sent {
@@ -412,19 +374,19 @@ impl StreamObserver for McpChat {
                 visible = true;
             }
         }
-        if self.c.continues && (finish_in_chunk || choices.is_empty()) {
+        if lp.continues() && (finish_in_chunk || choices.is_empty()) {
             // The end of an iteration that calls injected tools: hidden.
             return Ok(FrameAction::Drop);
         }
-        if has_usage && !self.c.continues {
+        if has_usage && !lp.continues() {
             if choices.is_empty()
                 && !self.client_include_usage
                 && matches!(inner_action, FrameAction::Drop)
             {
                 return Ok(FrameAction::Drop);
             }
-            if self.iteration > 1 {
-                v["usage"] = Value::Object(self.summed());
+            if let Some(sum) = lp.summed() {
+                v["usage"] = Value::Object(sum);
                 changed = true;
             }
             visible = true;
@@ -442,61 +404,28 @@ impl StreamObserver for McpChat {
         Ok(FrameAction::Replace(Bytes::from(out)))
     }
 
-    fn flush(&mut self, facts: &mut Vec<Fact>) {
-        let before = facts.len();
-        self.inner.flush(facts);
-        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
-        if !self.c.continues && self.injected_pending() {
-            let reason = if self.last {
-                "tool loop limit reached"
-            } else {
-                "not executed: the response also called client tools"
-            };
+    fn flush(&mut self, lp: &mut ViewLoop, facts: &mut Vec<Fact>) {
+        if !lp.continues()
+            && self.injected_pending()
+            && let Decision::Finish(Some(reason)) = lp.decide(self.ending(false))
+        {
             let turn = self.pending_turn();
-            not_executed(&self.tools, &turn, reason, facts);
+            lp.not_executed(turn.response_id, turn.calls, reason, facts);
             self.c.calls.clear();
         }
     }
 
-    fn status(&self) -> StreamStatus {
-        match (&self.status, self.inner.status()) {
-            (_, StreamStatus::UpstreamError(e)) => StreamStatus::UpstreamError(e),
-            (Some(s), _) => s.clone(),
-            (None, StreamStatus::Completed) if self.c.continues => StreamStatus::ToolCalls,
-            (None, s) => s,
-        }
+    fn take_turn(&mut self) -> Turn {
+        self.pending_turn()
     }
 
-    fn content_started(&self) -> bool {
-        self.inner.content_started()
-    }
-
-    fn ended(&self) -> bool {
-        self.inner.ended()
-    }
-
-    fn terminal_event(&self, message: &str) -> Bytes {
-        self.inner.terminal_event(message)
-    }
-
-    fn take_turn(&mut self) -> Option<Turn> {
-        let turn = self.pending_turn();
-        Some(turn)
-    }
-
-    fn next_iteration(&mut self, last: bool) {
+    fn next_message(&mut self) {
         self.relayed_calls_before += self.c.visible;
-        let usage = std::mem::take(&mut self.c.usage);
-        self.sum.add(&usage);
         self.c = CompletionState::default();
-        self.iteration += 1;
-        self.last = last;
-        self.status = None;
-        self.inner.reset_for_next();
     }
 }
 
-impl McpChat {
+impl ChatRewrite {
     fn pending_turn(&self) -> Turn {
         let calls: Vec<(String, String, String)> = self
             .c

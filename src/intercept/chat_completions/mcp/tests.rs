@@ -1,4 +1,6 @@
 use super::*;
+use crate::intercept::facts::StreamStatus;
+use crate::intercept::observer::StreamObserver;
 use crate::sse::Decoder;
 use serde_json::value::RawValue;
 
@@ -84,7 +86,7 @@ fn streaming_loop_hides_the_injected_call_and_sums_usage() {
         chunk("[DONE]"),
     ]
     .concat();
-    let mut view = McpChat::new(&info(true), Arc::new(tools()));
+    let mut view = view(&info(true), Arc::new(tools()), 10);
     let mut facts = Vec::new();
     let first = run(&mut view, &it1, &mut facts);
     assert_eq!(view.status(), StreamStatus::ToolCalls);
@@ -97,7 +99,7 @@ fn streaming_loop_hides_the_injected_call_and_sums_usage() {
         "{first}"
     );
     view.flush(&mut facts);
-    let turn = view.take_turn().unwrap();
+    let (turn, _) = view.take_turn().unwrap();
     assert_eq!(turn.calls[0].call_id, "call_1");
     assert_eq!(turn.calls[0].raw_input, r#"{"owner":"me"}"#);
     let assistant: Value = serde_json::from_str(&turn.assistant[0]).unwrap();
@@ -106,7 +108,7 @@ fn streaming_loop_hides_the_injected_call_and_sums_usage() {
         assistant["tool_calls"][0]["function"]["name"],
         "bmcp_coder_list_workspaces"
     );
-    view.next_iteration(false);
+    view.next_iteration(2);
     let second = run(&mut view, &it2, &mut facts);
     assert_eq!(view.status(), StreamStatus::Completed);
     assert!(
@@ -151,7 +153,7 @@ fn visible_client_calls_are_renumbered_around_hidden_ones() {
         chunk("[DONE]"),
     ]
     .concat();
-    let mut view = McpChat::new(&info(true), Arc::new(tools()));
+    let mut view = view(&info(true), Arc::new(tools()), 10);
     let mut facts = Vec::new();
     let out = run(&mut view, &s, &mut facts);
     assert_eq!(

@@ -10,34 +10,16 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::MessagesStream;
-use crate::intercept::StreamObserver;
-use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
+use crate::intercept::facts::{Fact, FrameAction};
 use crate::intercept::json_edit::{
     Edit, Obj, apply, array_append, array_prepend, merge_same_point,
 };
 use crate::intercept::tool_loop::{
-    Executed, ToolCall, Tools, Turn, UsageSum, merge_usage, not_executed,
+    BlockingTurn, Decision, Ending, Executed, McpView, Rewrite, ToolCall, Tools, Turn, UsageSum,
+    ViewLoop, merge_usage,
 };
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
-
-/// The injected tools a request gets: the snapshot minus ids a client tool already uses.
-pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools {
-    let client = crate::intercept::tool_loop::client_tool_names(body);
-    let mut list: Vec<InjectedTool> = snapshot
-        .iter()
-        .filter(|t| {
-            let clash = client.contains(&t.id);
-            if clash {
-                tracing::warn!(tool = %t.id, "a client tool has an injected tool's id; not injecting it");
-            }
-            !clash
-        })
-        .cloned()
-        .collect();
-    list.sort_by(|a, b| a.id.cmp(&b.id));
-    Tools(list)
-}
 
 /// `{"name":…,"description":…,"input_schema":…}` with a fixed key order.
 fn tool_json(t: &InjectedTool) -> String {
@@ -157,14 +139,6 @@ pub(crate) fn tool_results_turn(
 
 // === blocking ===
 
-/// What a blocking response asks of the loop.
-#[derive(Debug, Default)]
-pub(crate) struct BlockingTurn {
-    pub(crate) turn: Turn,
-    pub(crate) client_tool: bool,
-    pub(crate) usage: Map<String, Value>,
-}
-
 /// Reads a blocking response body for the loop.
 pub(crate) fn blocking_turn(body: &[u8], tools: &Tools) -> Option<BlockingTurn> {
     #[derive(serde::Deserialize)]
@@ -275,20 +249,26 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
 
 // === streaming ===
 
-/// The streaming view of a Messages tool loop. Wraps the plain parser (records) and adds
-/// hiding, renumbering, usage sums and the assistant turn.
-#[derive(Debug)]
-pub(crate) struct McpMessages {
-    inner: MessagesStream,
-    tools: Arc<Tools>,
-    iteration: u32,
-    /// After the loop bound: the last call carries no injected tools.
-    last: bool,
+/// The streaming view of a Messages tool loop: hides injected calls, renumbers blocks,
+/// sums usage and builds the assistant turn.
+pub(crate) type McpMessages = McpView<MessagesRewrite>;
+
+/// A Messages view with `tools` injected, bounded by `max_iterations`.
+pub(crate) fn view(tools: Arc<Tools>, max_iterations: u32) -> McpMessages {
+    McpView::new(
+        MessagesStream::new(),
+        MessagesRewrite::default(),
+        tools,
+        max_iterations,
+    )
+}
+
+/// The Messages event rewriting under the tool loop.
+#[derive(Debug, Default)]
+pub(crate) struct MessagesRewrite {
     /// Client-visible blocks relayed in earlier iterations.
     relayed_before: usize,
-    sum: UsageSum,
     msg: MessageState,
-    status: Option<StreamStatus>,
 }
 
 #[derive(Debug, Default)]
@@ -301,51 +281,21 @@ struct MessageState {
     partial: HashMap<usize, String>,
     calls: Vec<ToolCall>,
     client_tool: bool,
-    usage: Map<String, Value>,
     stop_reason: Option<String>,
-    continues: bool,
 }
 
-impl McpMessages {
-    pub(crate) fn new(tools: Arc<Tools>) -> Self {
-        Self {
-            inner: MessagesStream::new(),
-            tools,
-            iteration: 1,
-            last: false,
-            relayed_before: 0,
-            sum: UsageSum::default(),
-            msg: MessageState::default(),
-            status: None,
+impl MessageState {
+    /// How the message ends, for the loop's decision.
+    fn ending(&self) -> Ending {
+        Ending {
+            injected: !self.calls.is_empty(),
+            client_tool: self.client_tool,
+            complete: true,
         }
     }
+}
 
-    /// The turn of the message that ended with injected calls.
-    fn turn(&mut self) -> Turn {
-        let content: Vec<Value> = std::mem::take(&mut self.msg.builders)
-            .into_values()
-            .collect();
-        Turn {
-            response_id: self.msg.response_id.clone(),
-            assistant: vec![
-                serde_json::json!({"role": "assistant", "content": content}).to_string(),
-            ],
-            calls: std::mem::take(&mut self.msg.calls),
-        }
-    }
-
-    /// Prepares for the next upstream call; `last` = it carries no injected tools.
-    fn advance(&mut self, last: bool) {
-        self.relayed_before += self.msg.visible;
-        let usage = std::mem::take(&mut self.msg.usage);
-        self.sum.add(&usage);
-        self.msg = MessageState::default();
-        self.iteration += 1;
-        self.last = last;
-        self.status = None;
-        self.inner.reset_status();
-    }
-
+impl MessagesRewrite {
     fn renumber(&self, data: &[u8], index: usize) -> FrameAction {
         match self.msg.index_map.get(&index) {
             Some(&ci) if ci == index => FrameAction::Relay,
@@ -354,7 +304,7 @@ impl McpMessages {
         }
     }
 
-    fn final_delta(&self, data: &[u8]) -> FrameAction {
+    fn final_delta(&self, lp: &ViewLoop, data: &[u8]) -> FrameAction {
         let Some(top) = Obj::top(data) else {
             return FrameAction::Relay;
         };
@@ -368,19 +318,17 @@ impl McpMessages {
         {
             edits.push(e);
         }
-        if self.iteration > 1 {
-            let mut sum = self.sum.clone();
-            sum.add(&self.msg.usage);
+        if let Some(sum) = lp.summed() {
             match top.get("usage").and_then(|u| Obj::at(data, u)) {
                 Some(u) => {
-                    for (k, v) in &sum.0 {
+                    for (k, v) in &sum {
                         if let Some(e) = u.set(k, &v.to_string()) {
                             edits.push(e);
                         }
                     }
                 }
                 None => {
-                    if let Some(e) = top.set("usage", &Value::Object(sum.0).to_string()) {
+                    if let Some(e) = top.set("usage", &Value::Object(sum).to_string()) {
                         edits.push(e);
                     }
                 }
@@ -425,11 +373,16 @@ fn index_of(v: &Value) -> Option<usize> {
         .and_then(|i| usize::try_from(i).ok())
 }
 
-impl StreamObserver for McpMessages {
-    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
-        let before = facts.len();
-        let inner_action = self.inner.on_frame(frame, facts)?;
-        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
+impl Rewrite for MessagesRewrite {
+    type Inner = MessagesStream;
+
+    fn on_frame(
+        &mut self,
+        lp: &mut ViewLoop,
+        frame: &Frame,
+        inner_action: FrameAction,
+        facts: &mut Vec<Fact>,
+    ) -> Result<FrameAction, String> {
         let Some(event) = frame.event_type() else {
             return Ok(inner_action);
         };
@@ -451,9 +404,9 @@ impl StreamObserver for McpMessages {
             "message_start" => {
                 self.msg.response_id = v["message"]["id"].as_str().map(str::to_owned);
                 if let Some(u) = v["message"]["usage"].as_object() {
-                    merge_usage(&mut self.msg.usage, u);
+                    merge_usage(&mut lp.usage, u);
                 }
-                if self.iteration == 1 { FrameAction::Relay } else { FrameAction::Drop }
+                if lp.first() { FrameAction::Relay } else { FrameAction::Drop }
             }
             "content_block_start" => {
                 let index = index_of(&v).ok_or("content_block_start: no index")?;
@@ -461,7 +414,7 @@ impl StreamObserver for McpMessages {
                 let is_tool_use = block["type"] == "tool_use";
                 let name = block["name"].as_str().unwrap_or_default().to_owned();
                 self.msg.builders.insert(index, block);
-                if is_tool_use && self.tools.contains(&name) {
+                if is_tool_use && lp.tools().contains(&name) {
                     self.msg.hidden.insert(index);
                     FrameAction::Drop
                 } else {
@@ -520,66 +473,44 @@ impl StreamObserver for McpMessages {
             }
             "message_delta" => {
                 if let Some(u) = v["usage"].as_object() {
-                    merge_usage(&mut self.msg.usage, u);
+                    merge_usage(&mut lp.usage, u);
                 }
                 self.msg.stop_reason = v["delta"]["stop_reason"].as_str().map(str::to_owned);
-                self.msg.continues = !self.msg.calls.is_empty() && !self.msg.client_tool && !self.last;
-                if self.msg.continues { FrameAction::Drop } else { self.final_delta(&data) }
+                if lp.decide(self.msg.ending()).continues() { FrameAction::Drop } else { self.final_delta(lp, &data) }
             }
-            _ /* message_stop */ => {
-                let continues = !self.msg.calls.is_empty() && !self.msg.client_tool && !self.last;
-                if continues {
-                    self.status = Some(StreamStatus::ToolCalls);
-                    FrameAction::Drop
-                } else {
-                    if !self.msg.calls.is_empty() {
-                        let reason = if self.last {
-                            "tool loop limit reached"
-                        } else {
-                            "not executed: the response also called client tools"
-                        };
-                        let turn = Turn {
-                            response_id: self.msg.response_id.clone(),
-                            assistant: Vec::new(),
-                            calls: std::mem::take(&mut self.msg.calls),
-                        };
-                        not_executed(&self.tools, &turn, reason, facts);
+            _ /* message_stop */ => match lp.decide(self.msg.ending()) {
+                Decision::Finish(reason) => {
+                    if let Some(reason) = reason {
+                        let calls = std::mem::take(&mut self.msg.calls);
+                        lp.not_executed(self.msg.response_id.clone(), calls, reason, facts);
                     }
                     FrameAction::Relay
                 }
-            }
+                Decision::Execute | Decision::LastCall => {
+                    lp.set_calls_tools();
+                    FrameAction::Drop
+                }
+            },
         };
         Ok(action)
     }
 
-    fn flush(&mut self, facts: &mut Vec<Fact>) {
-        let before = facts.len();
-        self.inner.flush(facts);
-        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
-    }
-
-    fn status(&self) -> StreamStatus {
-        match (&self.status, self.inner.status()) {
-            (_, StreamStatus::UpstreamError(e)) => StreamStatus::UpstreamError(e),
-            (Some(s), _) => s.clone(),
-            (None, s) => s,
+    fn take_turn(&mut self) -> Turn {
+        let content: Vec<Value> = std::mem::take(&mut self.msg.builders)
+            .into_values()
+            .collect();
+        Turn {
+            response_id: self.msg.response_id.clone(),
+            assistant: vec![
+                serde_json::json!({"role": "assistant", "content": content}).to_string(),
+            ],
+            calls: std::mem::take(&mut self.msg.calls),
         }
     }
 
-    fn content_started(&self) -> bool {
-        self.inner.content_started()
-    }
-
-    fn terminal_event(&self, message: &str) -> Bytes {
-        self.inner.terminal_event(message)
-    }
-
-    fn take_turn(&mut self) -> Option<Turn> {
-        Some(self.turn())
-    }
-
-    fn next_iteration(&mut self, last: bool) {
-        self.advance(last);
+    fn next_message(&mut self) {
+        self.relayed_before += self.msg.visible;
+        self.msg = MessageState::default();
     }
 }
 

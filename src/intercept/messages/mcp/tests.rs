@@ -1,4 +1,7 @@
 use super::*;
+use crate::intercept::facts::StreamStatus;
+use crate::intercept::observer::StreamObserver;
+use crate::intercept::tool_loop::tools_for_request;
 use crate::sse::Decoder;
 
 fn tool(id: &str, name: &str, description: Option<&str>) -> InjectedTool {
@@ -168,13 +171,13 @@ fn streaming_view_hides_injected_calls_renumbers_and_sums_usage() {
         ev("message_stop", r#"{"type":"message_stop"}"#),
     ]
     .concat();
-    let mut view = McpMessages::new(Arc::new(tools()));
+    let mut view = view(Arc::new(tools()), 10);
     let mut facts = Vec::new();
     let first = run(&mut view, &it1, &mut facts);
     assert_eq!(view.status(), StreamStatus::ToolCalls);
     assert!(!first.contains("bmcp_"), "{first}");
     assert!(!first.contains("message_delta") && !first.contains("message_stop"));
-    let turn = view.take_turn().unwrap();
+    let (turn, _) = view.take_turn().unwrap();
     assert_eq!(turn.calls.len(), 1);
     assert_eq!(turn.calls[0].call_id, "toolu_1");
     assert_eq!(turn.calls[0].raw_input, r#"{"owner":"admin"}"#);
@@ -184,7 +187,7 @@ fn streaming_view_hides_injected_calls_renumbers_and_sums_usage() {
         assistant["content"][1]["input"],
         serde_json::json!({"owner":"admin"})
     );
-    view.next_iteration(false);
+    view.next_iteration(2);
     let second = run(&mut view, &it2, &mut facts);
     assert_eq!(view.status(), StreamStatus::Completed);
     assert!(
@@ -231,7 +234,7 @@ fn mixed_client_and_injected_calls_end_the_loop_with_the_injected_ones_hidden() 
         ev("message_stop", r#"{"type":"message_stop"}"#),
     ]
     .concat();
-    let mut view = McpMessages::new(Arc::new(tools()));
+    let mut view = view(Arc::new(tools()), 10);
     let mut facts = Vec::new();
     let out = run(&mut view, &s, &mut facts);
     assert_eq!(view.status(), StreamStatus::Completed);

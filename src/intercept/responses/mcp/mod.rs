@@ -12,30 +12,18 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::ResponsesStream;
-use crate::intercept::StreamObserver;
-use crate::intercept::facts::{Fact, FrameAction, StreamStatus};
+use crate::intercept::facts::{Fact, FrameAction};
 use crate::intercept::json_edit::{Edit, Obj, apply, array_append, merge_same_point};
-use crate::intercept::tool_loop::{Executed, ToolCall, Tools, Turn, UsageSum, not_executed};
+use crate::intercept::openai::{function_members, inject_edits};
+use crate::intercept::tool_loop::{
+    BlockingTurn, Decision, Ending, Executed, McpView, Rewrite, ToolCall, Tools, Turn, UsageSum,
+    ViewLoop,
+};
 use crate::mcp::InjectedTool;
 use crate::sse::Frame;
 
 fn tool_json(t: &InjectedTool) -> String {
-    let name = serde_json::to_string(&t.id).unwrap_or_default();
-    let description = t
-        .description
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .map(|d| {
-            format!(
-                r#","description":{}"#,
-                serde_json::to_string(d).unwrap_or_default()
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        r#"{{"type":"function","name":{name}{description},"parameters":{},"strict":false}}"#,
-        t.input_schema.get()
-    )
+    format!(r#"{{"type":"function",{}}}"#, function_members(t))
 }
 
 /// Whether the request's shapes allow injection (`tools` an array or absent; `input`
@@ -67,11 +55,7 @@ pub(crate) fn request_body(
     let mut edits: Vec<Edit> = Vec::new();
     if let Some(tools) = tools.filter(|t| !t.0.is_empty()) {
         let items: Vec<String> = tools.0.iter().map(tool_json).collect();
-        edits.extend(crate::intercept::chat_completions::mcp::inject_edits(
-            original,
-            &top,
-            &items.join(","),
-        )?);
+        edits.extend(inject_edits(original, &top, &items.join(","))?);
     }
     if !turns.is_empty() {
         let joined = turns.join(",");
@@ -140,7 +124,8 @@ fn keep_in_turn(item: &Value, store_false: bool) -> bool {
         && item.get("encrypted_content").is_none_or(Value::is_null))
 }
 
-fn store_false(original: &[u8]) -> bool {
+/// Whether the request says `store: false`.
+pub(crate) fn store_false(original: &[u8]) -> bool {
     Obj::top(original)
         .and_then(|t| t.get("store"))
         .is_some_and(|s| s.get() == "false")
@@ -190,14 +175,6 @@ fn response_edits(
 }
 
 // === blocking ===
-
-/// What a blocking response asks of the loop.
-#[derive(Debug, Default)]
-pub(crate) struct BlockingTurn {
-    pub(crate) turn: Turn,
-    pub(crate) client_tool: bool,
-    pub(crate) usage: Map<String, Value>,
-}
 
 /// Reads a blocking response body for the loop.
 pub(crate) fn blocking_turn(body: &[u8], tools: &Tools, store_false: bool) -> Option<BlockingTurn> {
@@ -264,45 +241,39 @@ struct ResponseState {
     turn_items: Vec<String>,
     calls: Vec<ToolCall>,
     client_call: bool,
-    usage: Map<String, Value>,
-    continues: bool,
 }
 
-/// The streaming view of a Responses tool loop.
+/// The streaming view of a Responses tool loop: hides injected `function_call` items,
+/// renumbers `output_index` and `sequence_number`, hides intermediate starts and ends,
+/// strips injected tools from echoed `tools` and assembles the final response object.
+pub(crate) type McpResponses = McpView<ResponsesRewrite>;
+
+/// A Responses view for the request `original` with `tools` injected, bounded by
+/// `max_iterations`.
+pub(crate) fn view(original: &[u8], tools: Arc<Tools>, max_iterations: u32) -> McpResponses {
+    let rewrite = ResponsesRewrite {
+        store_false: store_false(original),
+        items_before: 0,
+        visible_items: Vec::new(),
+        r: ResponseState::default(),
+        renumber_from: None,
+    };
+    McpView::new(ResponsesStream::new(), rewrite, tools, max_iterations)
+}
+
+/// The Responses event rewriting under the tool loop.
 #[derive(Debug)]
-pub(crate) struct McpResponses {
-    inner: ResponsesStream,
-    tools: Arc<Tools>,
+pub(crate) struct ResponsesRewrite {
     store_false: bool,
-    iteration: u32,
-    last: bool,
     items_before: u64,
     /// Visible output items of all iterations, in client order (raw JSON).
     visible_items: Vec<String>,
-    sum: UsageSum,
     r: ResponseState,
     /// Once an event was hidden, sequence numbers are rewritten from here on.
     renumber_from: Option<u64>,
-    status: Option<StreamStatus>,
 }
 
-impl McpResponses {
-    pub(crate) fn new(original: &[u8], tools: Arc<Tools>) -> Self {
-        Self {
-            inner: ResponsesStream::new(),
-            tools,
-            store_false: store_false(original),
-            iteration: 1,
-            last: false,
-            items_before: 0,
-            visible_items: Vec::new(),
-            sum: UsageSum::default(),
-            r: ResponseState::default(),
-            renumber_from: None,
-            status: None,
-        }
-    }
-
+impl ResponsesRewrite {
     /// Marks an event hidden and returns Drop.
     fn hide(&mut self, seq: Option<u64>) -> FrameAction {
         if self.renumber_from.is_none() {
@@ -312,11 +283,16 @@ impl McpResponses {
     }
 }
 
-impl StreamObserver for McpResponses {
-    fn on_frame(&mut self, frame: &Frame, facts: &mut Vec<Fact>) -> Result<FrameAction, String> {
-        let before = facts.len();
-        let inner_action = self.inner.on_frame(frame, facts)?;
-        crate::intercept::tool_loop::drop_injected(facts, before, &self.tools);
+impl Rewrite for ResponsesRewrite {
+    type Inner = ResponsesStream;
+
+    fn on_frame(
+        &mut self,
+        lp: &mut ViewLoop,
+        frame: &Frame,
+        inner_action: FrameAction,
+        facts: &mut Vec<Fact>,
+    ) -> Result<FrameAction, String> {
         let Some(data) = frame.data() else {
             return Ok(inner_action);
         };
@@ -335,17 +311,17 @@ impl StreamObserver for McpResponses {
         let mut edits: Vec<Edit> = Vec::new();
         match name.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
-                if self.iteration > 1 {
+                if !lp.first() {
                     return Ok(self.hide(seq));
                 }
                 if let Some(resp) = top.get("response").and_then(|r| Obj::at(&data, r)) {
-                    edits.extend(response_edits(&data, &resp, &self.tools, None, None));
+                    edits.extend(response_edits(&data, &resp, lp.tools(), None, None));
                 }
             }
             "response.output_item.added" | "response.output_item.done" => {
                 let item = &v["item"];
                 let index = v["output_index"].as_u64().unwrap_or(0);
-                let hidden = injected_call(item, &self.tools).is_some();
+                let hidden = injected_call(item, lp.tools()).is_some();
                 if name == "response.output_item.done" {
                     if let Some(raw) = top.get("item") {
                         if keep_in_turn(item, self.store_false) {
@@ -355,9 +331,9 @@ impl StreamObserver for McpResponses {
                             self.visible_items.push(raw.get().to_owned());
                         }
                     }
-                    if let Some(call) = injected_call(item, &self.tools) {
+                    if let Some(call) = injected_call(item, lp.tools()) {
                         self.r.calls.push(call);
-                    } else if is_client_call(item, &self.tools) {
+                    } else if is_client_call(item, lp.tools()) {
                         self.r.client_call = true;
                     }
                 }
@@ -371,42 +347,33 @@ impl StreamObserver for McpResponses {
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 if let Some(u) = v["response"]["usage"].as_object() {
-                    self.r.usage = u.clone();
+                    lp.usage = u.clone();
                 }
                 self.r.response_id = v["response"]["id"].as_str().map(str::to_owned);
-                self.r.continues = name == "response.completed"
-                    && !self.r.calls.is_empty()
-                    && !self.r.client_call
-                    && !self.last;
-                if self.r.continues {
-                    self.status = Some(StreamStatus::ToolCalls);
-                    return Ok(self.hide(seq));
-                }
-                if !self.r.calls.is_empty() {
-                    let reason = if self.last {
-                        "tool loop limit reached"
-                    } else {
-                        "not executed: the response also called client tools"
-                    };
-                    let turn = Turn {
-                        response_id: self.r.response_id.clone(),
-                        assistant: Vec::new(),
-                        calls: std::mem::take(&mut self.r.calls),
-                    };
-                    not_executed(&self.tools, &turn, reason, facts);
+                let ending = Ending {
+                    injected: !self.r.calls.is_empty(),
+                    client_tool: self.r.client_call,
+                    complete: name == "response.completed",
+                };
+                match lp.decide(ending) {
+                    Decision::Execute | Decision::LastCall => {
+                        lp.set_calls_tools();
+                        return Ok(self.hide(seq));
+                    }
+                    Decision::Finish(Some(reason)) => {
+                        let calls = std::mem::take(&mut self.r.calls);
+                        lp.not_executed(self.r.response_id.clone(), calls, reason, facts);
+                    }
+                    Decision::Finish(None) => {}
                 }
                 if let Some(resp) = top.get("response").and_then(|r| Obj::at(&data, r)) {
-                    let assemble = self.iteration > 1 || !self.r.hidden_indices.is_empty();
+                    let usage = lp.summed();
+                    let assemble = !lp.first() || !self.r.hidden_indices.is_empty();
                     let output = assemble.then(|| format!("[{}]", self.visible_items.join(",")));
-                    let usage = (self.iteration > 1).then(|| {
-                        let mut s = self.sum.clone();
-                        s.add(&self.r.usage);
-                        s.0
-                    });
                     edits.extend(response_edits(
                         &data,
                         &resp,
-                        &self.tools,
+                        lp.tools(),
                         output.as_deref(),
                         usage.as_ref(),
                     ));
@@ -455,43 +422,17 @@ impl StreamObserver for McpResponses {
         Ok(FrameAction::Replace(crate::sse::event(Some(&name), &out)))
     }
 
-    fn flush(&mut self, facts: &mut Vec<Fact>) {
-        self.inner.flush(facts);
-    }
-
-    fn status(&self) -> StreamStatus {
-        match (&self.status, self.inner.status()) {
-            (_, StreamStatus::UpstreamError(e)) => StreamStatus::UpstreamError(e),
-            (Some(s), _) => s.clone(),
-            (None, s) => s,
-        }
-    }
-
-    fn content_started(&self) -> bool {
-        self.inner.content_started()
-    }
-
-    fn terminal_event(&self, message: &str) -> Bytes {
-        self.inner.terminal_event(message)
-    }
-
-    fn take_turn(&mut self) -> Option<Turn> {
-        Some(Turn {
+    fn take_turn(&mut self) -> Turn {
+        Turn {
             response_id: self.r.response_id.clone(),
             assistant: std::mem::take(&mut self.r.turn_items),
             calls: std::mem::take(&mut self.r.calls),
-        })
+        }
     }
 
-    fn next_iteration(&mut self, last: bool) {
+    fn next_message(&mut self) {
         self.items_before += self.r.visible;
-        let usage = std::mem::take(&mut self.r.usage);
-        self.sum.add(&usage);
         self.r = ResponseState::default();
-        self.iteration += 1;
-        self.last = last;
-        self.status = None;
-        self.inner.reset_for_next();
     }
 }
 

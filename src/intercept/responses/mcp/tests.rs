@@ -1,4 +1,6 @@
 use super::*;
+use crate::intercept::facts::StreamStatus;
+use crate::intercept::observer::StreamObserver;
 use crate::sse::Decoder;
 
 fn tools() -> Tools {
@@ -83,7 +85,7 @@ fn streaming_loop_is_one_coherent_response() {
     ]
     .concat();
     let body = br#"{"model":"gpt-5","input":"hi","store":false}"#;
-    let mut view = McpResponses::new(body, Arc::new(tools()));
+    let mut view = view(body, Arc::new(tools()), 10);
     let mut facts = Vec::new();
     let first = run(&mut view, &it1, &mut facts);
     assert_eq!(view.status(), StreamStatus::ToolCalls);
@@ -92,14 +94,14 @@ fn streaming_loop_is_one_coherent_response() {
         !first[0].to_string().contains("bmcp_"),
         "S26: echoed tools stripped"
     );
-    let turn = view.take_turn().unwrap();
+    let (turn, _) = view.take_turn().unwrap();
     assert_eq!(turn.calls[0].raw_input, r#"{"owner":"me"}"#);
     assert_eq!(
         turn.assistant.len(),
         1,
         "the function_call item is appended to input"
     );
-    view.next_iteration(false);
+    view.next_iteration(2);
     let second = run(&mut view, &it2, &mut facts);
     let types: Vec<&str> = second.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
@@ -199,7 +201,7 @@ fn renumbering_after_the_largest_sequence_number_does_not_overflow() {
     ]
     .concat();
     let body = br#"{"model":"gpt-5","input":"hi"}"#;
-    let mut view = McpResponses::new(body, Arc::new(tools()));
+    let mut view = view(body, Arc::new(tools()), 10);
     let relayed = run(&mut view, &stream, &mut Vec::new());
     let seqs: Vec<u64> = relayed
         .iter()

@@ -1,5 +1,10 @@
-//! The MCP tool loop shared by the three APIs (mcp.md "The loop"): which tools a request
-//! gets, executing the injected calls, and the per-API pieces the loop needs.
+//! The MCP tool loop's generic part (mcp.md "The loop"): which tools a request gets, the
+//! continue-or-finish decision, executing the injected calls, the loop's state and usage
+//! sums, and the streaming view skeleton. What differs per API is behind the API adapters
+//! (`super::adapter`), which depend on this module, never the other way round.
+
+mod decide;
+mod view;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,10 +14,12 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+pub(crate) use self::decide::{Decision, Ending, NotExecuted, decide, limit_result};
+pub(crate) use self::view::{McpView, Rewrite, ViewLoop};
 use super::facts::Fact;
+use super::request::RequestInfo;
 use crate::BoxFuture;
 use crate::mcp::{InjectedTool, ToolOutcome};
-use crate::provider::Api;
 
 /// Executes injected tool calls (the MCP registry; a fake in tests).
 pub(crate) trait ToolExecutor: Send + Sync {
@@ -50,6 +57,24 @@ impl Tools {
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+}
+
+/// The injected tools a request gets: the snapshot minus ids a client tool already uses.
+pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools {
+    let client = client_tool_names(body);
+    let mut list: Vec<InjectedTool> = snapshot
+        .iter()
+        .filter(|t| {
+            let clash = client.contains(&t.id);
+            if clash {
+                tracing::warn!(tool = %t.id, "a client tool has an injected tool's id; not injecting it");
+            }
+            !clash
+        })
+        .cloned()
+        .collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    Tools(list)
 }
 
 /// Loop bounds.
@@ -109,6 +134,26 @@ pub(crate) struct Turn {
     pub(crate) assistant: Vec<String>,
     /// The injected calls, in order.
     pub(crate) calls: Vec<ToolCall>,
+}
+
+/// What a blocking response asks of the loop: its turn, whether it also called client
+/// tools, and its usage object.
+#[derive(Debug, Default)]
+pub(crate) struct BlockingTurn {
+    pub(crate) turn: Turn,
+    pub(crate) client_tool: bool,
+    pub(crate) usage: Map<String, Value>,
+}
+
+impl BlockingTurn {
+    /// How the response ended, for [`decide`].
+    pub(crate) fn ending(&self) -> Ending {
+        Ending {
+            injected: !self.turn.calls.is_empty(),
+            client_tool: self.client_tool,
+            complete: true,
+        }
+    }
 }
 
 /// A call with its outcome.
@@ -206,7 +251,7 @@ pub(crate) fn drop_injected(facts: &mut Vec<Fact>, from: usize, tools: &Tools) {
 pub(crate) fn not_executed(
     tools: &Tools,
     turn: &Turn,
-    reason: &str,
+    reason: NotExecuted,
     facts: &mut Vec<Fact>,
 ) -> Vec<Executed> {
     turn.calls
@@ -219,12 +264,12 @@ pub(crate) fn not_executed(
                 call_id: call.call_id.clone(),
                 server_url: tool.server_url.clone(),
                 input: super::facts::json_text(&call.raw_input),
-                error: Some(reason.to_owned()),
+                error: Some(reason.as_str().to_owned()),
                 executed: false,
             });
             Some(Executed {
                 call: call.clone(),
-                outcome: ToolOutcome::failed(reason.to_owned()),
+                outcome: ToolOutcome::failed(reason.as_str().to_owned()),
             })
         })
         .collect()
@@ -236,7 +281,7 @@ pub(crate) struct LoopState {
     pub(crate) executor: Arc<dyn ToolExecutor>,
     pub(crate) config: LoopConfig,
     original: Bytes,
-    info: super::RequestInfo,
+    info: RequestInfo,
     turns: Vec<String>,
     iteration: u32,
     /// Usage of the finished iterations (blocking loops).
@@ -258,7 +303,7 @@ impl LoopState {
         executor: Arc<dyn ToolExecutor>,
         config: LoopConfig,
         original: Bytes,
-        info: super::RequestInfo,
+        info: RequestInfo,
     ) -> Self {
         Self {
             tools,
@@ -277,117 +322,37 @@ impl LoopState {
         &self.original
     }
 
-    /// The current iteration (1-based).
+    /// The client's request, as classified.
+    pub(crate) fn info(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    /// The turns appended to the client's conversation so far (JSON texts).
+    pub(crate) fn turns(&self) -> &[String] {
+        &self.turns
+    }
+
+    /// The current iteration (1-based): the number of the upstream call being answered.
     pub(crate) fn iteration(&self) -> u32 {
         self.iteration
     }
 
-    /// The first upstream body: the client's bytes with the injected tools.
-    pub(crate) fn first_body(&self, api: Api) -> Option<Bytes> {
-        request_body(api, &self.info, &self.original, Some(&self.tools), &[])
+    /// The decision for the current iteration's response.
+    pub(crate) fn decide(&self, ending: Ending) -> Decision {
+        decide(self.iteration, self.config.max_iterations, ending)
     }
 
-    /// Appends the assistant turn and the tool results; returns the next upstream body
-    /// (without injected tools when `limit`).
-    pub(crate) fn advance(
-        &mut self,
-        api: Api,
-        turn: Turn,
-        results: &[Executed],
-        limit: bool,
-    ) -> Option<Bytes> {
-        self.turns.extend(turn.assistant);
-        let note = limit.then(|| {
-            format!(
-                "aibridge: tool loop limit reached ({} iterations)",
-                self.config.max_iterations
-            )
-        });
-        self.turns.extend(results_turn(
-            api,
-            results,
-            self.config.max_result_bytes,
-            note.as_deref(),
-        ));
-        self.iteration += 1;
-        request_body(
-            api,
-            &self.info,
-            &self.original,
-            (!limit).then_some(&*self.tools),
-            &self.turns,
-        )
+    /// The result text of calls answered by the limit procedure.
+    pub(crate) fn limit_result(&self) -> String {
+        limit_result(self.config.max_iterations)
     }
-}
 
-fn request_body(
-    api: Api,
-    info: &super::RequestInfo,
-    original: &[u8],
-    tools: Option<&Tools>,
-    turns: &[String],
-) -> Option<Bytes> {
-    match api {
-        Api::Messages => super::messages::mcp::request_body(original, tools, turns),
-        Api::ChatCompletions => {
-            let body = super::chat_completions::mcp::request_body(original, tools, turns)?;
-            Some(super::chat_completions::mcp::with_usage_request(info, body))
-        }
-        Api::Responses => super::responses::mcp::request_body(original, tools, turns),
-    }
-}
-
-fn results_turn(
-    api: Api,
-    results: &[Executed],
-    max_bytes: usize,
-    note: Option<&str>,
-) -> Vec<String> {
-    match api {
-        Api::Messages => vec![super::messages::mcp::tool_results_turn(
-            results, max_bytes, note,
-        )],
-        Api::ChatCompletions => {
-            super::chat_completions::mcp::tool_results_turns(results, max_bytes, note)
-        }
-        Api::Responses => super::responses::mcp::tool_results_turns(results, max_bytes, note),
-    }
-}
-
-/// What a blocking response asks of the loop: the turn, whether it also called client
-/// tools, and its usage object.
-pub(crate) fn blocking_turn(
-    api: Api,
-    original: &[u8],
-    body: &[u8],
-    tools: &Tools,
-) -> Option<(Turn, bool, Map<String, Value>)> {
-    match api {
-        Api::Messages => super::messages::mcp::blocking_turn(body, tools)
-            .map(|t| (t.turn, t.client_tool, t.usage)),
-        Api::ChatCompletions => super::chat_completions::mcp::blocking_turn(body, tools)
-            .map(|t| (t.turn, t.client_tool, t.usage)),
-        Api::Responses => {
-            let store_false = super::json_edit::Obj::top(original)
-                .and_then(|t| t.get("store"))
-                .is_some_and(|s| s.get() == "false");
-            super::responses::mcp::blocking_turn(body, tools, store_false)
-                .map(|t| (t.turn, t.client_tool, t.usage))
-        }
-    }
-}
-
-/// The body the client gets at the end of a blocking loop.
-pub(crate) fn final_blocking(
-    api: Api,
-    body: &Bytes,
-    sum: Option<&UsageSum>,
-    tools: &Tools,
-) -> Bytes {
-    match api {
-        Api::Messages => super::messages::mcp::final_blocking(body, sum, tools),
-        Api::ChatCompletions => super::chat_completions::mcp::final_blocking(body, sum, tools),
-        Api::Responses => super::responses::mcp::final_blocking(body, sum, tools),
+    /// Appends a turn and its results (JSON texts in the API's format) to the
+    /// conversation; the loop moves on to the next iteration.
+    pub(crate) fn append(&mut self, assistant: Vec<String>, results: Vec<String>) {
+        self.turns.extend(assistant);
+        self.turns.extend(results);
+        self.iteration = self.iteration.saturating_add(1);
     }
 }
 
@@ -430,8 +395,10 @@ fn add_into(acc: &mut Map<String, Value>, add: &Map<String, Value>) {
         match v {
             Value::Number(n) if n.as_u64().is_some() => {
                 let prev = acc.get(k).and_then(Value::as_u64).unwrap_or(0);
-                let sum = prev.saturating_add(n.as_u64().unwrap_or(0));
-                acc.insert(k.clone(), Value::from(sum));
+                acc.insert(
+                    k.clone(),
+                    Value::from(prev.saturating_add(n.as_u64().unwrap_or(0))),
+                );
             }
             Value::Object(inner) => {
                 let entry = acc
@@ -452,14 +419,6 @@ pub(crate) fn merge_usage(base: &mut Map<String, Value>, over: &Map<String, Valu
         if !v.is_null() {
             base.insert(k.clone(), v.clone());
         }
-    }
-}
-
-/// Whether a frame is worth sending as a keep-alive already.
-pub(crate) fn keep_alive_bytes(api: Api) -> Bytes {
-    match api {
-        Api::Messages => Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"),
-        Api::ChatCompletions | Api::Responses => crate::sse::comment("keep-alive"),
     }
 }
 
@@ -496,18 +455,5 @@ mod tests {
         assert_eq!(s.0["output_tokens"], 202);
         assert_eq!(s.0["cache_creation"]["ephemeral_5m_input_tokens"], 3);
         assert!(!s.0.contains_key("service_tier"));
-    }
-
-    #[test]
-    fn usage_sums_saturate_on_upstream_counts_near_u64_max() {
-        let mut s = UsageSum::default();
-        let max: Value =
-            serde_json::json!({"input_tokens": u64::MAX, "details": {"cached": u64::MAX - 1}});
-        let more: Value = serde_json::json!({"input_tokens": 5, "details": {"cached": 7}});
-        s.add(max.as_object().unwrap());
-        s.add(more.as_object().unwrap());
-        s.add(max.as_object().unwrap());
-        assert_eq!(s.0["input_tokens"], u64::MAX);
-        assert_eq!(s.0["details"]["cached"], u64::MAX);
     }
 }

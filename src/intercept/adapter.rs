@@ -1,0 +1,150 @@
+//! The API adapter: everything that differs between Anthropic Messages, OpenAI Chat
+//! Completions and OpenAI Responses, behind one interface. One adapter per API
+//! (`messages::Messages`, `chat_completions::ChatCompletions`, `responses::Responses`);
+//! an interception chooses its adapter once, from its [`Api`](crate::provider::Api)
+//! (`super::adapter_for`). Copilot is a provider, not an API: it uses the OpenAI adapters.
+//!
+//! The adapter is reached through a `&'static dyn Adapter`: its methods run once per
+//! request or per tool-loop iteration, never per stream event (the stream parser it builds
+//! handles the events).
+
+#[cfg(feature = "mcp")]
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::facts::Fact;
+use super::observer::StreamObserver;
+use super::request::RequestInfo;
+#[cfg(feature = "mcp")]
+use super::tool_loop::{
+    BlockingTurn, Executed, LoopState, ToolExecutor, ToolSource, Tools, Turn, UsageSum,
+    tools_for_request,
+};
+use crate::error::BridgeError;
+
+/// What is specific to one API.
+pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
+    /// Classifies a request body (routing.md steps 7–8; the API's "Request intake").
+    #[allow(
+        clippy::result_large_err,
+        reason = "BridgeError is the engine's request error type"
+    )]
+    fn parse_request(&self, body: &[u8]) -> Result<RequestInfo, BridgeError>;
+
+    /// The bytes sent upstream: the client's, with the API's targeted edits (D1), if any.
+    fn upstream_body(&self, info: &RequestInfo, body: Bytes) -> Bytes {
+        let _ = info;
+        body
+    }
+
+    /// The stream parser for the answer to `info`'s request.
+    fn observer(&self, info: &RequestInfo) -> Box<dyn StreamObserver>;
+
+    /// Facts of a blocking response body (`Err`: it is not the API's JSON).
+    fn blocking_facts(&self, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String>;
+
+    /// Whether the request's shapes allow tool injection at all (mcp.md "When injection
+    /// happens", step 3).
+    #[cfg(feature = "mcp")]
+    fn injectable(&self, body: &[u8]) -> bool {
+        let _ = body;
+        true
+    }
+
+    /// The body of one loop iteration: the client's bytes with the injected `tools` (none:
+    /// the last call after the bound) and the appended `turns`, without the
+    /// [`upstream_body`](Self::upstream_body) edits. `None`: the body cannot be edited.
+    #[cfg(feature = "mcp")]
+    fn request_body(
+        &self,
+        original: &[u8],
+        tools: Option<&Tools>,
+        turns: &[String],
+    ) -> Option<Bytes>;
+
+    /// The turn(s) that answer executed (or refused, with `note`) calls.
+    #[cfg(feature = "mcp")]
+    fn results_turns(
+        &self,
+        results: &[Executed],
+        max_bytes: usize,
+        note: Option<&str>,
+    ) -> Vec<String>;
+
+    /// What a blocking response `body` to the request `original` asks of the loop.
+    #[cfg(feature = "mcp")]
+    fn blocking_turn(&self, original: &[u8], body: &[u8], tools: &Tools) -> Option<BlockingTurn>;
+
+    /// The blocking body the client gets at the end of a loop (S19): injected calls hidden,
+    /// usage summed over the iterations when `sum` is given.
+    #[cfg(feature = "mcp")]
+    fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes;
+
+    /// What a streaming client gets while tools run (D11).
+    #[cfg(feature = "mcp")]
+    fn keep_alive(&self) -> Bytes;
+
+    /// The stream parser of a tool loop: the plain parser wrapped in the API's view.
+    #[cfg(feature = "mcp")]
+    fn mcp_view(
+        &self,
+        info: &RequestInfo,
+        original: &[u8],
+        tools: Arc<Tools>,
+        max_iterations: u32,
+    ) -> Box<dyn StreamObserver>;
+
+    /// Decides on injection (mcp.md "When injection happens"): the loop's state and the
+    /// first upstream body, or `None` (no MCP edit at all).
+    #[cfg(feature = "mcp")]
+    fn start_loop(
+        &self,
+        source: &Arc<dyn ToolSource>,
+        info: &RequestInfo,
+        body: &Bytes,
+    ) -> Option<(LoopState, Bytes)> {
+        if !source.should_inject(&info.model) || !self.injectable(body) {
+            return None;
+        }
+        let tools = tools_for_request(body, &source.snapshot());
+        if tools.0.is_empty() {
+            return None;
+        }
+        let executor: Arc<dyn ToolExecutor> = source.clone();
+        let lp = LoopState::new(
+            Arc::new(tools),
+            executor,
+            source.loop_config(),
+            body.clone(),
+            info.clone(),
+        );
+        let first = self.loop_body(&lp, true)?;
+        Some((lp, first))
+    }
+
+    /// Appends `turn` and the `results` of its calls to the loop's conversation and
+    /// returns the next upstream body; `last_call`: the calls were answered by the limit
+    /// procedure and the body carries no injected tools (D12).
+    #[cfg(feature = "mcp")]
+    fn advance(
+        &self,
+        lp: &mut LoopState,
+        turn: Turn,
+        results: &[Executed],
+        last_call: bool,
+    ) -> Option<Bytes> {
+        let note = last_call.then(|| lp.limit_result());
+        let results = self.results_turns(results, lp.config.max_result_bytes, note.as_deref());
+        lp.append(turn.assistant, results);
+        self.loop_body(lp, !last_call)
+    }
+
+    /// The upstream body of the loop's current iteration.
+    #[cfg(feature = "mcp")]
+    fn loop_body(&self, lp: &LoopState, with_tools: bool) -> Option<Bytes> {
+        let tools = with_tools.then_some(&*lp.tools);
+        let body = self.request_body(lp.original(), tools, lp.turns())?;
+        Some(self.upstream_body(lp.info(), body))
+    }
+}
