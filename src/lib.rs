@@ -140,6 +140,7 @@ mod clients;
 mod error;
 mod intercept;
 mod passthrough;
+mod pipeline;
 mod sse;
 mod upstream;
 
@@ -152,11 +153,18 @@ pub use crate::{
     recorder::Recorder,
 };
 
-/// Re-export of the `async_trait` macro, for implementing [`Recorder`].
+/// The `async_trait` macro [`Recorder`] is declared with, for implementing it.
+///
+/// [`Recorder`] is used as `Arc<dyn Recorder>`, and a trait with native `async fn`s cannot
+/// be a trait object, so it is declared with `#[async_trait]`; an implementation must use
+/// the same macro. This re-export saves a recorder crate the extra dependency and keeps the
+/// macro's version the one the trait was expanded with. `use async_trait::async_trait`
+/// works as well.
 pub use async_trait::async_trait;
 
 /// A boxed error, as used throughout the crate.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A boxed, `Send` future.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, `Send` future (the tool executor's return type).
+#[cfg(feature = "mcp")]
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -18,8 +18,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::recorder::queue::Delivery;
-use crate::recorder::{RecordKind, TokenUsage};
+use crate::recorder::{Delivery, RecordKind, TokenUsage};
 
 const DURATION_BUCKETS: [f64; 7] = [0.5, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0];
 /// From 25 µs: fine enough to tell 50 µs from 100 µs.

@@ -3,67 +3,17 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{Inner, RequestBridge};
 use crate::metrics::Metrics;
+use crate::pipeline::Shared;
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::queue::RecordQueue;
 use crate::recorder::{RecordQueueConfig, Recorder};
+use crate::upstream::UpstreamTimeouts;
 
 /// Default maximum request body: 32 MiB.
 pub(crate) const DEFAULT_MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
-
-/// Upstream timeouts.
-///
-/// ```
-/// use std::time::Duration;
-/// use aibridge::bridge::UpstreamTimeouts;
-/// let t = UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(30));
-/// assert_eq!(t.connect, Duration::from_secs(10));
-/// assert_eq!(t.stream_idle, Duration::from_secs(30));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UpstreamTimeouts {
-    /// Connect (TLS included) per attempt; default 10 s.
-    pub connect: Duration,
-    /// From request sent to response head (blocking: to the whole body); default 600 s.
-    pub response: Duration,
-    /// Longest gap between upstream body bytes of a relayed stream; default 600 s.
-    pub stream_idle: Duration,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            response: Duration::from_secs(600),
-            stream_idle: Duration::from_secs(600),
-        }
-    }
-}
-
-impl UpstreamTimeouts {
-    /// Sets [`connect`](Self::connect).
-    #[must_use]
-    pub fn with_connect(mut self, d: Duration) -> Self {
-        self.connect = d;
-        self
-    }
-    /// Sets [`response`](Self::response).
-    #[must_use]
-    pub fn with_response(mut self, d: Duration) -> Self {
-        self.response = d;
-        self
-    }
-    /// Sets [`stream_idle`](Self::stream_idle).
-    #[must_use]
-    pub fn with_stream_idle(mut self, d: Duration) -> Self {
-        self.stream_idle = d;
-        self
-    }
-}
 
 /// Why [`Builder::build`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +57,7 @@ pub enum BuildError {
         /// The provider name.
         provider: String,
     },
-    /// A limit is zero.
+    /// A limit of the bridge or its record queue is zero.
     #[error("invalid limit: {what} must be greater than zero")]
     InvalidLimit {
         /// Which limit.
@@ -119,24 +69,11 @@ pub enum BuildError {
         /// The prefix.
         prefix: String,
     },
-    /// An MCP server's name, URL or header is invalid, or two servers share a name.
-    #[error("invalid MCP server {server:?}: {reason}")]
-    InvalidMcpServer {
-        /// The server name.
-        server: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An MCP allow or deny pattern is not a valid regex.
-    #[error("invalid regex {pattern:?} for MCP server {server:?}: {reason}")]
-    InvalidRegex {
-        /// The server name.
-        server: String,
-        /// The pattern.
-        pattern: String,
-        /// The regex error.
-        reason: String,
-    },
+    /// The MCP configuration is invalid (feature `mcp`).
+    #[cfg(feature = "mcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::McpConfigError),
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {reason}")]
     HttpClient {
@@ -198,6 +135,13 @@ impl Default for Builder {
             #[cfg(feature = "mcp")]
             mcp: None,
         }
+    }
+}
+
+impl RequestBridge {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 }
 
@@ -308,23 +252,7 @@ impl Builder {
         }
         #[cfg(feature = "mcp")]
         if let Some(cfg) = &self.mcp {
-            cfg.validate().map_err(|e| match e {
-                crate::mcp::McpConfigError::InvalidServer { server, reason } => {
-                    BuildError::InvalidMcpServer { server, reason }
-                }
-                crate::mcp::McpConfigError::InvalidRegex {
-                    server,
-                    pattern,
-                    reason,
-                } => BuildError::InvalidRegex {
-                    server,
-                    pattern,
-                    reason,
-                },
-                crate::mcp::McpConfigError::InvalidLimit { what } => {
-                    BuildError::InvalidLimit { what }
-                }
-            })?;
+            cfg.validate()?;
         }
         let client = reqwest::Client::builder()
             .connect_timeout(self.timeouts.connect)
@@ -338,20 +266,20 @@ impl Builder {
         if let Some(m) = &self.metrics {
             queue.set_metrics(m.clone());
         }
-        let inner = Inner::new(
-            self.providers,
+        let shared = Shared::new(
             queue,
             client,
             self.max_request_body,
-            self.path_prefix,
             self.timeouts,
             self.metrics,
         );
-        #[cfg(feature = "mcp")]
-        let inner = match self.mcp {
-            Some(cfg) => inner.with_mcp(cfg),
-            None => inner,
-        };
+        let inner = Inner::new(
+            &self.providers,
+            self.path_prefix,
+            shared,
+            #[cfg(feature = "mcp")]
+            self.mcp,
+        );
         Ok(RequestBridge {
             inner: Arc::new(inner),
         })

@@ -12,6 +12,7 @@ mod emit;
 mod facts;
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) mod harness;
+#[cfg(feature = "mcp")]
 mod json_edit;
 mod messages;
 #[cfg(test)]
@@ -31,22 +32,20 @@ use http::{HeaderMap, Response};
 use tokio::sync::oneshot;
 
 pub(crate) use self::facts::{Fact, FrameAction, StreamStatus};
-pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
 pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
 use crate::Actor;
 use crate::body::Body;
 use crate::breaker::Key;
-use crate::bridge::Inner;
-use crate::bridge::route::route_label;
 use crate::clients::Client;
 use crate::error::{BridgeError, Flavor};
 use crate::metrics::Labels;
+use crate::pipeline::Shared;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
 use crate::sse::Frame;
-use crate::upstream::{self, Mode};
+use crate::upstream::{self, Mode, route_label};
 
 /// A bridged request that passed every check of routing.md steps 1–7.
 #[derive(Debug)]
@@ -167,7 +166,7 @@ fn start_loop(
 }
 
 /// Records the interception and runs it (routing.md steps 9–15).
-pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
+pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
@@ -203,18 +202,14 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         initiator_id = %req.actor.id(),
         client = client.label(),
     );
-    let recorded = inner.queue.record_interception(&interception).await;
+    let recorded = shared.queue.record_interception(&interception).await;
     if let Err(e) = recorded {
         span.in_scope(
             || tracing::error!(error = %e, "record_interception failed; request not sent upstream"),
         );
         return BridgeError::recorder_unavailable().into_response(flavor, Some(id));
     }
-    let url = crate::bridge::route::upstream_url(
-        req.provider.base_url(),
-        &req.endpoint,
-        req.query.as_deref(),
-    );
+    let url = upstream::upstream_url(req.provider.base_url(), &req.endpoint, req.query.as_deref());
     let headers = upstream::request_headers(
         &req.headers,
         req.provider.as_ref(),
@@ -228,12 +223,12 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         initiator: req.actor.id().to_owned(),
         client: client.label().to_owned(),
     };
-    let metrics = inner.metrics.clone();
+    let metrics = shared.metrics.clone();
     if let Some(m) = &metrics {
         m.interception_started(&labels.provider, &labels.model, &route);
     }
     #[cfg(feature = "mcp")]
-    let tool_loop = inner
+    let tool_loop = shared
         .tool_source
         .as_ref()
         .and_then(|source| start_loop(source, req.api, &req.info, &req.body));
@@ -264,7 +259,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         observer(req.api, &req.info),
     );
     let sink = emit::Emitter::new(
-        inner.queue.sink(id),
+        shared.queue.sink(id),
         id,
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),
@@ -275,7 +270,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
         model: labels.model.clone(),
     };
     let ctx = relay::Ctx::new(
-        inner.clone(),
+        shared.clone(),
         req.provider.clone(),
         req.api,
         id,
@@ -292,7 +287,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
-    let task_guard = inner.track_task();
+    let task_guard = shared.track_task();
     let start = req.start;
     let task = async move {
         let (outcome, waited) = relay::drive(ctx, head_tx).await;

@@ -16,12 +16,12 @@ use super::{StreamObserver, blocking_facts};
 use crate::BoxError;
 use crate::body::Body;
 use crate::breaker::{Admitted, Key, Report};
-use crate::bridge::Inner;
 use crate::error::{BridgeError, Flavor, set_interception_header};
+use crate::pipeline::Shared;
 use crate::provider::{Api, CredentialKind, Provider};
 use crate::recorder::{Outcome, RecordId};
 use crate::sse::{Decoder, Frame};
-use crate::upstream::relayed_response_headers;
+use crate::upstream::{connect_error_kind, relayed_response_headers};
 
 /// Largest SSE event the bridge accepts (resilience.md "Limits").
 pub(crate) const MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
@@ -32,7 +32,7 @@ const CHANNEL_CAPACITY: usize = 16;
 
 /// Everything the interception task needs.
 pub(crate) struct Ctx {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) api: Api,
     pub(crate) flavor: Flavor,
@@ -66,7 +66,7 @@ impl Ctx {
         reason = "plain constructor of the task's state"
     )]
     pub(crate) fn new(
-        inner: Arc<Inner>,
+        shared: Arc<Shared>,
         provider: Arc<dyn Provider>,
         api: Api,
         id: RecordId,
@@ -81,7 +81,7 @@ impl Ctx {
     ) -> Self {
         let flavor = Flavor::from(provider.kind());
         Self {
-            inner,
+            shared,
             provider,
             api,
             flavor,
@@ -211,7 +211,7 @@ pub(crate) async fn drive(
     head_tx: oneshot::Sender<Response<Body>>,
 ) -> (Outcome, Duration) {
     let mut head = Head::new(head_tx);
-    let mut cancel = ctx.inner.cancel.subscribe();
+    let mut cancel = ctx.shared.cancel.subscribe();
     let (outcome, error) = match admit(&mut ctx, &mut head) {
         Err(end) => end,
         Ok(admitted) => {
@@ -224,7 +224,7 @@ pub(crate) async fn drive(
                 } else {
                     Report::Success
                 };
-                admitted.report(report, ctx.inner.metrics.as_ref());
+                admitted.report(report, ctx.shared.metrics.as_ref());
             }
             end
         }
@@ -252,9 +252,9 @@ fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
         return Ok(None);
     };
     match ctx
-        .inner
+        .shared
         .breakers
-        .admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref())
+        .admit(ctx.breaker_key.clone(), config, ctx.shared.metrics.as_ref())
     {
         Ok(a) => Ok(Some(a)),
         Err(secs) => {
@@ -387,12 +387,12 @@ fn should_retry(status: StatusCode, headers: &HeaderMap) -> bool {
 /// before any byte of the call reached the client.
 async fn call(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> Call {
     let retry = ctx.provider.retry().clone();
-    let timeouts = ctx.inner.timeouts;
+    let timeouts = ctx.shared.timeouts;
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
         let send = ctx
-            .inner
+            .shared
             .client
             .post(&ctx.url)
             .headers(ctx.headers.clone())
@@ -516,7 +516,7 @@ async fn prime(
     cancel: &mut watch::Receiver<bool>,
 ) -> Primed {
     let mut decoder = Decoder::new(MAX_EVENT_SIZE);
-    let idle = ctx.inner.timeouts.stream_idle;
+    let idle = ctx.shared.timeouts.stream_idle;
     loop {
         match decoder.next_frame() {
             Err(e) => {
@@ -898,8 +898,13 @@ async fn stream(
     ));
     let mut facts = Vec::new();
     let mut resp = resp;
+    #[cfg(feature = "mcp")]
     let mut primed = primed;
     // One pass per upstream call; more than one only inside an MCP tool loop.
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(clippy::never_loop, reason = "only the MCP tool loop goes round")
+    )]
     let stop = loop {
         let stop = relay_one(
             ctx,
@@ -1006,7 +1011,7 @@ async fn relay_one(
         first,
         stop: early,
     } = primed;
-    let idle = ctx.inner.timeouts.stream_idle;
+    let idle = ctx.shared.timeouts.stream_idle;
     if let Some(stop) = early {
         return stop;
     }
@@ -1234,35 +1239,6 @@ pub(crate) fn upstream_error_text(flavor: Flavor, status: StatusCode, body: &[u8
         }
     }
     text
-}
-
-/// The spec's kind of a connection-level failure.
-pub(crate) fn connect_error_kind(err: &reqwest::Error) -> &'static str {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut text = String::new();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused",
-                std::io::ErrorKind::TimedOut => return "connect timeout",
-                _ => {}
-            }
-        }
-        text.push_str(&e.to_string().to_ascii_lowercase());
-        text.push(' ');
-        source = e.source();
-    }
-    if err.is_timeout() || text.contains("timed out") {
-        "connect timeout"
-    } else if text.contains("dns") || text.contains("resolve") {
-        "dns lookup failed"
-    } else if text.contains("tls") || text.contains("certificate") || text.contains("handshake") {
-        "tls handshake failed"
-    } else if text.contains("refused") {
-        "connection refused"
-    } else {
-        "connection reset"
-    }
 }
 
 /// The body of a streamed response: frames sent by the interception task.
