@@ -39,6 +39,10 @@ pub(crate) enum Fact {
         source: ThoughtSource,
     },
     /// A call of an injected (MCP) tool: executed by the bridge, or not executed and why.
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(dead_code, reason = "made by the MCP tool loop only")
+    )]
     InjectedTool {
         response_id: Option<String>,
         /// The original MCP tool name.
@@ -75,6 +79,10 @@ pub(crate) enum FrameAction {
     /// injected tool call).
     Drop,
     /// Relay these bytes instead (a re-encoded event: renumbered, summed usage).
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(dead_code, reason = "made by the MCP views only")
+    )]
     Replace(bytes::Bytes),
 }
 
