@@ -1,6 +1,16 @@
 //! Prometheus metrics (metrics.md): the eleven reference metrics plus the bridge's own
 //! overhead and recorder health.
 //!
+//! # Why `prometheus` types are in this API
+//!
+//! [`Metrics::new`] and [`MetricsBuilder::register`] take a [`prometheus::Registry`] and
+//! fail with a [`prometheus::Error`], on purpose: the bridge's series belong in the
+//! registry the host already serves on `/metrics`, next to the host's own. A registry
+//! type of the bridge's own would be a second registry, which the host would have to
+//! gather and merge into its `/metrics` output by hand. So `prometheus` is a public
+//! dependency of this crate: the host passes its registry, of the `prometheus` version
+//! this crate names in `Cargo.toml` (0.14).
+//!
 //! ```
 //! let registry = prometheus::Registry::new();
 //! let metrics = aibridge::metrics::Metrics::builder()

@@ -22,7 +22,7 @@ use crate::BoxError;
 /// assert!(rec.token_usages().is_empty());
 /// ```
 ///
-/// With the `test-util` feature, [`fail_next`](Self::fail_next) makes calls fail on
+/// With the `test-util` feature, `fail_next` makes calls fail on
 /// purpose, to test retries and the 503 of an unrecordable interception.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRecorder {
