@@ -429,6 +429,8 @@ impl aibridge::Recorder for SoakRecorder {
                     Outcome::Completed => 1,
                     Outcome::Failed => 2,
                     Outcome::Cancelled => 3,
+                    // An outcome added later: no check below accepts it.
+                    _ => 4,
                 }
             });
         }

@@ -34,8 +34,9 @@ wait_url() {
 }
 
 build() {
-  cargo build --release -j "$JOBS" --example gateway --example mock_upstream --example load_driver \
-    --example null_proxy --example mcp_test_server >&2
+  # The gateway with the features of README's run command (SQLite/PostgreSQL, MCP).
+  cargo build --release -j "$JOBS" --features sqlite,postgres,mcp --example gateway \
+    --example mock_upstream --example load_driver --example null_proxy --example mcp_test_server >&2
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   BIN=$TARGET_DIR/release/examples

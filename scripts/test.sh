@@ -2,7 +2,7 @@
 # Runs every test of the project:
 #   1. cargo test --all-features        unit, integration and doc tests
 #      + the 1-minute soak                 cargo run --example soak (exits non-zero on a failed check)
-#   2. cargo build --example gateway --example mcp_test_server
+#   2. cargo build --all-features --example gateway --example mcp_test_server
 #      the example gateway and the MCP test server used by the end-to-end tests
 #      (and the gateway's own unit tests: cargo test --example gateway)
 #   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
@@ -67,7 +67,9 @@ else
     record "cargo test --example gateway" FAILED
 fi
 
-step "cargo build --example gateway --example mcp_test_server"
+# --all-features: the gateway needs sqlite and mcp (postgres for postgres:// URLs), and the
+# same features as the steps above reuse their build of the library.
+step "cargo build --all-features --example gateway --example mcp_test_server"
 GATEWAY_BIN=""
 MCP_SERVER_BIN=""
 # The path of a built example, wherever the target directory is.
@@ -85,7 +87,7 @@ for line in sys.stdin:
         print(msg["executable"])
 ' "$1"
 }
-if build_json=$(cargo build --example gateway --example mcp_test_server \
+if build_json=$(cargo build --all-features --example gateway --example mcp_test_server \
         --message-format=json-render-diagnostics); then
     GATEWAY_BIN=$(printf '%s\n' "$build_json" | example_path gateway)
     MCP_SERVER_BIN=$(printf '%s\n' "$build_json" | example_path mcp_test_server)

@@ -14,7 +14,8 @@
 //!   for byte (blocking JSON and SSE streams alike), adding one header,
 //!   `x-aibridge-interception-id`;
 //! - records, per actor, the interception, its token usage, the user prompt, tool calls and
-//!   model thoughts through an async [`Recorder`] (a SQLite recorder ships with the crate).
+//!   model thoughts through an async [`Recorder`] (SQLite and PostgreSQL recorders ship
+//!   behind features).
 //!
 //! ```text
 //! client ──> host (auth, Actor) ──> RequestBridge ──> route ──> interceptor ──> upstream
@@ -22,6 +23,9 @@
 //!                                                       │            └─> records ─> queue ─> Recorder
 //!                                                       └─> passthrough (allowlist) ──────> upstream
 //! ```
+//!
+//! How the request pipeline is built, module by module: `ARCHITECTURE.md` in the
+//! repository.
 //!
 //! # Example: mounting in axum
 //!
@@ -55,9 +59,9 @@
 //! # Recording
 //!
 //! Implement [`Recorder`] (six `async fn`s under [`macro@async_trait`]; see the
-//! [`recorder`] module for an example) or use a shipped one:
-//! [`recorder::SqliteRecorder`], [`recorder::PostgresRecorder`] (many replicas, one
-//! database), [`recorder::MemoryRecorder`] (tests) or [`recorder::NoopRecorder`]. Only
+//! [`recorder`] module for an example) or use a shipped one: `SqliteRecorder` (feature
+//! `sqlite`), `PostgresRecorder` (feature `postgres`; many replicas, one database),
+//! [`recorder::MemoryRecorder`] (tests) or [`recorder::NoopRecorder`]. Only
 //! `record_interception` is awaited before the upstream call; everything else goes through
 //! a bounded queue with timeouts, retries and counters
 //! ([`recorder::RecordQueueConfig`]), so recording never slows a stream down and never
@@ -65,11 +69,15 @@
 //!
 //! # MCP tools
 //!
+//! With the `mcp` feature:
+//!
 //! ```no_run
+//! # #[cfg(feature = "mcp")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use aibridge::mcp::{McpConfig, McpServer};
 //! use aibridge::provider::{Anthropic, Secret};
 //! use aibridge::recorder::NoopRecorder;
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//!
 //! let mcp = McpConfig::new()
 //!     .server(
 //!         McpServer::new("coder", "https://coder.example.com/api/experimental/mcp/http".parse()?)
@@ -112,9 +120,14 @@
 //!
 //! # Feature flags
 //!
-//! - `sqlite` (default): [`recorder::SqliteRecorder`].
-//! - `postgres` (default): [`recorder::PostgresRecorder`].
-//! - `mcp` (default): [`mcp`] tool injection and the inner tool loop.
+//! None is on by default: most hosts bring their own [`Recorder`], and the default build
+//! pulls neither a SQL driver nor an MCP client.
+//!
+//! - `sqlite`: `recorder::SqliteRecorder` (sqlx with SQLite).
+//! - `postgres`: `recorder::PostgresRecorder` (sqlx with PostgreSQL and rustls).
+//! - `mcp`: the `mcp` module, MCP tool injection and the inner tool loop (rmcp).
+//! - `test-util`: test knobs for a host's tests (`MemoryRecorder::fail_next`).
+//! - `bench-internals`: hidden entry points for the crate's benchmarks; not a public API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
@@ -141,6 +154,7 @@ mod clients;
 mod error;
 mod intercept;
 mod passthrough;
+mod pipeline;
 mod sse;
 mod upstream;
 
@@ -153,11 +167,18 @@ pub use crate::{
     recorder::Recorder,
 };
 
-/// Re-export of the `async_trait` macro, for implementing [`Recorder`].
+/// The `async_trait` macro [`Recorder`] is declared with, for implementing it.
+///
+/// [`Recorder`] is used as `Arc<dyn Recorder>`, and a trait with native `async fn`s cannot
+/// be a trait object, so it is declared with `#[async_trait]`; an implementation must use
+/// the same macro. This re-export saves a recorder crate the extra dependency and keeps the
+/// macro's version the one the trait was expanded with. `use async_trait::async_trait`
+/// works as well.
 pub use async_trait::async_trait;
 
 /// A boxed error, as used throughout the crate.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A boxed, `Send` future.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, `Send` future (the tool executor's return type).
+#[cfg(feature = "mcp")]
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

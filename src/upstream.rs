@@ -1,9 +1,112 @@
-//! Upstream request and response header rules (routing.md, D4, S18, S22).
+//! The upstream side of a request: its URL, its headers, its timeouts, and what a
+//! connection failure is called (routing.md, resilience.md, D4, S18, S22).
+
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::Actor;
 use crate::provider::{Credential, CredentialKind, Provider};
+
+/// Upstream timeouts.
+///
+/// ```
+/// use std::time::Duration;
+/// use aibridge::bridge::UpstreamTimeouts;
+/// let t = UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(30));
+/// assert_eq!(t.connect, Duration::from_secs(10));
+/// assert_eq!(t.stream_idle, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamTimeouts {
+    /// Connect (TLS included) per attempt; default 10 s.
+    pub connect: Duration,
+    /// From request sent to response head (blocking: to the whole body); default 600 s.
+    pub response: Duration,
+    /// Longest gap between upstream body bytes of a relayed stream; default 600 s.
+    pub stream_idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(600),
+            stream_idle: Duration::from_secs(600),
+        }
+    }
+}
+
+impl UpstreamTimeouts {
+    /// Sets [`connect`](Self::connect).
+    #[must_use]
+    pub fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = d;
+        self
+    }
+    /// Sets [`response`](Self::response).
+    #[must_use]
+    pub fn with_response(mut self, d: Duration) -> Self {
+        self.response = d;
+        self
+    }
+    /// Sets [`stream_idle`](Self::stream_idle).
+    #[must_use]
+    pub fn with_stream_idle(mut self, d: Duration) -> Self {
+        self.stream_idle = d;
+        self
+    }
+}
+
+/// `{base}{relative}{?query}`, ignoring a trailing `/` on the base path.
+pub(crate) fn upstream_url(base: &http::Uri, relative: &str, query: Option<&str>) -> String {
+    let base = base.to_string();
+    let base = base.trim_end_matches('/');
+    match query {
+        Some(q) => format!("{base}{relative}?{q}"),
+        None => format!("{base}{relative}"),
+    }
+}
+
+/// The metric/breaker label of a route: the path relative to `/{name}`, e.g.
+/// `/v1/messages`, `/v1/chat/completions` (OpenAI), `/chat/completions` (Copilot).
+pub(crate) fn route_label(provider: &dyn Provider, route_path: &str) -> String {
+    let prefix = provider.route_prefix();
+    let under_name = prefix
+        .strip_prefix(&format!("/{}", provider.name()))
+        .unwrap_or("");
+    format!("{under_name}{route_path}")
+}
+
+/// The spec's kind of a connection-level failure.
+pub(crate) fn connect_error_kind(err: &reqwest::Error) -> &'static str {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut text = String::new();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused",
+                std::io::ErrorKind::TimedOut => return "connect timeout",
+                _ => {}
+            }
+        }
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push(' ');
+        source = e.source();
+    }
+    if err.is_timeout() || text.contains("timed out") {
+        "connect timeout"
+    } else if text.contains("dns") || text.contains("resolve") {
+        "dns lookup failed"
+    } else if text.contains("tls") || text.contains("certificate") || text.contains("handshake") {
+        "tls handshake failed"
+    } else if text.contains("refused") {
+        "connection refused"
+    } else {
+        "connection reset"
+    }
+}
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -254,5 +357,34 @@ mod tests {
         let h = relayed_response_headers(&up);
         assert_eq!(h.len(), 4);
         assert!(!h.contains_key("set-cookie"));
+    }
+
+    #[test]
+    fn builds_upstream_urls_per_the_spec_table() {
+        let u = |b: &str, r: &str, q: Option<&str>| upstream_url(&b.parse().unwrap(), r, q);
+        assert_eq!(
+            u(
+                "https://api.anthropic.com",
+                "/v1/messages",
+                Some("beta=true")
+            ),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        assert_eq!(
+            u("http://h/api", "/v1/messages", None),
+            "http://h/api/v1/messages"
+        );
+        assert_eq!(
+            u("https://api.anthropic.com/", "/v1/models", None),
+            "https://api.anthropic.com/v1/models"
+        );
+        assert_eq!(
+            u("https://api.openai.com/v1", "/chat/completions", None),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            u("http://u", "/conversations", Some("limit=10")),
+            "http://u/conversations?limit=10"
+        );
     }
 }

@@ -97,3 +97,59 @@ async fn debug_output_never_shows_keys() {
     assert!(!format!("{bridge:?}").contains("0123456789"));
     assert!(format!("{bridge:?}").contains("anthropic"));
 }
+
+/// An invalid MCP configuration comes back as the MCP module's own error, wrapped, with
+/// its message unchanged and the bridge's limits kept apart from the MCP ones.
+#[cfg(feature = "mcp")]
+#[tokio::test]
+async fn mcp_config_errors_are_wrapped_not_copied() {
+    use aibridge::mcp::{McpConfig, McpConfigError, McpServer};
+    let base = || {
+        RequestBridge::builder()
+            .provider(Anthropic::new(key()))
+            .recorder(NoopRecorder)
+    };
+    let server = || McpServer::new("coder", "http://127.0.0.1:9/mcp".parse().unwrap());
+    let err = base()
+        .mcp(McpConfig::new().server(server().with_deny("(")))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            BuildError::Mcp(McpConfigError::InvalidRegex { server, pattern, .. })
+                if server == "coder" && pattern == "("
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(r#"invalid regex "(" for MCP server "coder""#),
+        "{err}"
+    );
+    let err = base()
+        .mcp(McpConfig::new().server(server()).max_iterations(0))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::Mcp(McpConfigError::InvalidLimit {
+                what: "max_iterations"
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid MCP setting max_iterations: must be greater than zero"
+    );
+    let err = base()
+        .mcp(McpConfig::new().server(server()).server(server()))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::Mcp(McpConfigError::InvalidServer { .. })),
+        "{err:?}"
+    );
+}

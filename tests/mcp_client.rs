@@ -1,5 +1,4 @@
 //! The public MCP configuration API: builders, `Debug` redaction, errors, auto traits.
-#![cfg(feature = "mcp")]
 
 use std::time::Duration;
 

@@ -247,6 +247,7 @@ fn with_header(mut req: Req, name: &str, value: &str) -> Req {
     req
 }
 
+#[cfg(feature = "mcp")]
 fn closed_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -591,6 +592,7 @@ async fn error_paths_leak_no_secret_anywhere() {
     s.check_all("error paths");
 }
 
+#[cfg(feature = "mcp")]
 #[tokio::test]
 async fn unreachable_upstreams_and_mcp_servers_leak_no_secret() {
     let dead = closed_port();

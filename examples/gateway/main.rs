@@ -1,7 +1,7 @@
 //! The example gateway: a real, environment-configured AI gateway built on axum and aibridge.
 //!
 //! ```text
-//! cargo run --release --example gateway
+//! cargo run --release --features sqlite,postgres,mcp --example gateway
 //! ```
 //!
 //! Configuration comes only from environment variables (the table in `README.md`); it

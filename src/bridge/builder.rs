@@ -8,66 +8,15 @@ use std::time::Duration;
 use super::budget::{DEFAULT_BUDGET_FACTOR, DEFAULT_BUDGET_WAIT, RequestBudget};
 use super::{Inner, RequestBridge};
 use crate::metrics::Metrics;
+use crate::pipeline::{DEFAULT_CLIENT_WRITE_TIMEOUT, Shared};
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordQueue;
 use crate::recorder::{RecordQueueConfig, Recorder};
+use crate::upstream::UpstreamTimeouts;
 
 /// Default maximum request body: 32 MiB.
 pub(crate) const DEFAULT_MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
-/// Default of [`Builder::client_write_timeout`].
-pub(crate) const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Upstream timeouts.
-///
-/// ```
-/// use std::time::Duration;
-/// use aibridge::bridge::UpstreamTimeouts;
-/// let t = UpstreamTimeouts::default().with_stream_idle(Duration::from_secs(30));
-/// assert_eq!(t.connect, Duration::from_secs(10));
-/// assert_eq!(t.stream_idle, Duration::from_secs(30));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UpstreamTimeouts {
-    /// Connect (TLS included) per attempt; default 10 s.
-    pub connect: Duration,
-    /// From request sent to response head (blocking: to the whole body); default 600 s.
-    pub response: Duration,
-    /// Longest gap between upstream body bytes of a relayed stream; default 600 s.
-    pub stream_idle: Duration,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            response: Duration::from_secs(600),
-            stream_idle: Duration::from_secs(600),
-        }
-    }
-}
-
-impl UpstreamTimeouts {
-    /// Sets [`connect`](Self::connect).
-    #[must_use]
-    pub fn with_connect(mut self, d: Duration) -> Self {
-        self.connect = d;
-        self
-    }
-    /// Sets [`response`](Self::response).
-    #[must_use]
-    pub fn with_response(mut self, d: Duration) -> Self {
-        self.response = d;
-        self
-    }
-    /// Sets [`stream_idle`](Self::stream_idle).
-    #[must_use]
-    pub fn with_stream_idle(mut self, d: Duration) -> Self {
-        self.stream_idle = d;
-        self
-    }
-}
 
 /// Why [`Builder::build`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +60,7 @@ pub enum BuildError {
         /// The provider name.
         provider: String,
     },
-    /// A limit is zero.
+    /// A limit of the bridge or its record queue is zero.
     #[error("invalid limit: {what} must be greater than zero")]
     InvalidLimit {
         /// Which limit.
@@ -123,24 +72,6 @@ pub enum BuildError {
         /// The prefix.
         prefix: String,
     },
-    /// An MCP server's name, URL or header is invalid, or two servers share a name.
-    #[error("invalid MCP server {server:?}: {reason}")]
-    InvalidMcpServer {
-        /// The server name.
-        server: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// An MCP allow or deny pattern is not a valid regex.
-    #[error("invalid regex {pattern:?} for MCP server {server:?}: {reason}")]
-    InvalidRegex {
-        /// The server name.
-        server: String,
-        /// The pattern.
-        pattern: String,
-        /// The regex error.
-        reason: String,
-    },
     /// The request buffer budget cannot hold even one body of the largest allowed size.
     #[error(
         "invalid limit: request_buffer_budget ({budget} bytes) must be at least max_request_body ({max_request_body} bytes)"
@@ -151,6 +82,11 @@ pub enum BuildError {
         /// The largest request body.
         max_request_body: usize,
     },
+    /// The MCP configuration is invalid (feature `mcp`).
+    #[cfg(feature = "mcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::McpConfigError),
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {reason}")]
     HttpClient {
@@ -223,6 +159,13 @@ impl Default for Builder {
             #[cfg(feature = "mcp")]
             mcp: None,
         }
+    }
+}
+
+impl RequestBridge {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 }
 
@@ -410,23 +353,7 @@ impl Builder {
         }
         #[cfg(feature = "mcp")]
         if let Some(cfg) = &self.mcp {
-            cfg.validate().map_err(|e| match e {
-                crate::mcp::McpConfigError::InvalidServer { server, reason } => {
-                    BuildError::InvalidMcpServer { server, reason }
-                }
-                crate::mcp::McpConfigError::InvalidRegex {
-                    server,
-                    pattern,
-                    reason,
-                } => BuildError::InvalidRegex {
-                    server,
-                    pattern,
-                    reason,
-                },
-                crate::mcp::McpConfigError::InvalidLimit { what } => {
-                    BuildError::InvalidLimit { what }
-                }
-            })?;
+            cfg.validate()?;
         }
         let client = reqwest::Client::builder()
             .connect_timeout(self.timeouts.connect)
@@ -440,22 +367,22 @@ impl Builder {
         if let Some(m) = &self.metrics {
             queue.set_metrics(m.clone());
         }
-        let mut inner = Inner::new(
-            self.providers,
+        let mut shared = Shared::new(
             queue,
             client,
             self.max_request_body,
-            self.path_prefix,
             self.timeouts,
             self.metrics,
         );
-        inner.client_write_stall = self.client_write_timeout;
+        shared.client_write_stall = self.client_write_timeout;
+        let mut inner = Inner::new(
+            &self.providers,
+            self.path_prefix,
+            shared,
+            #[cfg(feature = "mcp")]
+            self.mcp,
+        );
         inner.request_budget = RequestBudget::new(budget, self.request_buffer_wait);
-        #[cfg(feature = "mcp")]
-        let inner = match self.mcp {
-            Some(cfg) => inner.with_mcp(cfg),
-            None => inner,
-        };
         Ok(RequestBridge {
             inner: Arc::new(inner),
         })

@@ -7,27 +7,28 @@ mod future;
 mod mcp;
 pub(crate) mod route;
 
-pub use self::builder::{BuildError, Builder, UpstreamTimeouts};
+pub use self::builder::{BuildError, Builder};
 pub use self::future::ResponseFuture;
+pub use crate::upstream::UpstreamTimeouts;
 
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::BodyExt;
-use tokio::sync::{Notify, OnceCell, watch};
+use tokio::sync::OnceCell;
 
 use self::route::{Resolved, Table};
 use crate::body::Body;
 use crate::error::{BridgeError, Flavor, plain_not_found};
 use crate::intercept::{self, Bridged};
+use crate::pipeline::{Shared, Tracked};
 use crate::provider::{Provider, RouteKind};
-use crate::recorder::queue::RecordQueue;
 use crate::{Actor, BoxError, passthrough};
 
 /// The bridge: a cheap-to-clone `tower::Service` (one `Arc` inside).
@@ -51,38 +52,24 @@ pub struct ShutdownReport {
     pub dropped_records: u64,
 }
 
-pub(crate) struct Inner {
-    pub(crate) table: Table,
-    pub(crate) queue: RecordQueue,
-    pub(crate) client: reqwest::Client,
-    pub(crate) max_request_body: usize,
-    /// The bridge-wide budget of buffered request body bytes.
-    pub(crate) request_budget: budget::RequestBudget,
+/// The bridge's state: its routes and lifecycle, plus the [`Shared`] state it hands to
+/// the interceptors and to passthrough.
+struct Inner {
+    table: Table,
     path_prefix: Option<String>,
-    pub(crate) timeouts: UpstreamTimeouts,
-    /// [`Builder::client_write_timeout`].
-    pub(crate) client_write_stall: Duration,
-    pub(crate) metrics: Option<crate::metrics::Metrics>,
-    pub(crate) breakers: crate::breaker::Breakers,
-    #[cfg(feature = "mcp")]
-    pub(crate) tool_source: Option<Arc<dyn intercept::ToolSource>>,
+    shared: Arc<Shared>,
+    /// The bridge-wide budget of buffered request body bytes.
+    request_budget: budget::RequestBudget,
     #[cfg(feature = "mcp")]
     mcp: Option<Arc<crate::mcp::McpRegistry>>,
-    inflight: AtomicUsize,
-    /// Interception tasks still running (they outlive the response body by the time it
-    /// takes to queue their last records).
-    tasks: AtomicUsize,
-    inflight_zero: Notify,
-    /// Set by the first `shutdown` call. Sequentially consistent with `inflight`: a request
-    /// counts itself in flight, then reads this; `shutdown` sets it, then reads `inflight`.
-    /// Whatever the interleaving, either the request sees the flag or `shutdown` sees the
-    /// request.
+    /// Set by the first `shutdown` call. Sequentially consistent with the in-flight count:
+    /// a request counts itself in flight, then reads this; `shutdown` sets it, then reads
+    /// the count. Whatever the interleaving, either the request sees the flag or
+    /// `shutdown` sees the request.
     shutting_down: AtomicBool,
     /// Test hook: runs when a request has passed the shutdown check.
     #[cfg(test)]
     after_shutdown_check: Option<Box<dyn Fn(&Inner) + Send + Sync>>,
-    /// Set to true when in-flight work must be cancelled.
-    pub(crate) cancel: watch::Sender<bool>,
     shutdown_report: OnceCell<ShutdownReport>,
 }
 
@@ -104,15 +91,10 @@ impl fmt::Debug for RequestBridge {
 }
 
 impl RequestBridge {
-    /// A builder.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     /// Requests currently being handled (bridged and passthrough), until their response
     /// body ends or is dropped.
     pub fn inflight_requests(&self) -> usize {
-        self.inner.inflight.load(Ordering::Acquire)
+        self.inner.shared.inflight()
     }
 
     /// Graceful shutdown: new requests get a provider-shaped 503 at once; in-flight
@@ -131,16 +113,17 @@ impl RequestBridge {
                 inner.shutting_down.store(true, Ordering::SeqCst);
                 let grace = start + timeout.mul_f64(2.0 / 3.0);
                 let mut cancelled_requests = 0;
-                if !inner.wait_idle(grace).await {
-                    cancelled_requests = inner.inflight.load(Ordering::Acquire);
+                let shared = &inner.shared;
+                if !shared.wait_idle(grace).await {
+                    cancelled_requests = shared.inflight();
                     tracing::warn!(
                         requests = cancelled_requests,
                         "shutdown: cancelling in-flight requests"
                     );
-                    inner.cancel.send_replace(true);
-                    inner.wait_idle(deadline).await;
+                    shared.cancel.send_replace(true);
+                    shared.wait_idle(deadline).await;
                 }
-                let dropped_records = inner.queue.drain(deadline).await;
+                let dropped_records = shared.queue.drain(deadline).await;
                 #[cfg(feature = "mcp")]
                 if let Some(registry) = &inner.mcp {
                     registry.shutdown().await;
@@ -175,86 +158,46 @@ impl RequestBridge {
 }
 
 impl Inner {
-    /// Starts the MCP registry and makes it the tool loop's tool source.
-    #[cfg(feature = "mcp")]
-    pub(crate) fn with_mcp(mut self, config: crate::mcp::McpConfig) -> Self {
-        let registry = crate::mcp::McpRegistry::start(config.clone());
-        self.tool_source = Some(Arc::new(mcp::McpSource {
-            registry: registry.clone(),
-            config,
-        }));
-        self.mcp = Some(registry);
-        self
-    }
-
-    pub(crate) fn new(
-        providers: Vec<Arc<dyn Provider>>,
-        queue: RecordQueue,
-        client: reqwest::Client,
-        max_request_body: usize,
+    /// The bridge's state around the shared one. With MCP configured, the MCP registry is
+    /// started and becomes the tool loop's tool source.
+    fn new(
+        providers: &[Arc<dyn Provider>],
         path_prefix: Option<String>,
-        timeouts: UpstreamTimeouts,
-        metrics: Option<crate::metrics::Metrics>,
+        shared: Shared,
+        #[cfg(feature = "mcp")] mcp: Option<crate::mcp::McpConfig>,
     ) -> Self {
+        #[cfg(feature = "mcp")]
+        let mut shared = shared;
+        #[cfg(feature = "mcp")]
+        let mcp = mcp.map(|config| {
+            let registry = crate::mcp::McpRegistry::start(config.clone());
+            shared.tool_source = Some(Arc::new(mcp::McpSource {
+                registry: registry.clone(),
+                config,
+            }));
+            registry
+        });
         Self {
-            table: Table::new(&providers),
-            queue,
-            client,
-            max_request_body,
+            table: Table::new(providers),
+            path_prefix,
             request_budget: budget::RequestBudget::new(
-                max_request_body.saturating_mul(budget::DEFAULT_BUDGET_FACTOR),
+                shared
+                    .max_request_body
+                    .saturating_mul(budget::DEFAULT_BUDGET_FACTOR),
                 budget::DEFAULT_BUDGET_WAIT,
             ),
-            path_prefix,
-            timeouts,
-            client_write_stall: builder::DEFAULT_CLIENT_WRITE_TIMEOUT,
-            metrics,
-            breakers: crate::breaker::Breakers::default(),
+            shared: Arc::new(shared),
             #[cfg(feature = "mcp")]
-            tool_source: None,
-            #[cfg(feature = "mcp")]
-            mcp: None,
-            inflight: AtomicUsize::new(0),
-            tasks: AtomicUsize::new(0),
-            inflight_zero: Notify::new(),
+            mcp,
             shutting_down: AtomicBool::new(false),
             #[cfg(test)]
             after_shutdown_check: None,
-            cancel: watch::Sender::new(false),
             shutdown_report: OnceCell::new(),
         }
     }
 
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    fn idle(&self) -> bool {
-        self.inflight.load(Ordering::SeqCst) == 0 && self.tasks.load(Ordering::Acquire) == 0
-    }
-
-    /// Waits until nothing is in flight; false if the deadline passed first.
-    async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
-        loop {
-            let notified = self.inflight_zero.notified();
-            if self.idle() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.idle();
-            }
-        }
-    }
-
-    fn track(self: &Arc<Self>) -> InflightGuard {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        InflightGuard(self.clone())
-    }
-
-    /// Counts a running interception task.
-    pub(crate) fn track_task(self: &Arc<Self>) -> TaskGuard {
-        self.tasks.fetch_add(1, Ordering::AcqRel);
-        TaskGuard(self.clone())
     }
 
     async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
@@ -302,7 +245,9 @@ impl Inner {
         };
         // Counted in flight before the shutdown check (issue 17, defect 6): checked first, a
         // request preempted between the two could run after `shutdown()` reported idle.
-        let guard = self.track();
+        let guard = InflightGuard {
+            _tracked: self.shared.track_request(),
+        };
         if self.is_shutting_down() {
             drop(guard);
             return reject(BridgeError::shutting_down());
@@ -313,7 +258,8 @@ impl Inner {
         }
         let api = match route.kind {
             RouteKind::Passthrough => {
-                let resp = passthrough::proxy(&self, &provider, &route, &rest, parts, body).await;
+                let resp =
+                    passthrough::proxy(&self.shared, &provider, &route, &rest, parts, body).await;
                 return guard.attach(resp);
             }
             RouteKind::Bridged(api) => api,
@@ -332,7 +278,7 @@ impl Inner {
         let bytes = match read_body(
             &parts.headers,
             body,
-            self.max_request_body,
+            self.shared.max_request_body,
             &self.request_budget,
         )
         .await
@@ -357,7 +303,7 @@ impl Inner {
             started_at,
             start,
         };
-        guard.attach(intercept::run(self.clone(), bridged).await)
+        guard.attach(intercept::run(self.shared.clone(), bridged).await)
     }
 }
 
@@ -451,17 +397,8 @@ fn strip_head(resp: Response<Body>, head: bool) -> Response<Body> {
 }
 
 /// Counts a request as in flight until its response body ends or is dropped.
-struct InflightGuard(Arc<Inner>);
-
-/// Counts an interception task until it has queued its last record.
-pub(crate) struct TaskGuard(Arc<Inner>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.inflight_zero.notify_waiters();
-        }
-    }
+struct InflightGuard {
+    _tracked: Tracked,
 }
 
 impl InflightGuard {
@@ -472,14 +409,6 @@ impl InflightGuard {
                 _guard: self,
             })
         })
-    }
-}
-
-impl Drop for InflightGuard {
-    fn drop(&mut self) {
-        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.inflight_zero.notify_waiters();
-        }
     }
 }
 
@@ -561,13 +490,13 @@ mod tests {
             .recorder(NoopRecorder)
             .build()
             .unwrap();
-        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
         let seen_in_hook = seen.clone();
         Arc::get_mut(&mut bridge.inner)
             .expect("no other handle yet")
             .after_shutdown_check = Some(Box::new(move |inner| {
             inner.shutting_down.store(true, Ordering::SeqCst);
-            seen_in_hook.store(inner.inflight.load(Ordering::SeqCst), Ordering::SeqCst);
+            seen_in_hook.store(inner.shared.inflight(), Ordering::SeqCst);
         }));
         let req = Request::post("/anthropic/v1/messages")
             .body(http_body_util::Full::new(Bytes::new()))

@@ -83,16 +83,6 @@ impl Table {
     }
 }
 
-/// The metric/breaker label of a route: the path relative to `/{name}`, e.g.
-/// `/v1/messages`, `/v1/chat/completions` (OpenAI), `/chat/completions` (Copilot).
-pub(crate) fn route_label(provider: &dyn Provider, route_path: &str) -> String {
-    let prefix = provider.route_prefix();
-    let under_name = prefix
-        .strip_prefix(&format!("/{}", provider.name()))
-        .unwrap_or("");
-    format!("{under_name}{route_path}")
-}
-
 /// Whether a route path (starting with `/`) means the same to every URL parser and server,
 /// so the allowlist decision holds upstream too. Refused:
 ///
@@ -115,16 +105,6 @@ fn is_plain_path(path: &str) -> bool {
         let decoded = seg.replace("%2e", ".");
         decoded != "." && decoded != ".." && (i == last || !seg.is_empty())
     })
-}
-
-/// `{base}{relative}{?query}`, ignoring a trailing `/` on the base path.
-pub(crate) fn upstream_url(base: &http::Uri, relative: &str, query: Option<&str>) -> String {
-    let base = base.to_string();
-    let base = base.trim_end_matches('/');
-    match query {
-        Some(q) => format!("{base}{relative}?{q}"),
-        None => format!("{base}{relative}"),
-    }
 }
 
 #[cfg(test)]
@@ -229,34 +209,5 @@ mod tests {
         ));
         assert!(matches!(t.resolve("/"), Resolved::NoProvider));
         assert!(matches!(t.resolve(""), Resolved::NoProvider));
-    }
-
-    #[test]
-    fn builds_upstream_urls_per_the_spec_table() {
-        let u = |b: &str, r: &str, q: Option<&str>| upstream_url(&b.parse().unwrap(), r, q);
-        assert_eq!(
-            u(
-                "https://api.anthropic.com",
-                "/v1/messages",
-                Some("beta=true")
-            ),
-            "https://api.anthropic.com/v1/messages?beta=true"
-        );
-        assert_eq!(
-            u("http://h/api", "/v1/messages", None),
-            "http://h/api/v1/messages"
-        );
-        assert_eq!(
-            u("https://api.anthropic.com/", "/v1/models", None),
-            "https://api.anthropic.com/v1/models"
-        );
-        assert_eq!(
-            u("https://api.openai.com/v1", "/chat/completions", None),
-            "https://api.openai.com/v1/chat/completions"
-        );
-        assert_eq!(
-            u("http://u", "/conversations", Some("limit=10")),
-            "http://u/conversations?limit=10"
-        );
     }
 }

@@ -7,9 +7,9 @@ use bytes::Bytes;
 #[cfg(feature = "mcp")]
 use super::RequestInfo;
 use super::adapter::Adapter;
+use super::facts::Fact;
 use super::facts::StreamStatus;
 use super::relay::MAX_EVENT_SIZE;
-use super::facts::Fact;
 use super::{StreamObserver, adapter_for, step};
 use crate::provider::Api;
 use crate::sse::Decoder;

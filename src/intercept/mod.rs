@@ -37,21 +37,19 @@ use tokio::sync::oneshot;
 
 use self::adapter::Adapter;
 pub(crate) use self::observer::StreamObserver;
-pub(crate) use self::relay::connect_error_kind;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
 pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
 use crate::Actor;
 use crate::body::Body;
 use crate::breaker::Key;
-use crate::bridge::Inner;
-use crate::bridge::route::route_label;
 use crate::clients::Client;
 use crate::error::{BridgeError, Flavor};
 use crate::metrics::Labels;
+use crate::pipeline::Shared;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
-use crate::upstream::{self, Mode};
+use crate::upstream::{self, Mode, route_label};
 
 /// A bridged request that passed every check of routing.md steps 1–7.
 #[derive(Debug)]
@@ -95,7 +93,7 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
 /// drops the future) while the recorder is slow no longer leaves a recorded interception
 /// without its end (issue 17, defect 3): the task goes on, sees the client gone, and ends
 /// the interception `cancelled`.
-pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
+pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
@@ -133,9 +131,9 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
     );
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
-    let task_guard = inner.track_task();
+    let task_guard = shared.track_task();
     let task = async move {
-        intercept(inner, req, interception, head_tx).await;
+        intercept(shared, req, interception, head_tx).await;
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -148,7 +146,7 @@ pub(crate) async fn run(inner: Arc<Inner>, req: Bridged) -> Response<Body> {
 /// The interception task: records the interception (awaited: nothing is sent upstream
 /// that is not recorded, D10), then relays and ends it.
 async fn intercept(
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     req: Bridged,
     interception: Interception,
     head_tx: oneshot::Sender<Response<Body>>,
@@ -156,16 +154,12 @@ async fn intercept(
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
-    if let Err(e) = inner.queue.record_interception(interception).await {
+    if let Err(e) = shared.queue.record_interception(interception).await {
         tracing::error!(error = %e, "record_interception failed; request not sent upstream");
         let _ = head_tx.send(BridgeError::recorder_unavailable().into_response(flavor, Some(id)));
         return;
     }
-    let url = crate::bridge::route::upstream_url(
-        req.provider.base_url(),
-        &req.endpoint,
-        req.query.as_deref(),
-    );
+    let url = upstream::upstream_url(req.provider.base_url(), &req.endpoint, req.query.as_deref());
     let headers = upstream::request_headers(
         &req.headers,
         req.provider.as_ref(),
@@ -179,13 +173,13 @@ async fn intercept(
         initiator: req.actor.id().to_owned(),
         client,
     };
-    let metrics = inner.metrics.clone();
+    let metrics = shared.metrics.clone();
     if let Some(m) = &metrics {
         m.interception_started(&labels.provider, &labels.model, &route);
     }
     let adapter = adapter_for(req.api);
     #[cfg(feature = "mcp")]
-    let tool_loop = inner
+    let tool_loop = shared
         .tool_source
         .as_ref()
         .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
@@ -211,7 +205,7 @@ async fn intercept(
         adapter.observer(&req.info),
     );
     let sink = emit::Emitter::new(
-        inner.queue.sink(id),
+        shared.queue.sink(id),
         id,
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),
@@ -222,7 +216,7 @@ async fn intercept(
         model: labels.model.clone(),
     };
     let ctx = relay::Ctx::new(
-        inner.clone(),
+        shared.clone(),
         req.provider.clone(),
         adapter,
         id,

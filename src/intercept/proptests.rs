@@ -14,11 +14,11 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
+use super::facts::Fact;
 use super::harness::drive;
 #[cfg(feature = "mcp")]
 use super::harness::{mcp_view, tools};
 use super::relay::MAX_EVENT_SIZE;
-use super::facts::Fact;
 use super::{RequestInfo, StreamObserver, adapter_for};
 use crate::provider::Api;
 use crate::sse::Decoder;
@@ -674,7 +674,7 @@ proptest! {
         let api = api_of(api);
         let valid = serde_json::from_slice::<Value>(&body).is_ok();
         let info = RequestInfo { streaming: true, client_include_usage: client_usage, ..RequestInfo::default() };
-        let edited = adapter_for(api).upstream_body(&info, Bytes::from(body.clone()));
+        let edited = adapter_for(api).upstream_body(&info, Bytes::copy_from_slice(&body));
         if valid {
             prop_assert!(serde_json::from_slice::<Value>(&edited).is_ok(), "usage edit broke the JSON");
         }

@@ -1,6 +1,16 @@
 //! Prometheus metrics (metrics.md): the eleven reference metrics plus the bridge's own
 //! overhead and recorder health.
 //!
+//! # Why `prometheus` types are in this API
+//!
+//! [`Metrics::new`] and [`MetricsBuilder::register`] take a [`prometheus::Registry`] and
+//! fail with a [`prometheus::Error`], on purpose: the bridge's series belong in the
+//! registry the host already serves on `/metrics`, next to the host's own. A registry
+//! type of the bridge's own would be a second registry, which the host would have to
+//! gather and merge into its `/metrics` output by hand. So `prometheus` is a public
+//! dependency of this crate: the host passes its registry, of the `prometheus` version
+//! this crate names in `Cargo.toml` (0.14).
+//!
 //! ```
 //! let registry = prometheus::Registry::new();
 //! let metrics = aibridge::metrics::Metrics::builder()
@@ -55,8 +65,7 @@ use prometheus::{
 };
 
 use self::labels::LabelSet;
-use crate::recorder::queue::Delivery;
-use crate::recorder::{RecordKind, TokenUsage};
+use crate::recorder::{Delivery, RecordKind, TokenUsage};
 
 const DURATION_BUCKETS: [f64; 7] = [0.5, 2.0, 5.0, 15.0, 30.0, 60.0, 120.0];
 /// From 25 µs: fine enough to tell 50 µs from 100 µs.

@@ -15,16 +15,17 @@ use tokio::sync::watch;
 
 use crate::BoxError;
 use crate::body::Body;
-use crate::bridge::Inner;
-use crate::bridge::route::{route_label, upstream_url};
 use crate::error::{BridgeError, Flavor};
-use crate::intercept::connect_error_kind;
+use crate::pipeline::Shared;
 use crate::provider::{Provider, Route};
-use crate::upstream::{Mode, passthrough_response_headers, request_headers};
+use crate::upstream::{
+    Mode, connect_error_kind, passthrough_response_headers, request_headers, route_label,
+    upstream_url,
+};
 
 /// Proxies one passthrough request.
 pub(crate) async fn proxy<B>(
-    inner: &Arc<Inner>,
+    shared: &Shared,
     provider: &Arc<dyn Provider>,
     route: &Route,
     rest: &str,
@@ -36,7 +37,7 @@ where
     B::Error: Into<BoxError>,
 {
     let flavor = Flavor::from(provider.kind());
-    let limit = inner.max_request_body;
+    let limit = shared.max_request_body;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -57,7 +58,7 @@ where
     // client sent none, so a GET stays a GET without a chunked empty body).
     let empty = http_body::Body::is_end_stream(&body);
     let stream = http_body_util::Limited::new(body, limit).into_data_stream();
-    let mut req = inner
+    let mut req = shared
         .client
         .request(parts.method.clone(), url)
         .headers(headers);
@@ -65,12 +66,12 @@ where
         req = req.body(reqwest::Body::wrap_stream(stream));
     }
     // At the shutdown deadline an open passthrough is cut off, before or after its head.
-    let cancel = inner.cancel.subscribe();
+    let cancel = shared.cancel.subscribe();
     let sent = tokio::select! {
         r = req.send() => Some(r),
         () = cancelled(cancel.clone()) => None,
     };
-    if let Some(m) = &inner.metrics {
+    if let Some(m) = &shared.metrics {
         m.passthrough(
             provider.name(),
             &route_label(provider.as_ref(), &route.path),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::ProviderKind;
+use super::kind::ProviderKind;
 
 /// A secret string. `Debug` and `Display` print `***`; it is never logged, recorded or
 /// sent in errors.
@@ -56,6 +56,7 @@ pub enum CredentialPolicy {
 
 /// Whose credential was used upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CredentialKind {
     /// The configured key.
     Centralized,

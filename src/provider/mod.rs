@@ -18,12 +18,14 @@ mod common;
 mod config;
 mod copilot;
 mod credential;
+mod kind;
 mod openai;
 
 pub use self::anthropic::Anthropic;
 pub use self::config::{CircuitBreakerConfig, RetryConfig};
 pub use self::copilot::Copilot;
 pub use self::credential::{Credential, CredentialError, CredentialKind, CredentialPolicy, Secret};
+pub use self::kind::{Api, ProviderKind};
 pub use self::openai::OpenAi;
 
 pub(crate) use self::credential::select_credential;
@@ -76,54 +78,20 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     fn extra_headers(&self) -> &HeaderMap;
 }
 
-/// The wire protocol family of a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ProviderKind {
-    /// Anthropic Messages.
-    Anthropic,
-    /// OpenAI Chat Completions and Responses.
-    OpenAi,
-    /// GitHub Copilot (OpenAI wire formats, client tokens only).
-    Copilot,
-}
-
-impl ProviderKind {
-    /// `"anthropic"`, `"openai"` or `"copilot"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Anthropic => "anthropic",
-            Self::OpenAi => "openai",
-            Self::Copilot => "copilot",
-        }
-    }
-}
-
-/// The wire protocol of a bridged route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Api {
-    /// Anthropic Messages.
-    Messages,
-    /// OpenAI Chat Completions.
-    ChatCompletions,
-    /// OpenAI Responses.
-    Responses,
-}
-
-impl Api {
-    /// `"messages"`, `"chat_completions"` or `"responses"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Messages => "messages",
-            Self::ChatCompletions => "chat_completions",
-            Self::Responses => "responses",
-        }
-    }
-}
-
 /// One entry of a provider's route table.
+///
+/// Built with [`Route::new`]; the fields are public, so a route with a path computed at
+/// run time is `Route::new("", …)` with [`path`](Self::path) set afterwards.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use aibridge::provider::{Match, Route, RouteKind};
+/// let mut route = Route::new("", Match::Subtree, RouteKind::Passthrough);
+/// route.path = Cow::Owned(format!("/{}/", "files"));
+/// assert!(route.matches("/files/a"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Route {
     /// Path relative to the provider's route prefix. Subtree paths end in `/`.
     pub path: Cow<'static, str>,
@@ -154,6 +122,7 @@ impl Route {
 
 /// How a [`Route`] path matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Match {
     /// Only this path.
     Exact,
@@ -164,6 +133,7 @@ pub enum Match {
 
 /// What the bridge does with a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RouteKind {
     /// Parsed, recorded, possibly tool-injected.
     Bridged(Api),

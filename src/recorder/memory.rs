@@ -17,11 +17,13 @@ use crate::BoxError;
 /// is a no-op. Clones share the same storage.
 ///
 /// ```
-/// use aibridge::recorder::{MemoryRecorder, RecordKind};
+/// use aibridge::recorder::MemoryRecorder;
 /// let rec = MemoryRecorder::new();
-/// rec.fail_next(RecordKind::TokenUsage, 2); // the next two token usages fail
 /// assert!(rec.token_usages().is_empty());
 /// ```
+///
+/// With the `test-util` feature, `fail_next` makes calls fail on
+/// purpose, to test retries and the 503 of an unrecordable interception.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRecorder {
     inner: Arc<Mutex<State>>,
@@ -89,6 +91,14 @@ impl MemoryRecorder {
     }
 
     /// Makes the next `n` calls of the given kind fail (to test retries and 503s).
+    ///
+    /// ```
+    /// use aibridge::recorder::{MemoryRecorder, RecordKind};
+    /// let rec = MemoryRecorder::new();
+    /// rec.fail_next(RecordKind::TokenUsage, 2); // the next two token usages fail
+    /// ```
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
     pub fn fail_next(&self, kind: RecordKind, n: usize) {
         self.lock().fail.insert(kind, n);
     }

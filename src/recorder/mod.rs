@@ -63,7 +63,7 @@ pub use self::sql::PostgresRecorder;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sql::SqliteRecorder;
 
-pub(crate) use self::record::Record;
+pub(crate) use self::record::{Delivery, Record};
 
 use std::sync::Arc;
 

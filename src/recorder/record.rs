@@ -76,6 +76,7 @@ impl FromStr for RecordId {
 
 /// How an interception ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The final upstream call answered 2xx and the whole answer was delivered.
     Completed,
@@ -98,6 +99,7 @@ impl Outcome {
 
 /// Where a [`ModelThought`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ThoughtSource {
     /// An Anthropic `thinking` block.
     Thinking,
@@ -118,7 +120,7 @@ impl ThoughtSource {
     }
 }
 
-/// The kind of a record (for metrics, logs and [`MemoryRecorder::fail_next`](super::MemoryRecorder::fail_next)).
+/// The kind of a record (for metrics, logs and `MemoryRecorder::fail_next`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RecordKind {
@@ -316,6 +318,24 @@ impl Record {
             Self::ToolUsage(r) => r.id,
             Self::ModelThought(r) => r.id,
             Self::InterceptionEnded(r) => r.id,
+        }
+    }
+}
+
+/// What happened to one record (the `outcome` label of `records_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Written,
+    Failed,
+    Dropped,
+}
+
+impl Delivery {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Written => "written",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
         }
     }
 }

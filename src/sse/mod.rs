@@ -7,11 +7,19 @@
 //! `encode` ([`event`], [`json_event`], [`comment`]).
 
 pub(crate) mod decode;
+// Without MCP the bridge writes only error events: the other encoders serve the tool loop.
+#[cfg_attr(
+    not(any(test, feature = "mcp")),
+    expect(
+        dead_code,
+        reason = "events and comments are written by the MCP tool loop only"
+    )
+)]
 mod encode;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use self::{
-    decode::{Decoder, Frame},
-    encode::{comment, event, json_event},
-};
+pub(crate) use self::decode::{Decoder, Frame};
+pub(crate) use self::encode::json_event;
+#[cfg(feature = "mcp")]
+pub(crate) use self::encode::{comment, event};

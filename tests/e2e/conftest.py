@@ -1,7 +1,7 @@
 """End-to-end fixtures: the fake upstream, the example gateway and its SQLite database.
 
 The gateway binary comes from AIBRIDGE_GATEWAY_BIN (scripts/test.sh builds it with
-`cargo build --example gateway` and exports target/debug/examples/gateway); the MCP test
+`cargo build --all-features --example gateway` and exports its path); the MCP test
 server (examples/mcp_test_server.rs) from AIBRIDGE_MCP_SERVER_BIN. Its interface is
 the contract in the spec's example-gateway.md: configuration by environment only, one stdout
 line `aibridge gateway listening on http://HOST:PORT`, exit code 0 after SIGTERM.
@@ -290,7 +290,8 @@ class Gateway:
 
 
 def gateway_binary():
-    return binary("AIBRIDGE_GATEWAY_BIN", "cargo build --example gateway")
+    return binary("AIBRIDGE_GATEWAY_BIN",
+                  "cargo build --features sqlite,postgres,mcp --example gateway")
 
 
 @contextlib.contextmanager

@@ -143,12 +143,12 @@ pub(super) async fn call(
     cancel: &mut watch::Receiver<bool>,
 ) -> Call {
     let retry = ctx.provider.retry().clone();
-    let timeouts = ctx.inner.timeouts;
+    let timeouts = ctx.shared.timeouts;
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
         let send = ctx
-            .inner
+            .shared
             .client
             .post(&ctx.url)
             .headers(ctx.headers.clone())
@@ -173,7 +173,7 @@ pub(super) async fn call(
                 return Call::Done(failed(msg));
             }
             Ok(Err(err)) => {
-                let kind = connect_error_kind(&err);
+                let kind = crate::upstream::connect_error_kind(&err);
                 if !can_retry {
                     tracing::warn!(error = %err, kind, attempt, "upstream unreachable");
                     ctx.breaker_failure = true;
@@ -272,7 +272,7 @@ pub(super) async fn prime(
     cancel: &mut watch::Receiver<bool>,
 ) -> Primed {
     let mut decoder = Decoder::new(MAX_EVENT_SIZE);
-    let idle = ctx.inner.timeouts.stream_idle;
+    let idle = ctx.shared.timeouts.stream_idle;
     loop {
         match decoder.next_frame() {
             Err(e) => {
@@ -376,35 +376,6 @@ pub(crate) fn upstream_error_text(flavor: Flavor, status: StatusCode, body: &[u8
         }
     }
     text
-}
-
-/// The spec's kind of a connection-level failure.
-pub(crate) fn connect_error_kind(err: &reqwest::Error) -> &'static str {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut text = String::new();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused",
-                std::io::ErrorKind::TimedOut => return "connect timeout",
-                _ => {}
-            }
-        }
-        text.push_str(&e.to_string().to_ascii_lowercase());
-        text.push(' ');
-        source = e.source();
-    }
-    if err.is_timeout() || text.contains("timed out") {
-        "connect timeout"
-    } else if text.contains("dns") || text.contains("resolve") {
-        "dns lookup failed"
-    } else if text.contains("tls") || text.contains("certificate") || text.contains("handshake") {
-        "tls handshake failed"
-    } else if text.contains("refused") {
-        "connection refused"
-    } else {
-        "connection reset"
-    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use crate::upstream::relayed_response_headers;
 #[cfg(feature = "mcp")]
 use self::blocking::blocking_loop;
 use self::blocking::{read_answer, relay_error};
-pub(crate) use self::call::connect_error_kind;
 use self::call::{Call, call};
 use self::stream::stream;
 pub(crate) use self::task::Ctx;
@@ -41,7 +40,7 @@ pub(crate) async fn drive(
     head_tx: oneshot::Sender<Response<Body>>,
 ) -> (Outcome, Duration) {
     let mut head = Head::new(head_tx);
-    let mut cancel = ctx.inner.cancel.subscribe();
+    let mut cancel = ctx.shared.cancel.subscribe();
     let (outcome, error) = match admit(&mut ctx, &mut head) {
         Err(end) => end,
         Ok(admitted) => {
@@ -54,7 +53,7 @@ pub(crate) async fn drive(
                 } else {
                     Report::Success
                 };
-                admitted.report(report, ctx.inner.metrics.as_ref());
+                admitted.report(report, ctx.shared.metrics.as_ref());
             }
             end
         }
@@ -82,9 +81,9 @@ fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
         return Ok(None);
     };
     match ctx
-        .inner
+        .shared
         .breakers
-        .admit(ctx.breaker_key.clone(), config, ctx.inner.metrics.as_ref())
+        .admit(ctx.breaker_key.clone(), config, ctx.shared.metrics.as_ref())
     {
         Ok(a) => Ok(Some(a)),
         Err(secs) => {

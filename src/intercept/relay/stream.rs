@@ -164,7 +164,7 @@ pub(super) async fn send_out(
     tokio::select! {
         r = tx.send(out) => if r.is_err() { return Err(Stop::ClientGone) },
         () = cancelled(cancel) => return Err(Stop::Shutdown),
-        () = tokio::time::sleep(ctx.inner.client_write_stall) => return Err(Stop::ClientStalled),
+        () = tokio::time::sleep(ctx.shared.client_write_stall) => return Err(Stop::ClientStalled),
     }
     ctx.waited += waiting.elapsed();
     Ok(())
@@ -198,6 +198,10 @@ pub(super) async fn stream(
     #[cfg(feature = "mcp")]
     let mut primed = primed;
     // One pass per upstream call; more than one only inside an MCP tool loop.
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(clippy::never_loop, reason = "only the MCP tool loop loops")
+    )]
     let stop = loop {
         let stop = relay_one(
             ctx,
@@ -246,7 +250,7 @@ pub(super) async fn stream(
                 Outcome::Cancelled,
                 Some(format!(
                     "client stopped reading for more than {}s",
-                    secs_ceil(ctx.inner.client_write_stall)
+                    secs_ceil(ctx.shared.client_write_stall)
                 )),
             );
         }
@@ -334,7 +338,7 @@ pub(super) async fn relay_one(
         first,
         stop: early,
     } = primed;
-    let idle = ctx.inner.timeouts.stream_idle;
+    let idle = ctx.shared.timeouts.stream_idle;
     if let Some(stop) = early {
         return stop;
     }

@@ -10,11 +10,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::body::Body;
 use crate::breaker::Key;
-use crate::bridge::Inner;
 use crate::error::{Flavor, set_interception_header};
 use crate::intercept::StreamObserver;
 use crate::intercept::adapter::Adapter;
 use crate::intercept::emit::Emitter;
+use crate::pipeline::Shared;
 use crate::provider::{CredentialKind, Provider};
 use crate::recorder::{Outcome, RecordId};
 
@@ -26,7 +26,7 @@ pub(crate) const MAX_BLOCKING_BODY: usize = 64 * 1024 * 1024;
 
 /// Everything the interception task needs.
 pub(crate) struct Ctx {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) provider: Arc<dyn Provider>,
     /// Everything specific to the request's API.
     pub(crate) adapter: &'static dyn Adapter,
@@ -61,7 +61,7 @@ impl Ctx {
         reason = "plain constructor of the task's state"
     )]
     pub(crate) fn new(
-        inner: Arc<Inner>,
+        shared: Arc<Shared>,
         provider: Arc<dyn Provider>,
         adapter: &'static dyn Adapter,
         id: RecordId,
@@ -76,7 +76,7 @@ impl Ctx {
     ) -> Self {
         let flavor = Flavor::from(provider.kind());
         Self {
-            inner,
+            shared,
             provider,
             adapter,
             flavor,

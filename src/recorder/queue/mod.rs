@@ -15,30 +15,13 @@ use futures::FutureExt;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::Delivery;
 use super::limits::RecordLimits;
 use super::{
     Interception, InterceptionEnded, PermanentError, Record, RecordId, RecordKind, Recorder,
     deliver,
 };
 use crate::BoxError;
-
-/// What happened to one record (the `outcome` label of `records_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    Written,
-    Failed,
-    Dropped,
-}
-
-impl Delivery {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Written => "written",
-            Self::Failed => "failed",
-            Self::Dropped => "dropped",
-        }
-    }
-}
 
 /// Called once per record with its final delivery outcome (metrics hook).
 pub(crate) type DeliveryHook = Arc<dyn Fn(RecordKind, Delivery) + Send + Sync>;

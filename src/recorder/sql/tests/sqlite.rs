@@ -510,7 +510,8 @@ impl<R: Recorder> Recorder for CountTokenCalls<R> {
 
 #[tokio::test]
 async fn records_that_can_never_be_written_fail_at_once_in_the_record_queue() {
-    use crate::recorder::queue::{Delivery, RecordQueue};
+    use crate::recorder::Delivery;
+    use crate::recorder::queue::RecordQueue;
     use crate::recorder::{PermanentError, RecordKind, RecordQueueConfig};
     let rec = Arc::new(CountTokenCalls {
         inner: SqliteRecorder::connect("sqlite::memory:").await.unwrap(),
