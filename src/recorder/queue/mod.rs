@@ -1,26 +1,23 @@
 //! The bounded record queue between the interceptors and the [`Recorder`](super::Recorder).
 
+mod call;
 mod config;
 #[cfg(test)]
 mod tests;
 
 pub use self::config::{QueueFullPolicy, RecordQueueConfig};
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
-
 use tokio::sync::{Notify, mpsc};
 
+use self::call::TIMED_OUT_NOT_SENT;
+use self::call::{CallError, call_recorder, catching};
 use super::Delivery;
 use super::limits::RecordLimits;
-use super::{
-    Interception, InterceptionEnded, PermanentError, Record, RecordId, RecordKind, Recorder,
-    deliver,
-};
+use super::{Interception, InterceptionEnded, Record, RecordId, RecordKind, Recorder, deliver};
 use crate::BoxError;
 
 /// Called once per record with its final delivery outcome (metrics hook).
@@ -389,78 +386,6 @@ impl Shared {
         Delivery::Failed
     }
 }
-
-/// Why one recorder call failed.
-#[derive(Debug)]
-enum CallError {
-    /// The recorder returned an error.
-    Returned(BoxError),
-    /// The recorder panicked (with this message).
-    Panicked(String),
-    /// The call did not finish within the call timeout.
-    TimedOut,
-}
-
-impl CallError {
-    /// Whether the recorder marked the error [`PermanentError`]. Panics and timeouts are
-    /// transient.
-    fn is_permanent(&self) -> bool {
-        matches!(self, Self::Returned(e) if PermanentError::is_in(&**e))
-    }
-
-    fn into_box(self) -> BoxError {
-        match self {
-            Self::Returned(e) => e,
-            other => other.to_string().into(),
-        }
-    }
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Returned(e) => std::fmt::Display::fmt(e, f),
-            Self::Panicked(what) => write!(f, "recorder panicked: {what}"),
-            Self::TimedOut => f.write_str("recorder call timed out"),
-        }
-    }
-}
-
-/// One recorder call under the call timeout. A panic inside the recorder is caught and
-/// becomes an error like any other (retried, then counted): it must kill neither the
-/// worker task nor the request that awaits `record_interception`.
-async fn call_recorder<F>(timeout: Duration, call: F) -> Result<(), CallError>
-where
-    F: Future<Output = Result<(), BoxError>>,
-{
-    tokio::time::timeout(timeout, catching(call))
-        .await
-        .unwrap_or(Err(CallError::TimedOut))
-}
-
-/// One recorder call, its panic caught and turned into an error.
-async fn catching<F>(call: F) -> Result<(), CallError>
-where
-    F: Future<Output = Result<(), BoxError>>,
-{
-    match AssertUnwindSafe(call).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(CallError::Returned(e)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-string payload".to_owned());
-            Err(CallError::Panicked(what))
-        }
-    }
-}
-
-/// The end record's error of an interception whose `record_interception` timed out (the
-/// client got 503, nothing was sent upstream) but whose row landed later.
-pub(crate) const TIMED_OUT_NOT_SENT: &str =
-    "recorder timed out recording the interception; request not sent upstream";
 
 /// The delay before retry `n` (0-based): ±25 % jitter.
 fn backoff(initial: Duration, max: Duration, n: u32) -> Duration {

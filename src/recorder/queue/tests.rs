@@ -1,6 +1,7 @@
 //! The record queue's unit tests.
 
 use super::*;
+use crate::recorder::PermanentError;
 use crate::recorder::{MemoryRecorder, Outcome, TokenUsage};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
