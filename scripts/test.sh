@@ -9,13 +9,20 @@
 #   4. fuzz/ci.sh                       every fuzz target for FUZZ_SECS (default 30) seconds,
 #                                       libFuzzer on the stable toolchain (FUZZ=0 skips it)
 #
-# Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv).
+# Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv),
+# PostgreSQL server binaries and Chromium: `bash scripts/test.sh --install` installs them first.
 # The Python packages come from tests/e2e/requirements.txt and are installed into .venv.
 # Every step runs even if an earlier one failed (except the e2e tests, which need the
 # gateway binary); the script prints a summary and exits non-zero if anything failed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# `--install`: first install what the suite needs (scripts/install-deps.sh: python3-venv,
+# PostgreSQL server binaries, Chromium, rustfmt/clippy, cargo-hack) on a fresh machine.
+if [[ "${1:-}" == --install ]]; then
+    bash scripts/install-deps.sh
+fi
 
 declare -a SUMMARY=()
 FAILED=0
