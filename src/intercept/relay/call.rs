@@ -8,7 +8,8 @@ use http::{HeaderMap, StatusCode, header};
 use tokio::sync::watch;
 
 use super::task::{
-    Ctx, End, Head, MAX_EVENT_SIZE, Stop, cancelled, client_gone, failed, secs_ceil, shutting_down,
+    Ctx, End, Failure, Head, MAX_EVENT_SIZE, Stop, cancelled, client_gone, failed, secs_ceil,
+    shutting_down,
 };
 use crate::error::{BridgeError, Flavor};
 use crate::provider::CredentialKind;
@@ -279,7 +280,7 @@ pub(super) async fn prime(
                 return Primed {
                     decoder,
                     first: None,
-                    stop: Some(Stop::Fail(format!("invalid event: {e}"))),
+                    stop: Some(Stop::Fail(Failure::Upstream(format!("invalid event: {e}")))),
                 };
             }
             Ok(Some(frame)) => {
@@ -301,8 +302,13 @@ pub(super) async fn prime(
         ctx.waited += waiting.elapsed();
         let stop = match next {
             Err(stop) => stop,
-            Ok(Err(_)) => Stop::Fail(format!("idle for more than {}s", secs_ceil(idle))),
-            Ok(Ok(Err(_))) => Stop::Fail("connection closed before the message ended".to_owned()),
+            Ok(Err(_)) => Stop::Fail(Failure::Upstream(format!(
+                "idle for more than {}s",
+                secs_ceil(idle)
+            ))),
+            Ok(Ok(Err(_))) => Stop::Fail(Failure::Upstream(
+                "connection closed before the message ended".to_owned(),
+            )),
             Ok(Ok(Ok(None))) => Stop::Eof,
             Ok(Ok(Ok(Some(chunk)))) => {
                 decoder.push(chunk);

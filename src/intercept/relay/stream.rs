@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use super::call::{Call, call, read_all, upstream_error_text};
 use super::call::{Primed, breaker_counts_kind, overload_kind};
 use super::task::{
-    Ctx, End, Head, Stop, cancelled, client_gone, failed, response, secs_ceil, shutting_down,
+    Ctx, End, Failure, Head, Stop, cancelled, client_gone, failed, response, secs_ceil,
+    shutting_down,
 };
 #[cfg(feature = "mcp")]
 use super::task::{KeepAlive, MAX_BLOCKING_BODY};
@@ -112,7 +113,8 @@ async fn observe_frame(
     frame: Frame,
     facts: &mut Vec<Fact>,
 ) -> Result<Option<Bytes>, Stop> {
-    let stepped = step::step(ctx.observer.as_mut(), frame, facts).map_err(Stop::Fail)?;
+    let stepped = step::step(ctx.observer.as_mut(), frame, facts)
+        .map_err(|reason| Stop::Fail(Failure::Upstream(reason)))?;
     Ok(record_step(ctx, stepped, facts).await)
 }
 
@@ -274,18 +276,13 @@ pub(super) async fn stream(
             )
         }
         (Stop::Eof, _) => {
-            let msg =
-                "aibridge: upstream stream failed: connection closed before the message ended"
-                    .to_owned();
+            let msg = Failure::Upstream("connection closed before the message ended".to_owned())
+                .message();
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
-        (Stop::Fail(reason), _) => {
-            let msg = if reason.starts_with("aibridge: ") {
-                reason
-            } else {
-                format!("aibridge: upstream stream failed: {reason}")
-            };
+        (Stop::Fail(failure), _) => {
+            let msg = failure.message();
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
@@ -351,7 +348,7 @@ pub(super) async fn relay_one(
     loop {
         loop {
             let stop = match step::next(&mut decoder, ctx.observer.as_mut(), facts) {
-                Err(reason) => Stop::Fail(reason),
+                Err(reason) => Stop::Fail(Failure::Upstream(reason)),
                 Ok(None) => break,
                 Ok(Some(stepped)) => {
                     if let Some(out) = record_step(ctx, stepped, facts).await {
@@ -391,10 +388,17 @@ pub(super) async fn relay_one(
                 tracing::debug!("upstream stream stalled or broke after its terminal event");
                 return Stop::Eof;
             }
-            Err(_) => return Stop::Fail(format!("idle for more than {}s", secs_ceil(idle))),
+            Err(_) => {
+                return Stop::Fail(Failure::Upstream(format!(
+                    "idle for more than {}s",
+                    secs_ceil(idle)
+                )));
+            }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "upstream stream broke");
-                return Stop::Fail("connection closed before the message ended".to_owned());
+                return Stop::Fail(Failure::Upstream(
+                    "connection closed before the message ended".to_owned(),
+                ));
             }
             Ok(Ok(None)) => {
                 // A final event ended by a bare CR is only complete at EOF. An incomplete
@@ -431,10 +435,10 @@ pub(super) async fn next_iteration(
 ) -> Result<(reqwest::Response, Primed), Stop> {
     ctx.observer.flush(facts);
     let Some((turn, decision)) = ctx.observer.take_turn() else {
-        return Err(Stop::Fail("aibridge: internal error".to_owned()));
+        return Err(Failure::internal());
     };
     let Some(mut lp) = ctx.tool_loop.take() else {
-        return Err(Stop::Fail("aibridge: internal error".to_owned()));
+        return Err(Failure::internal());
     };
     let keep_alive = ctx.adapter.keep_alive();
     if pending.is_some() {
@@ -467,9 +471,10 @@ pub(super) async fn next_iteration(
             }
         }
         Call::Done((_, error)) => {
-            Err(Stop::Fail(error.unwrap_or_else(|| {
+            // The call's own error, already whole (`aibridge: upstream unreachable …`).
+            Err(Stop::Fail(Failure::Bridge(error.unwrap_or_else(|| {
                 "aibridge: upstream stream failed".to_owned()
-            })))
+            }))))
         }
         Call::Answer(resp, Some(primed)) => Ok((resp, *primed)),
         Call::Answer(mut resp, None) => {
@@ -478,15 +483,11 @@ pub(super) async fn next_iteration(
                 .await
                 .unwrap_or_default();
             let reason = if status.is_success() {
-                "aibridge: upstream stream failed: invalid upstream response: not an event stream"
-                    .to_owned()
+                "invalid upstream response: not an event stream".to_owned()
             } else {
-                format!(
-                    "aibridge: upstream stream failed: {}",
-                    upstream_error_text(ctx.flavor, status, &body)
-                )
+                upstream_error_text(ctx.flavor, status, &body)
             };
-            Err(Stop::Fail(reason))
+            Err(Stop::Fail(Failure::Upstream(reason)))
         }
     }
 }

@@ -214,7 +214,38 @@ pub(super) enum Stop {
     ClientStalled,
     Shutdown,
     Eof,
-    Fail(String),
+    Fail(Failure),
+}
+
+/// Why a relayed stream failed, rendered to the client's terminal event and the end record
+/// in one place ([`Failure::message`]).
+pub(super) enum Failure {
+    /// The upstream stream broke or sent what the bridge cannot read: `aibridge: upstream
+    /// stream failed: {reason}`.
+    Upstream(String),
+    /// A message the bridge already made whole (a later upstream call's error, an internal
+    /// error; both only inside a tool loop).
+    #[cfg_attr(
+        not(feature = "mcp"),
+        expect(dead_code, reason = "made by the tool loop only")
+    )]
+    Bridge(String),
+}
+
+impl Failure {
+    /// The internal error of a state the task should never be in.
+    #[cfg(feature = "mcp")]
+    pub(super) fn internal() -> Stop {
+        Stop::Fail(Self::Bridge("aibridge: internal error".to_owned()))
+    }
+
+    /// The message of the terminal event and of the end record.
+    pub(super) fn message(self) -> String {
+        match self {
+            Self::Upstream(reason) => format!("aibridge: upstream stream failed: {reason}"),
+            Self::Bridge(message) => message,
+        }
+    }
 }
 
 /// A relayed response: upstream status, relayed headers, the interception id.

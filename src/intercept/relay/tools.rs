@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::task::{Ctx, Stop};
+use super::task::{Ctx, Failure, Stop};
 use crate::intercept::facts::Fact;
 use crate::intercept::tool_loop::{Decision, LoopState, NotExecuted, Turn, execute, not_executed};
 
@@ -44,5 +44,5 @@ pub(super) async fn step(
     ctx.sink.facts(facts).await;
     ctx.adapter
         .advance(lp, turn, &results, last)
-        .ok_or_else(|| Stop::Fail("aibridge: internal error".to_owned()))
+        .ok_or_else(Failure::internal)
 }
