@@ -95,6 +95,8 @@ pub(super) async fn blocking_loop(
         };
         let mut resp = match call(ctx, head, cancel).await {
             Call::Done(end) => return end,
+            Call::Stopped(Stop::ClientGone) => return client_gone(),
+            Call::Stopped(_) => return shutting_down(),
             Call::Answer(resp, _) => resp,
         };
         status = resp.status();

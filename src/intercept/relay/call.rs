@@ -7,10 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, header};
 use tokio::sync::watch;
 
-use super::task::{
-    Ctx, End, Failure, Head, MAX_EVENT_SIZE, Stop, cancelled, client_gone, failed, secs_ceil,
-    shutting_down,
-};
+use super::task::{Ctx, End, Failure, Head, MAX_EVENT_SIZE, Stop, cancelled, failed, secs_ceil};
 use crate::error::{BridgeError, Flavor};
 use crate::provider::CredentialKind;
 use crate::sse::{Decoder, Frame};
@@ -27,8 +24,11 @@ pub(super) struct Primed {
 pub(super) enum Call {
     /// An answer to relay.
     Answer(reqwest::Response, Option<Box<Primed>>),
-    /// The client has been answered or is gone.
+    /// The client has been answered with the bridge's error.
     Done(End),
+    /// The client left ([`Stop::ClientGone`]) or the bridge is shutting down
+    /// ([`Stop::Shutdown`]; a client still waiting for its head got the 503).
+    Stopped(Stop),
 }
 
 /// Error kinds an upstream uses for overload and rate limits (D14, D15).
@@ -156,10 +156,10 @@ pub(super) async fn call(
             .body(ctx.body.clone())
             .send();
         let sent = tokio::select! {
-            () = head.closed() => return Call::Done(client_gone()),
+            () = head.closed() => return Call::Stopped(Stop::ClientGone),
             () = cancelled(cancel) => {
                 head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-                return Call::Done(shutting_down());
+                return Call::Stopped(Stop::Shutdown);
             }
             r = tokio::time::timeout(timeouts.response, send) => r,
         };
@@ -242,10 +242,10 @@ pub(super) async fn call(
         };
         let waiting = Instant::now();
         tokio::select! {
-            () = head.closed() => return Call::Done(client_gone()),
+            () = head.closed() => return Call::Stopped(Stop::ClientGone),
             () = cancelled(cancel) => {
                 head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
-                return Call::Done(shutting_down());
+                return Call::Stopped(Stop::Shutdown);
             }
             () = tokio::time::sleep(delay) => {}
         }

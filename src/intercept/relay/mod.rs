@@ -31,7 +31,7 @@ use self::stream::stream;
 pub(crate) use self::task::Ctx;
 #[cfg(any(test, feature = "bench-internals"))]
 pub(crate) use self::task::MAX_EVENT_SIZE;
-use self::task::{End, Head, client_gone, failed, response};
+use self::task::{End, Head, Stop, client_gone, failed, response, shutting_down};
 
 /// Runs one interception to its end and records the end. Returns the outcome and the time
 /// spent waiting on external parties.
@@ -101,6 +101,8 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
     ctx.sink.attempted = true;
     let (mut resp, primed) = match call(ctx, head, cancel).await {
         Call::Done(end) => return end,
+        Call::Stopped(Stop::ClientGone) => return client_gone(),
+        Call::Stopped(_) => return shutting_down(),
         Call::Answer(resp, primed) => (resp, primed),
     };
     let status = resp.status();

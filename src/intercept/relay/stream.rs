@@ -463,13 +463,7 @@ pub(super) async fn next_iteration(
     ctx.body = body?;
     ctx.observer.next_iteration(iteration);
     match call(ctx, head, cancel).await {
-        Call::Done((Outcome::Cancelled, error)) => {
-            if error == client_gone().1 {
-                Err(Stop::ClientGone)
-            } else {
-                Err(Stop::Shutdown)
-            }
-        }
+        Call::Stopped(stop) => Err(stop),
         Call::Done((_, error)) => {
             // The call's own error, already whole (`aibridge: upstream unreachable …`).
             Err(Stop::Fail(Failure::Bridge(error.unwrap_or_else(|| {
