@@ -10,7 +10,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aibridge::bridge::UpstreamTimeouts;
+use aibridge::bridge::{Builder, UpstreamTimeouts};
 use aibridge::provider::{CircuitBreakerConfig, RetryConfig};
 use aibridge::recorder::{
     Interception, InterceptionEnded, MemoryRecorder, ModelThought, Outcome, PromptUsage,
@@ -35,6 +35,21 @@ fn ok() -> MockResponse {
 
 fn no_retry() -> RetryConfig {
     RetryConfig::default().with_max_retries(0)
+}
+
+/// Both providers in front of `base`, without retries or breaker: one upstream call per
+/// request.
+fn plain(b: Builder, base: &str) -> Builder {
+    b.provider(
+        anthropic(base)
+            .with_retry(no_retry())
+            .without_circuit_breaker(),
+    )
+    .provider(
+        openai(base)
+            .with_retry(no_retry())
+            .without_circuit_breaker(),
+    )
 }
 
 /// The ends recorded so far, as (outcome, error).
@@ -270,13 +285,7 @@ async fn shutdown_is_not_held_by_a_client_that_reads_nothing_and_the_end_is_reco
     let upstream = MockUpstream::start().await;
     let (mock, ctl) = MockResponse::streamed(200, "text/event-stream");
     upstream.push(mock);
-    let (bridge, rec) = bridge_with(|b| {
-        b.provider(
-            anthropic(&upstream.base_url())
-                .with_retry(no_retry())
-                .without_circuit_breaker(),
-        )
-    });
+    let (bridge, rec) = bridge_with(|b| plain(b, &upstream.base_url()));
     let fut = bridge
         .clone()
         .oneshot(post("/anthropic/v1/messages", MSG_STREAM));
@@ -316,12 +325,7 @@ async fn a_client_that_stops_reading_is_cancelled_after_the_write_timeout() {
     let (mock, ctl) = MockResponse::streamed(200, "text/event-stream");
     upstream.push(mock);
     let (bridge, rec) = bridge_with(|b| {
-        b.provider(
-            anthropic(&upstream.base_url())
-                .with_retry(no_retry())
-                .without_circuit_breaker(),
-        )
-        .client_write_timeout(Duration::from_millis(300))
+        plain(b, &upstream.base_url()).client_write_timeout(Duration::from_millis(300))
     });
     let fut = bridge
         .clone()
@@ -356,19 +360,7 @@ async fn a_reset_after_the_terminal_event_is_a_completed_stream() {
         let upstream = MockUpstream::start().await;
         let full = api.stream();
         upstream.push(MockResponse::sse(full.clone()).then_abort());
-        let (bridge, rec) = bridge_with(|b| {
-            let base = upstream.base_url();
-            b.provider(
-                anthropic(&base)
-                    .with_retry(no_retry())
-                    .without_circuit_breaker(),
-            )
-            .provider(
-                openai(&base)
-                    .with_retry(no_retry())
-                    .without_circuit_breaker(),
-            )
-        });
+        let (bridge, rec) = bridge_with(|b| plain(b, &upstream.base_url()));
         let resp = send(&bridge, post(api.path(), api.stream_request())).await;
         assert_eq!(resp.status, 200, "{api:?}");
         assert_eq!(
@@ -389,18 +381,7 @@ async fn a_stall_after_the_terminal_event_ends_the_stream_without_the_idle_timeo
         let (mock, ctl) = MockResponse::streamed(200, "text/event-stream");
         upstream.push(mock);
         let (bridge, rec) = bridge_with(|b| {
-            let base = upstream.base_url();
-            b.provider(
-                anthropic(&base)
-                    .with_retry(no_retry())
-                    .without_circuit_breaker(),
-            )
-            .provider(
-                openai(&base)
-                    .with_retry(no_retry())
-                    .without_circuit_breaker(),
-            )
-            .upstream_timeouts(UpstreamTimeouts::default())
+            plain(b, &upstream.base_url()).upstream_timeouts(UpstreamTimeouts::default())
         });
         let full = api.stream();
         let fut = bridge
