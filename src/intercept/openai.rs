@@ -4,9 +4,28 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::facts::json_text;
+use super::facts::{Fact, json_text};
 #[cfg(feature = "mcp")]
 use super::json_edit::{Edit, Obj, array_append};
+
+/// The start of a blocking OpenAI body (Chat Completions and Responses alike): the body
+/// decoded as `T` (`Err` when it is not a JSON object), and its response id, when not
+/// empty, recorded as a fact.
+pub(crate) fn blocking_body<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    id: impl FnOnce(&T) -> Option<&str>,
+    facts: &mut Vec<Fact>,
+) -> Result<(T, Option<String>), String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("not a JSON object".to_owned());
+    }
+    let parsed: T = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let rid = id(&parsed).filter(|id| !id.is_empty()).map(str::to_owned);
+    if let Some(id) = &rid {
+        facts.push(Fact::ResponseId(id.clone()));
+    }
+    Ok((parsed, rid))
+}
 
 /// A JSON string's value.
 pub(crate) fn string_of(raw: &RawValue) -> Option<String> {

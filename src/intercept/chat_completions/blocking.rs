@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::usage::{object, usage_of};
 use crate::error::json_string;
 use crate::intercept::facts::Fact;
-use crate::intercept::openai::{arguments_json, string_of};
+use crate::intercept::openai::{arguments_json, blocking_body, string_of};
 
 /// A blocking `chat.completion` body; choices are parsed one by one, leniently.
 #[derive(Deserialize)]
@@ -61,14 +61,7 @@ struct BlockingFunction<'a> {
 
 /// Facts of a blocking Chat Completions body. `Err` when it is not a JSON object.
 pub(crate) fn blocking_facts(body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err("not a JSON object".to_owned());
-    }
-    let c: Completion<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let rid = c.id.map(Cow::into_owned).filter(|id| !id.is_empty());
-    if let Some(id) = &rid {
-        facts.push(Fact::ResponseId(id.clone()));
-    }
+    let (c, rid) = blocking_body(body, |c: &Completion<'_>| c.id.as_deref(), facts)?;
     let calls = c
         .choices
         .unwrap_or_default()

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_text};
 use super::observer::StreamObserver;
-use super::openai::{ErrorFields, arguments_json, error_text, int_of, string_of};
+use super::openai::{ErrorFields, arguments_json, blocking_body, error_text, int_of, string_of};
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;
@@ -308,14 +308,7 @@ struct ResponseObject<'a> {
 
 /// Facts of a blocking Responses body. `Err` when it is not a JSON object.
 pub(crate) fn blocking_facts(body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err("not a JSON object".to_owned());
-    }
-    let r: ResponseObject<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let rid = r.id.map(Cow::into_owned).filter(|id| !id.is_empty());
-    if let Some(id) = &rid {
-        facts.push(Fact::ResponseId(id.clone()));
-    }
+    let (r, rid) = blocking_body(body, |r: &ResponseObject<'_>| r.id.as_deref(), facts)?;
     for item in r.output.unwrap_or_default() {
         item_facts(item, rid.as_ref(), facts);
     }
