@@ -322,6 +322,7 @@ pub async fn record_interceptions(
                 cache_read_input_tokens: 0,
                 cache_write_input_tokens: 0,
                 extra: Default::default(),
+                cost_usd: None,
                 created_at: now,
             };
             let prompt = PromptUsage {

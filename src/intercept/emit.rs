@@ -92,6 +92,7 @@ impl Emitter {
                 cache_read_input_tokens: usage.cache_read,
                 cache_write_input_tokens: usage.cache_write,
                 extra: usage.extra,
+                cost_usd: None,
                 created_at,
             }),
             Fact::Tool {

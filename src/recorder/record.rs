@@ -205,7 +205,9 @@ pub struct InterceptionEnded {
 }
 
 /// Token usage of one upstream message (one record per upstream call that reported usage).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `PartialEq` only (not `Eq`): [`TokenUsage::cost_usd`] is a float.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct TokenUsage {
     /// The record id.
@@ -224,6 +226,9 @@ pub struct TokenUsage {
     pub cache_write_input_tokens: u64,
     /// Provider-specific extras, none duplicating a main field.
     pub extra: BTreeMap<String, u64>,
+    /// What these tokens cost in US dollars, from the bridge's price table; `None` when the
+    /// model has no price (never `Some(0.0)` for an unknown model).
+    pub cost_usd: Option<f64>,
     /// When the record was created.
     pub created_at: SystemTime,
 }

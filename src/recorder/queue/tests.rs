@@ -16,6 +16,7 @@ fn usage(interception_id: RecordId) -> Record {
         cache_read_input_tokens: 0,
         cache_write_input_tokens: 0,
         extra: BTreeMap::new(),
+        cost_usd: None,
         created_at: SystemTime::now(),
     })
 }

@@ -24,19 +24,33 @@ pub(crate) struct Migration {
 
 /// The SQLite migrations, oldest first.
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "token usage cost",
+        sql: include_str!("../../../migrations/sqlite/0002_cost.sql"),
+    },
+];
 
 /// The PostgreSQL migrations, oldest first.
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "token usage cost",
+        sql: include_str!("../../../migrations/postgres/0002_cost.sql"),
+    },
+];
 
 /// The newest version a list of migrations knows.
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {

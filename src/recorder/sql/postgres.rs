@@ -292,9 +292,10 @@ impl Recorder for PostgresRecorder {
             sqlx::query(
                 "INSERT INTO aibridge_token_usages (
                      id, interception_id, provider_response_id, input_tokens, output_tokens,
-                     cache_read_input_tokens, cache_write_input_tokens, extra, created_at
+                     cache_read_input_tokens, cache_write_input_tokens, extra, created_at,
+                     cost_usd
                  ) VALUES (
-                     $1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8::jsonb, $9::timestamptz
+                     $1::uuid, $2::uuid, $3, $4, $5, $6, $7, $8::jsonb, $9::timestamptz, $10
                  )
                  ON CONFLICT (id) DO NOTHING",
             )
@@ -313,6 +314,7 @@ impl Recorder for PostgresRecorder {
             )?)
             .bind(pg_json(Cow::Owned(extra_json(&rec.extra)?)))
             .bind(format_timestamp(rec.created_at)?)
+            .bind(rec.cost_usd.filter(|c| c.is_finite()))
             .execute(&self.pool)
             .await
             .map_err(db_error)?;

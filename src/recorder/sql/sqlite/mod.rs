@@ -254,6 +254,7 @@ impl Row for TokenUsage {
             )?),
             Arg::Text(extra_json(&self.extra)?),
             Arg::Text(format_timestamp(self.created_at)?),
+            Arg::OptReal(self.cost_usd.filter(|c| c.is_finite())),
         ])
     }
 }

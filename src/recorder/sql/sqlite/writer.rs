@@ -12,6 +12,7 @@ pub(super) enum Arg {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptReal(Option<f64>),
 }
 
 /// What a write does: one row into one table, or the end of an interception.
@@ -42,8 +43,8 @@ impl Kind {
             Kind::Token => (
                 "aibridge_token_usages",
                 "id, interception_id, provider_response_id, input_tokens, output_tokens, \
-                 cache_read_input_tokens, cache_write_input_tokens, extra, created_at",
-                9,
+                 cache_read_input_tokens, cache_write_input_tokens, extra, created_at, cost_usd",
+                10,
             ),
             Kind::Prompt => (
                 "aibridge_user_prompts",
@@ -253,6 +254,7 @@ async fn execute_refs(
                 Arg::Text(s) => q.bind(s.as_str()),
                 Arg::OptText(s) => q.bind(s.as_deref()),
                 Arg::Int(i) => q.bind(*i),
+                Arg::OptReal(f) => q.bind(*f),
             };
         }
     }

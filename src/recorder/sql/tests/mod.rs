@@ -28,11 +28,12 @@ use crate::recorder::{
 // ---------------------------------------------------------------------------------------
 
 /// One column value, in the SQLite encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Cell {
     Null,
     Int(i64),
     Text(String),
+    Real(f64),
 }
 
 /// One column of a table's definition.
@@ -156,6 +157,7 @@ pub(super) fn token_usage(interception_id: RecordId) -> TokenUsage {
             ("reasoning_tokens".to_owned(), 12),
             ("web_search_requests".to_owned(), 3),
         ]),
+        cost_usd: Some(0.012_345),
         created_at: at(T0 + 1, 5_000),
     }
 }
@@ -337,6 +339,7 @@ pub(super) async fn check_schema(db: &dyn Db) {
                 ("cache_write_input_tokens", "int", false, None),
                 ("extra", "json", false, Some("{}")),
                 ("created_at", "ts", false, None),
+                ("cost_usd", "real", true, None),
             ],
         ),
         (
@@ -385,6 +388,8 @@ pub(super) async fn check_schema(db: &dyn Db) {
         for (col, (name, logical, nullable, default)) in cols.iter().zip(spec.iter()) {
             let ty = match (backend, *logical) {
                 (Backend::Sqlite, "int" | "bool") => "integer",
+                (Backend::Sqlite, "real") => "real",
+                (Backend::Postgres, "real") => "double precision",
                 (Backend::Sqlite, _) => "text",
                 (Backend::Postgres, "id") => "uuid",
                 (Backend::Postgres, "int") => "bigint",
@@ -580,10 +585,12 @@ async fn child_rows(rec: &dyn Recorder, db: &dyn Db) {
                 json(serde_json::json!({"reasoning_tokens": 12, "web_search_requests": 3})),
             ),
             ("created_at", text("2026-11-27T05:02:04.000005Z").into()),
+            ("cost_usd", Cell::Real(0.012_345).into()),
         ],
     );
     let t2 = TokenUsage {
         provider_response_id: None,
+        cost_usd: None,
         extra: BTreeMap::new(),
         input_tokens: 0,
         output_tokens: 0,
@@ -596,6 +603,7 @@ async fn child_rows(rec: &dyn Recorder, db: &dyn Db) {
     assert_eq!(r["provider_response_id"], Cell::Null);
     assert_eq!(r["extra"], text("{}"));
     assert_eq!(r["input_tokens"], Cell::Int(0));
+    assert_eq!(r["cost_usd"], Cell::Null, "an unknown price is NULL, not 0");
 
     // A count that does not fit a BIGINT is an error, not a silently clamped value.
     let huge = TokenUsage {

@@ -83,6 +83,7 @@ impl Db for PgDb {
         for (i, c) in cols.iter().enumerate() {
             let cell = match c.ty.as_str() {
                 "bigint" | "boolean" => row.get::<Option<i64>, _>(i).map(Cell::Int),
+                "double precision" => row.get::<Option<f64>, _>(i).map(Cell::Real),
                 _ => row.get::<Option<String>, _>(i).map(Cell::Text),
             };
             out.insert(c.name.clone(), cell.unwrap_or(Cell::Null));
@@ -161,7 +162,7 @@ async fn postgres_conforms() {
     let url = server.create_database("conformance").await;
     let rec = PostgresRecorder::connect(&url).await.unwrap();
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     conformance(&rec, &db).await;
 }
 
@@ -206,7 +207,7 @@ async fn concurrent_migrations_succeed() {
         recorders.push(h.await.unwrap().unwrap());
     }
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     check_schema(&db).await;
     for rec in &recorders {
         rec.record_interception(&full_interception()).await.unwrap();
@@ -265,7 +266,7 @@ async fn migrations_wait_for_the_advisory_lock() {
         .await
         .unwrap();
     let rec = task.await.unwrap().unwrap();
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     rec.record_interception(&full_interception()).await.unwrap();
     // The lock is not left held by the recorder.
     let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'")
@@ -285,7 +286,7 @@ async fn migrations_are_idempotent() {
     drop(first);
     let second = PostgresRecorder::connect(&url).await.unwrap();
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     assert!(db.row("aibridge_interceptions", i.id).await.is_some());
     second
         .record_interception(&full_interception())
@@ -312,9 +313,9 @@ async fn newer_schema_is_refused() {
     assert_eq!(
         err.to_string(),
         "cannot apply the database migrations: \
-         database schema version 7 is newer than this aibridge supports (1)"
+         database schema version 7 is newer than this aibridge supports (2)"
     );
-    assert_eq!(db.applied_versions().await, [1, 7]);
+    assert_eq!(db.applied_versions().await, [1, 2, 7]);
     // The lock was released despite the failure: another connect gets the same answer
     // instead of hanging.
     let err = tokio::time::timeout(Duration::from_secs(30), PostgresRecorder::connect(&url))
@@ -594,4 +595,50 @@ async fn postgres_errors_are_classified_permanent_or_transient() {
         .await
         .unwrap_err();
     assert!(!PermanentError::is_in(&*e), "{e}");
+}
+
+/// A database made by the first schema (before `cost_usd`) is upgraded in place on
+/// connect: its rows stay, their cost is NULL, and new rows carry their cost.
+#[tokio::test]
+async fn a_version_1_database_upgrades_in_place() {
+    let server = PgServer::start();
+    let url = server.create_database("upgrade_v1").await;
+    let db = PgDb::connect(&url).await;
+    let v1 = crate::recorder::sql::migrations::POSTGRES[0];
+    assert_eq!(v1.version, 1);
+    sqlx::Executor::execute(&db.pool, v1.sql).await.unwrap();
+    sqlx::Executor::execute(
+        &db.pool,
+        "CREATE TABLE aibridge_schema_migrations (
+             version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL);
+         INSERT INTO aibridge_schema_migrations VALUES (1, 'init', now());
+         INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name, api, model,
+             streaming, client, credential_kind, started_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'alice', 'anthropic', 'anthropic',
+             'messages', 'claude-x', false, 'unknown', 'centralized', now());
+         INSERT INTO aibridge_token_usages (id, interception_id, input_tokens, output_tokens,
+             cache_read_input_tokens, cache_write_input_tokens, created_at)
+         VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001',
+             10, 20, 0, 0, now());",
+    )
+    .await
+    .unwrap();
+
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    assert_eq!(db.applied_versions().await, [1, 2]);
+    let old_id: RecordId = "00000000-0000-4000-8000-000000000002".parse().unwrap();
+    let old = db
+        .row("aibridge_token_usages", old_id)
+        .await
+        .expect("the old row survives the upgrade");
+    assert_eq!(old["input_tokens"], Cell::Int(10));
+    assert_eq!(old["cost_usd"], Cell::Null);
+
+    let i = full_interception();
+    rec.record_interception(&i).await.unwrap();
+    let t = token_usage(i.id);
+    rec.record_token_usage(&t).await.unwrap();
+    let new = db.row("aibridge_token_usages", t.id).await.unwrap();
+    assert_eq!(new["cost_usd"], Cell::Real(0.012_345));
 }

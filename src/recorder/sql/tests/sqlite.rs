@@ -68,6 +68,7 @@ impl Db for SqliteDb {
                 match ty.as_str() {
                     "INTEGER" => Cell::Int(row.get(i)),
                     "TEXT" => Cell::Text(row.get(i)),
+                    "REAL" => Cell::Real(row.get(i)),
                     other => panic!("{table}.{}: unexpected storage class {other}", col.name()),
                 }
             };
@@ -153,7 +154,7 @@ async fn file_database_conforms() {
 async fn memory_database_conforms() {
     let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
     let db = SqliteDb::of(&rec);
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     conformance(&rec, &db).await;
 }
 
@@ -207,7 +208,7 @@ async fn migrations_are_idempotent() {
     // A third instance while the second is still open.
     let third = SqliteRecorder::connect(&url).await.unwrap();
     let db = SqliteDb::open(&path).await;
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     assert_eq!(db.count("aibridge_interceptions").await, 1);
     assert!(db.row("aibridge_interceptions", i.id).await.is_some());
     second
@@ -236,7 +237,7 @@ async fn concurrent_connects_to_a_new_file_all_succeed() {
         recorders.push(h.await.unwrap().unwrap());
     }
     let db = SqliteDb::open(&path).await;
-    assert_eq!(db.applied_versions().await, [1]);
+    assert_eq!(db.applied_versions().await, [1, 2]);
     for rec in &recorders {
         rec.record_interception(&full_interception()).await.unwrap();
     }
@@ -250,7 +251,7 @@ async fn newer_schema_is_refused() {
     let db = SqliteDb::open(&path).await;
     sqlx::query(
         "INSERT INTO aibridge_schema_migrations (version, description, applied_at)
-         VALUES (2, 'from the future', '2030-01-01T00:00:00.000000Z')",
+         VALUES (3, 'from the future', '2030-01-01T00:00:00.000000Z')",
     )
     .execute(&db.pool)
     .await
@@ -261,10 +262,10 @@ async fn newer_schema_is_refused() {
     assert_eq!(
         err.to_string(),
         "cannot apply the database migrations: \
-         database schema version 2 is newer than this aibridge supports (1)"
+         database schema version 3 is newer than this aibridge supports (2)"
     );
     // Nothing was changed.
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -564,4 +565,58 @@ async fn records_that_can_never_be_written_fail_at_once_in_the_record_queue() {
         "{seen:?}"
     );
     assert!(seen.contains(&(RecordKind::InterceptionEnded, Delivery::Written)));
+}
+
+/// A database made by the first schema (before `cost_usd`) is upgraded in place on
+/// connect: its rows stay, their cost is NULL, and new rows carry their cost.
+#[tokio::test]
+async fn a_version_1_database_upgrades_in_place() {
+    let (_dir, path, url) = temp_db();
+    let opts = SqliteConnectOptions::from_str(&url).unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let v1 = crate::recorder::sql::migrations::SQLITE[0];
+    assert_eq!(v1.version, 1);
+    sqlx::Executor::execute(&pool, v1.sql).await.unwrap();
+    sqlx::Executor::execute(
+        &pool,
+        "CREATE TABLE aibridge_schema_migrations (
+             version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL,
+             applied_at TEXT NOT NULL);
+         INSERT INTO aibridge_schema_migrations VALUES (1, 'init', '2026-11-01T00:00:00.000000Z');
+         INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name, api, model,
+             streaming, client, credential_kind, started_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'alice', 'anthropic', 'anthropic',
+             'messages', 'claude-x', 0, 'unknown', 'centralized', '2026-11-01T00:00:00.000000Z');
+         INSERT INTO aibridge_token_usages (id, interception_id, input_tokens, output_tokens,
+             cache_read_input_tokens, cache_write_input_tokens, created_at)
+         VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000001',
+             10, 20, 0, 0, '2026-11-01T00:00:01.000000Z');",
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    assert_eq!(db.applied_versions().await, [1, 2]);
+    let old = db
+        .row(
+            "aibridge_token_usages",
+            RecordId::from_str("00000000-0000-4000-8000-000000000002").unwrap(),
+        )
+        .await
+        .expect("the old row survives the upgrade");
+    assert_eq!(old["input_tokens"], Cell::Int(10));
+    assert_eq!(old["cost_usd"], Cell::Null);
+
+    let i = full_interception();
+    rec.record_interception(&i).await.unwrap();
+    let t = super::token_usage(i.id);
+    rec.record_token_usage(&t).await.unwrap();
+    let new = db.row("aibridge_token_usages", t.id).await.unwrap();
+    assert_eq!(new["cost_usd"], Cell::Real(0.012_345));
 }
