@@ -1,17 +1,23 @@
 //! [`SqliteRecorder`]: writes the records into a SQLite database.
 
+mod lanes;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use self::writer::{Arg, Job, Kind, writer};
+use self::lanes::{Lane, Lanes, spawn_writer};
+use self::writer::{Arg, Job, Kind, STATEMENT_CACHE};
 use super::{
     WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
     migrations, redact_url, tool_input_json,
@@ -25,7 +31,7 @@ use crate::recorder::{
 /// How long a statement waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Writes waiting for the writer task, at most (see [`SqliteRecorder`]).
+/// Writes waiting for the writer thread, at most (see [`SqliteRecorder`]).
 const WRITER_QUEUE: usize = 1024;
 
 /// A [`Recorder`] that writes into a SQLite database, with the schema of the crate's
@@ -38,15 +44,25 @@ const WRITER_QUEUE: usize = 1024;
 ///
 /// The database runs in WAL journal mode with `synchronous = NORMAL` (durable across a
 /// crash of the process; a power loss may lose the most recent records), foreign keys
-/// enforced and a 5 s busy timeout, through a single connection (SQLite serialises writes
-/// anyway).
+/// enforced and a 5 s busy timeout.
 ///
-/// Writes are handed to one writer task, which commits whatever queued up meanwhile as one
-/// transaction (up to 256 records). At most 1,024 writes wait for it; a call beyond that
-/// waits for room (under the record queue, its `call_timeout` bounds that wait). A write
-/// whose call was dropped (cancelled or timed out) before the writer took it up is not
-/// written at all; one already taken up may still land, which a retry under the same id
-/// finds harmless (every write is idempotent).
+/// Writes are handed to one writer thread of the recorder's own, which runs them
+/// synchronously on one connection (SQLite serialises writes anyway) with prepared
+/// statements (the `rusqlite` driver over the same bundled SQLite as SQLx): each group of
+/// records that queued up while the previous one was written is one transaction (up to 256
+/// records, of one kind in multi-row statements), and costs one hand-off to the thread, not
+/// one per statement. An awaited [`record_interception`](Recorder::record_interception)
+/// takes a fast lane: it is written before the other records waiting, and a group being
+/// written when it arrives is committed at the next statement so that it does not wait for
+/// the whole group. At most 1,024 writes wait for the writer; a call beyond that waits for
+/// room (under the record queue, its `call_timeout` bounds that wait). A write whose call
+/// was dropped (cancelled or timed out) before the writer took it up is not written at
+/// all; one already taken up may still land, which a retry under the same id finds
+/// harmless (every write is idempotent).
+///
+/// Reads go through SQLx as before: the recorder also keeps one SQLx connection (it applies
+/// the migrations), and other SQLx pools may read the same file. An in-memory database
+/// (`sqlite::memory:`) is shared in-process between that connection and the writer's.
 ///
 /// Errors that writing the same record again cannot fix (constraint violations, a value
 /// SQLite rejects, an invalid statement: `SQLITE_CONSTRAINT`, `SQLITE_MISMATCH`,
@@ -60,13 +76,13 @@ pub struct SqliteRecorder {
         not(test),
         allow(
             dead_code,
-            reason = "read by the tests; the writer task has its own handle"
+            reason = "read by the tests; it keeps the SQLx connection of the migrations open"
         )
     )]
     pool: SqlitePool,
     url: String,
-    /// The queue of the `writer` task.
-    jobs: mpsc::Sender<Job>,
+    /// The lanes of the writer thread.
+    lanes: Arc<Lanes>,
 }
 
 impl SqliteRecorder {
@@ -122,7 +138,7 @@ impl SqliteRecorder {
             // No ping before each use: the connection is in-process and never closed, and
             // the ping is a second round trip to SQLx's worker thread for every record.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
         let mut conn = pool
@@ -133,31 +149,62 @@ impl SqliteRecorder {
             .await
             .map_err(|e| RecorderError::Migrate(migrate_error(url, e)))?;
         drop(conn);
-        let (jobs, rx) = mpsc::channel(queue);
-        tokio::spawn(writer(pool.clone(), rx));
+        let writer = open_writer(&options, url)
+            .await
+            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
+        let lanes = Arc::new(Lanes::new(queue));
+        spawn_writer(writer, lanes.clone())
+            .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
         Ok(Self {
             pool,
             url: redact_url(url),
-            jobs,
+            lanes,
         })
     }
 
-    /// Writes one record through the writer task.
-    async fn write_row<R: Row>(&self, rec: &R) -> Result<(), BoxError> {
-        self.write(R::KIND, rec.args()?).await
-    }
-
-    /// Writes one record's values through the writer task.
-    async fn write(&self, kind: Kind, args: Vec<Arg>) -> Result<(), BoxError> {
+    /// Writes one record through the writer thread.
+    async fn write_row<R: Row>(&self, rec: &R, lane: Lane) -> Result<(), BoxError> {
         let (done, result) = oneshot::channel();
-        self.jobs
-            .send(Job { kind, args, done })
-            .await
-            .map_err(|_| BoxError::from("the SQLite writer has stopped"))?;
+        let job = Job {
+            kind: R::KIND,
+            args: rec.args()?,
+            done,
+            permit: None,
+        };
+        self.lanes.push(job, lane).await?;
         result
             .await
             .map_err(|_| BoxError::from("the SQLite writer has stopped"))?
     }
+}
+
+impl Drop for SqliteRecorder {
+    fn drop(&mut self) {
+        self.lanes.close();
+    }
+}
+
+/// Opens the writer thread's connection to the database SQLx opened with `options`
+/// (migrated already): the same file, or for an in-memory database the same shared one.
+async fn open_writer(options: &SqliteConnectOptions, url: &str) -> Result<Connection, BoxError> {
+    let path = options.get_filename().to_path_buf();
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    tokio::task::spawn_blocking(move || {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if in_memory {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = Connection::open_with_flags(&path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL is a property of the file (set by SQLx's connection); these are per connection.
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok::<_, BoxError>(conn)
+    })
+    .await
+    .map_err(|e| BoxError::from(e.to_string()))?
 }
 
 #[cfg(test)]
@@ -177,7 +224,12 @@ impl SqliteRecorder {
 
     /// Room left in the writer's queue.
     pub(in crate::recorder::sql) fn queue_room(&self) -> usize {
-        self.jobs.capacity()
+        self.lanes.room()
+    }
+
+    /// Keeps the writer thread from taking up a group while the guard lives.
+    pub(in crate::recorder::sql) fn pause_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lanes.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -311,37 +363,37 @@ impl Row for ModelThought {
 #[async_trait::async_trait]
 impl Recorder for SqliteRecorder {
     async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Fast)
             .await
             .map_err(|e| WriteError::boxed("interception", rec.id, e))
     }
 
     async fn record_interception_ended(&self, rec: &InterceptionEnded) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Slow)
             .await
             .map_err(|e| WriteError::boxed("interception end", rec.id, e))
     }
 
     async fn record_token_usage(&self, rec: &TokenUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Slow)
             .await
             .map_err(|e| WriteError::boxed("token usage", rec.id, e))
     }
 
     async fn record_prompt_usage(&self, rec: &PromptUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Slow)
             .await
             .map_err(|e| WriteError::boxed("prompt usage", rec.id, e))
     }
 
     async fn record_tool_usage(&self, rec: &ToolUsage) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Slow)
             .await
             .map_err(|e| WriteError::boxed("tool usage", rec.id, e))
     }
 
     async fn record_model_thought(&self, rec: &ModelThought) -> Result<(), BoxError> {
-        self.write_row(rec)
+        self.write_row(rec, Lane::Slow)
             .await
             .map_err(|e| WriteError::boxed("model thought", rec.id, e))
     }

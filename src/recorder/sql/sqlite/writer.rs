@@ -1,10 +1,13 @@
-//! The group-commit writer task of [`SqliteRecorder`](super::SqliteRecorder).
+//! What the writer thread of [`SqliteRecorder`](super::SqliteRecorder) does with a group of
+//! writes: multi-row prepared statements on one `rusqlite` connection, in one transaction.
 
-use sqlx::sqlite::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::{Connection, ToSql};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use super::lanes::Lanes;
 use crate::BoxError;
-use crate::recorder::sql::classify;
+use crate::recorder::PermanentError;
 
 /// One value bound to a statement.
 #[derive(Debug)]
@@ -13,6 +16,18 @@ pub(super) enum Arg {
     OptText(Option<String>),
     Int(i64),
     OptReal(Option<f64>),
+}
+
+impl ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Arg::Text(s) => ToSqlOutput::from(s.as_str()),
+            Arg::OptText(Some(s)) => ToSqlOutput::from(s.as_str()),
+            Arg::OptText(None) | Arg::OptReal(None) => ToSqlOutput::Owned(Value::Null),
+            Arg::Int(i) => ToSqlOutput::from(*i),
+            Arg::OptReal(Some(f)) => ToSqlOutput::from(*f),
+        })
+    }
 }
 
 /// What a write does: one row into one table, or the end of an interception.
@@ -30,8 +45,18 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in declaration order.
+    pub(super) const ALL: [Kind; 6] = [
+        Kind::Interception,
+        Kind::Token,
+        Kind::Prompt,
+        Kind::Tool,
+        Kind::Thought,
+        Kind::Ended,
+    ];
+
     /// The table and its columns (for `Ended`: the values of one end).
-    fn columns(self) -> (&'static str, &'static str, usize) {
+    pub(super) fn columns(self) -> (&'static str, &'static str, usize) {
         match self {
             Kind::Interception => (
                 "aibridge_interceptions",
@@ -70,7 +95,7 @@ impl Kind {
     /// The statement that writes `rows` records of this kind at once: a multi-row
     /// `INSERT … ON CONFLICT (id) DO NOTHING`, or for ends an `UPDATE … FROM (VALUES …)`
     /// that only sets ends not set yet (both idempotent, as the record queue retries).
-    fn sql(self, rows: usize) -> String {
+    pub(super) fn sql(self, rows: usize) -> String {
         let (table, columns, width) = self.columns();
         let row = format!("({})", vec!["?"; width].join(", "));
         let values = vec![row; rows].join(", ");
@@ -92,375 +117,197 @@ impl Kind {
     }
 }
 
-/// One write for the writer task, and where its result goes.
+/// One write for the writer thread, and where its result goes.
 pub(super) struct Job {
     pub(super) kind: Kind,
     pub(super) args: Vec<Arg>,
     pub(super) done: oneshot::Sender<Result<(), BoxError>>,
+    /// Its place in the writer's bounded queue, given back when the job is answered.
+    pub(super) permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Most records written in one transaction.
-const MAX_BATCH: usize = 256;
 /// Most records of one kind in one statement. Statements are made for 1, 2, 4, … up to
-/// this many rows only, so that SQLx's prepared-statement cache (100 per connection) holds
-/// every shape: 6 kinds × 7 sizes.
-const MAX_ROWS: usize = 64;
+/// this many rows only, so that the connection's prepared-statement cache holds every
+/// shape: 6 kinds × 7 sizes (see [`STATEMENT_CACHE`]).
+pub(super) const MAX_ROWS: usize = 64;
 
-/// The SQL of every (kind, rows) shape, made once.
-#[derive(Default)]
-struct SqlCache(std::collections::HashMap<(Kind, usize), String>);
+/// Prepared statements kept by the writer's connection: every (kind, rows) shape.
+pub(super) const STATEMENT_CACHE: usize = 64;
 
-impl SqlCache {
-    fn get(&mut self, kind: Kind, rows: usize) -> &str {
-        self.0.entry((kind, rows)).or_insert_with(|| kind.sql(rows))
-    }
-}
-
-/// The writer task: writes the records in groups over the one connection. Each group (the
-/// records that queued up while the previous group was being written) is one transaction,
-/// and within it the records of one kind go in multi-row statements. Under load a record
-/// then costs a fraction of one statement, not one commit and one statement: in the load
-/// benchmark the commits were about 40% of the gateway's CPU per request, then the
-/// hand-offs to SQLx's SQLite thread (two per statement) about as much again.
+/// Writes one group and answers every job of it, in one transaction (a lone job: one
+/// autocommit statement). Within the transaction the records are sorted by kind (rows
+/// others refer to first, ends last; stable, so arrival order within a kind) and a run of
+/// one kind goes in multi-row statements of 64, 32, … rows.
 ///
 /// A multi-row statement that fails is rolled back alone (SQLite's statement-level
 /// atomicity) and its records are written one by one, so each failing record reports its
 /// own error and the others still commit. If the commit itself fails, every record of the
-/// group reports that error (every write is idempotent, so the record queue's retries are
-/// safe even if part of it was written).
+/// transaction reports that error (every write is idempotent, so the record queue's retries
+/// are safe even if part of it was written).
 ///
-/// A job whose caller is gone (its future was dropped: cancelled, or timed out under the
-/// record queue's `call_timeout`) when the group is formed is skipped: nobody would learn
-/// its result, and a caller that retries sends it again under the same id. Without this,
-/// the calls that time out during a long database stall would all be written when it
-/// recovers, among them interceptions whose requests were answered 503 and never sent.
-pub(super) async fn writer(pool: SqlitePool, mut jobs: mpsc::Receiver<Job>) {
-    let mut sql = SqlCache::default();
-    let mut batch: Vec<Job> = Vec::new();
-    while let Some(first) = jobs.recv().await {
-        let mut next = Some(first);
-        while let Some(job) = next {
-            if !job.done.is_closed() {
-                batch.push(job);
-            }
-            next = if batch.len() < MAX_BATCH {
-                jobs.try_recv().ok()
+/// The fast lane: when `lanes` has awaited interceptions waiting after a statement, the
+/// transaction is committed there (its jobs answered), the waiting interceptions are
+/// written as a group of their own, and the rest of this group goes on in a new
+/// transaction. An awaited `record_interception` so waits for one statement and one commit
+/// at most, not for a whole group.
+pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<Job>) {
+    if group.is_empty() {
+        return;
+    }
+    if group.len() == 1 {
+        let job = &group[0];
+        let r = execute(conn, job.kind, &[job]).map_err(classify);
+        answer(group.into_iter().map(Some).zip(std::iter::once(r)));
+        return;
+    }
+    let mut jobs: Vec<Option<Job>> = group.into_iter().map(Some).collect();
+    // Same-kind records sit together once sorted by kind (stable: arrival order within it).
+    jobs.sort_by_key(|j| j.as_ref().map(|j| j.kind));
+    let statements = plan(&jobs);
+    let mut results: Vec<Result<(), BoxError>> = jobs.iter().map(|_| Ok(())).collect();
+    // Jobs [from..] are not answered yet; the open transaction holds [from..to].
+    let mut from = 0;
+    if let Err(e) = conn.execute_batch("BEGIN") {
+        return fail(jobs, &e);
+    }
+    for (n, range) in statements.iter().enumerate() {
+        let run: Vec<&Job> = jobs[range.clone()].iter().flatten().collect();
+        let kind = run[0].kind;
+        if let Err(e) = execute(conn, kind, &run) {
+            if run.len() == 1 {
+                results[range.start] = Err(classify(e));
             } else {
-                None
-            };
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let group: Vec<Job> = std::mem::take(&mut batch);
-        let results = write_group(&pool, &mut sql, &group).await;
-        for (job, r) in group.into_iter().zip(results) {
-            let _ = job.done.send(r);
-        }
-    }
-}
-
-/// Writes one group in one transaction; one result per job, in order. A statement's error
-/// is classified per job (see [`classify`]); failing to start or commit the transaction is
-/// retried (transient) whatever its cause, as it is no single record's fault.
-async fn write_group(
-    pool: &SqlitePool,
-    sql: &mut SqlCache,
-    group: &[Job],
-) -> Vec<Result<(), BoxError>> {
-    let fail_all = |msg: String| {
-        group
-            .iter()
-            .map(|_| Err(BoxError::from(msg.clone())))
-            .collect()
-    };
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(e.to_string()),
-    };
-    if let [job] = group {
-        let r = execute_refs(&mut conn, sql.get(job.kind, 1), &[job]).await;
-        return vec![r.map_err(|e| classify(e, is_permanent_code))];
-    }
-    let mut tx = match sqlx::Connection::begin(&mut *conn).await {
-        Ok(tx) => tx,
-        Err(e) => return fail_all(e.to_string()),
-    };
-    let mut results: Vec<Result<(), BoxError>> = group.iter().map(|_| Ok(())).collect();
-    // Same-kind records sit together in the group once sorted by kind (stable: arrival order
-    // within a kind).
-    let mut order: Vec<usize> = (0..group.len()).collect();
-    order.sort_by_key(|&i| group[i].kind);
-    let mut at = 0;
-    while at < order.len() {
-        let kind = group[order[at]].kind;
-        let run = order[at..]
-            .iter()
-            .take_while(|&&i| group[i].kind == kind)
-            .count();
-        // Split the run into power-of-two statements, largest first.
-        let mut left = run;
-        while left > 0 {
-            let rows = MAX_ROWS.min(1 << left.ilog2());
-            let idx = &order[at..at + rows];
-            let jobs: Vec<&Job> = idx.iter().map(|&i| &group[i]).collect();
-            let r = execute_refs(&mut tx, sql.get(kind, rows), &jobs).await;
-            if let Err(e) = r {
-                if rows == 1 {
-                    results[idx[0]] = Err(classify(e, is_permanent_code));
-                } else {
-                    for &i in idx {
-                        let one = [&group[i]];
-                        if let Err(e) = execute_refs(&mut tx, sql.get(kind, 1), &one).await {
-                            results[i] = Err(classify(e, is_permanent_code));
-                        }
+                for (i, job) in range.clone().zip(&run) {
+                    if let Err(e) = execute(conn, kind, &[job]) {
+                        results[i] = Err(classify(e));
                     }
                 }
             }
+        }
+        let last = n + 1 == statements.len();
+        if !last && lanes.is_some_and(Lanes::fast_waiting) {
+            let to = range.end;
+            commit_and_answer(conn, &mut jobs[from..to], &mut results[from..to]);
+            from = to;
+            if let Some(lanes) = lanes {
+                write_group(conn, None, lanes.take_fast());
+            }
+            if let Err(e) = conn.execute_batch("BEGIN") {
+                let rest: Vec<Option<Job>> = jobs[from..].iter_mut().map(Option::take).collect();
+                return fail(rest, &e);
+            }
+        }
+    }
+    let to = jobs.len();
+    commit_and_answer(conn, &mut jobs[from..to], &mut results[from..to]);
+}
+
+/// The statements of a sorted group: index ranges of one kind, 64, 32, … rows long.
+fn plan(jobs: &[Option<Job>]) -> Vec<std::ops::Range<usize>> {
+    let kind = |i: usize| jobs[i].as_ref().map(|j| j.kind);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < jobs.len() {
+        let run = (at..jobs.len())
+            .take_while(|&i| kind(i) == kind(at))
+            .count();
+        let mut left = run;
+        while left > 0 {
+            let rows = MAX_ROWS.min(1 << left.ilog2());
+            out.push(at..at + rows);
             at += rows;
             left -= rows;
         }
     }
-    if let Err(e) = tx.commit().await {
-        return fail_all(format!("commit failed: {e}"));
+    out
+}
+
+/// Commits the open transaction and answers its jobs (with the commit's error if it fails).
+fn commit_and_answer(
+    conn: &Connection,
+    jobs: &mut [Option<Job>],
+    results: &mut [Result<(), BoxError>],
+) {
+    let committed = conn.execute_batch("COMMIT");
+    if let Err(e) = &committed {
+        // Leave no transaction open behind a failed commit.
+        let _ = conn.execute_batch("ROLLBACK");
+        let msg = format!("commit failed: {e}");
+        for r in results.iter_mut() {
+            *r = Err(msg.clone().into());
+        }
     }
-    results
+    let results = results.iter_mut().map(|r| std::mem::replace(r, Ok(())));
+    answer(jobs.iter_mut().map(Option::take).zip(results));
+}
+
+/// Fails every job with the error of starting a transaction (transient: no record's fault).
+fn fail(jobs: Vec<Option<Job>>, e: &rusqlite::Error) {
+    let msg = e.to_string();
+    let results: Vec<Result<(), BoxError>> = jobs
+        .iter()
+        .map(|_| Err(BoxError::from(msg.clone())))
+        .collect();
+    answer(jobs.into_iter().zip(results));
+}
+
+/// Sends each job its result (a caller that is gone is no error) and frees its queue place.
+fn answer(jobs: impl Iterator<Item = (Option<Job>, Result<(), BoxError>)>) {
+    for (job, r) in jobs {
+        if let Some(job) = job {
+            let _ = job.done.send(r);
+            drop(job.permit);
+        }
+    }
+}
+
+/// Runs one statement over `jobs` (all of one kind).
+fn execute(conn: &Connection, kind: Kind, jobs: &[&Job]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(statement(kind, jobs.len()))?;
+    stmt.execute(rusqlite::params_from_iter(
+        jobs.iter().flat_map(|j| j.args.iter()),
+    ))
+    .map(drop)
+}
+
+/// The SQL of a (kind, rows) shape (`rows` a power of two up to [`MAX_ROWS`]), made once.
+fn statement(kind: Kind, rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<Vec<String>>> = std::sync::OnceLock::new();
+    let table = SQL.get_or_init(|| {
+        Kind::ALL
+            .iter()
+            .map(|k| (0..=MAX_ROWS.ilog2()).map(|n| k.sql(1 << n)).collect())
+            .collect()
+    });
+    &table[kind as usize][rows.ilog2() as usize]
+}
+
+/// A statement's error for the record queue: marked [`PermanentError`] when writing the same
+/// record again cannot succeed (see [`is_permanent_code`]; values SQLite cannot take too).
+pub(super) fn classify(err: rusqlite::Error) -> BoxError {
+    let permanent = match &err {
+        rusqlite::Error::SqliteFailure(e, _) => is_permanent_code(e.extended_code),
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::InvalidParameterCount(..)
+        | rusqlite::Error::SqlInputError { .. } => true,
+        _ => false,
+    };
+    if permanent {
+        PermanentError::new(err).into()
+    } else {
+        err.into()
+    }
 }
 
 /// Whether a SQLite (extended) result code means that writing the same record again cannot
 /// succeed: `SQLITE_ERROR` (an invalid statement, a missing table), `SQLITE_TOOBIG`,
 /// `SQLITE_CONSTRAINT`, `SQLITE_MISMATCH`, `SQLITE_RANGE`. `SQLITE_BUSY`, `SQLITE_LOCKED`,
 /// `SQLITE_IOERR`, `SQLITE_FULL` and the rest may pass on a later attempt.
-pub(super) fn is_permanent_code(code: &str) -> bool {
-    const ERROR: i64 = 1;
-    const TOOBIG: i64 = 18;
-    const CONSTRAINT: i64 = 19;
-    const MISMATCH: i64 = 20;
-    const RANGE: i64 = 25;
-    code.parse::<i64>()
-        .is_ok_and(|c| matches!(c & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE))
-}
-
-/// Runs one statement over `jobs` (all of one kind) on `conn`.
-async fn execute_refs(
-    conn: &mut sqlx::SqliteConnection,
-    sql: &str,
-    jobs: &[&Job],
-) -> Result<(), sqlx::Error> {
-    let mut q = sqlx::query(sql);
-    for job in jobs {
-        for arg in &job.args {
-            q = match arg {
-                Arg::Text(s) => q.bind(s.as_str()),
-                Arg::OptText(s) => q.bind(s.as_deref()),
-                Arg::Int(i) => q.bind(*i),
-                Arg::OptReal(f) => q.bind(*f),
-            };
-        }
-    }
-    q.execute(conn).await.map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    //! The group writer on its own: groups are made by hand here, as they form under load.
-
-    use super::super::{Row, SqliteRecorder};
-    use super::*;
-    use crate::recorder::sql::tests::{
-        ended, minimal_interception, prompt_usage, thought, token_usage, tool_usage,
-    };
-    use crate::recorder::{Outcome, PermanentError, RecordId, ThoughtSource};
-
-    fn job<R: Row>(rec: &R) -> Job {
-        let (done, _) = oneshot::channel();
-        Job {
-            kind: R::KIND,
-            args: rec.args().unwrap(),
-            done,
-        }
-    }
-
-    async fn count(pool: &SqlitePool, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(pool)
-            .await
-            .unwrap()
-    }
-
-    async fn outcome(pool: &SqlitePool, id: RecordId) -> Option<String> {
-        sqlx::query_scalar("SELECT outcome FROM aibridge_interceptions WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_one(pool)
-            .await
-            .unwrap()
-    }
-
-    #[test]
-    fn statements_have_one_placeholder_per_value() {
-        for kind in [
-            Kind::Interception,
-            Kind::Token,
-            Kind::Prompt,
-            Kind::Tool,
-            Kind::Thought,
-            Kind::Ended,
-        ] {
-            let width = kind.columns().2;
-            for rows in [1, 2, 64] {
-                let sql = kind.sql(rows);
-                assert_eq!(sql.matches('?').count(), width * rows, "{kind:?} × {rows}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_mixed_group_lands_whole_in_dependency_order_and_a_bad_record_fails_alone() {
-        let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
-        let pool = rec.pool().clone();
-        let mut group = Vec::new();
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            let ic = minimal_interception();
-            ids.push(ic.id);
-            // Arrival order as under load, with some ends and child rows queued before the
-            // interception they belong to.
-            if i % 2 == 0 {
-                group.push(job(&ended(ic.id, Outcome::Completed, None)));
-                group.push(job(&token_usage(ic.id)));
-                group.push(job(&ic));
-            } else {
-                group.push(job(&ic));
-                group.push(job(&token_usage(ic.id)));
-                group.push(job(&ended(ic.id, Outcome::Failed, Some("upstream 529"))));
-            }
-            group.push(job(&prompt_usage(ic.id)));
-            if i < 3 {
-                group.push(job(&tool_usage(ic.id)));
-            }
-            if i < 2 {
-                group.push(job(&thought(ic.id, ThoughtSource::Thinking)));
-            }
-        }
-        // A retried interception (same id) and a token usage of an interception that does not
-        // exist (its foreign key fails).
-        group.push(job(&{
-            let mut again = minimal_interception();
-            again.id = ids[0];
-            again
-        }));
-        let orphan = token_usage(minimal_interception().id);
-        let bad = group.len();
-        group.push(job(&orphan));
-
-        let mut cache = SqlCache::default();
-        let results = write_group(&pool, &mut cache, &group).await;
-        assert_eq!(results.len(), group.len());
-        for (i, r) in results.iter().enumerate() {
-            if i == bad {
-                let e = r.as_ref().unwrap_err();
-                assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
-                assert!(
-                    PermanentError::is_in(&**e),
-                    "a constraint violation is permanent"
-                );
-            } else {
-                assert!(r.is_ok(), "job {i}: {r:?}");
-            }
-        }
-        assert_eq!(count(&pool, "aibridge_interceptions").await, 5);
-        assert_eq!(count(&pool, "aibridge_token_usages").await, 5);
-        assert_eq!(count(&pool, "aibridge_user_prompts").await, 5);
-        assert_eq!(count(&pool, "aibridge_tool_usages").await, 3);
-        assert_eq!(count(&pool, "aibridge_model_thoughts").await, 2);
-        for (i, id) in ids.iter().enumerate() {
-            let want = if i % 2 == 0 { "completed" } else { "failed" };
-            assert_eq!(outcome(&pool, *id).await.as_deref(), Some(want), "{i}");
-        }
-        // The same group again (a retry of all of it) changes nothing.
-        let results = write_group(&pool, &mut cache, &group).await;
-        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
-        assert_eq!(count(&pool, "aibridge_interceptions").await, 5);
-        assert_eq!(count(&pool, "aibridge_token_usages").await, 5);
-    }
-
-    #[tokio::test]
-    async fn a_large_run_of_one_kind_is_split_into_cached_statement_shapes() {
-        let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
-        let pool = rec.pool().clone();
-        let ic = minimal_interception();
-        let mut cache = SqlCache::default();
-        assert!(write_group(&pool, &mut cache, &[job(&ic)]).await[0].is_ok());
-        // 200 = 64 + 64 + 64 + 8.
-        let group: Vec<Job> = (0..200).map(|_| job(&token_usage(ic.id))).collect();
-        let results = write_group(&pool, &mut cache, &group).await;
-        assert!(results.iter().all(Result::is_ok));
-        assert_eq!(count(&pool, "aibridge_token_usages").await, 200);
-        let mut shapes: Vec<usize> = cache
-            .0
-            .keys()
-            .filter(|(k, _)| *k == Kind::Token)
-            .map(|(_, n)| *n)
-            .collect();
-        shapes.sort_unstable();
-        assert_eq!(shapes, [8, 64]);
-    }
-
-    #[test]
-    fn sqlite_codes_are_classified_by_their_primary_code() {
-        // SQLITE_ERROR, SQLITE_TOOBIG, SQLITE_CONSTRAINT (and its extended codes: UNIQUE,
-        // FOREIGNKEY, NOTNULL), SQLITE_MISMATCH, SQLITE_RANGE.
-        for code in ["1", "18", "19", "2067", "787", "1299", "20", "25"] {
-            assert!(is_permanent_code(code), "{code}");
-        }
-        // SQLITE_BUSY (and BUSY_SNAPSHOT), SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR (and
-        // IOERR_FSYNC), SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_PROTOCOL, SQLITE_SCHEMA; not a
-        // number.
-        for code in [
-            "5", "517", "6", "7", "10", "1034", "13", "14", "15", "17", "", "x",
-        ] {
-            assert!(!is_permanent_code(code), "{code}");
-        }
-    }
-
-    #[tokio::test]
-    async fn real_sqlite_errors_are_classified() {
-        use sqlx::Connection as _;
-        use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("aibridge.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let _rec = SqliteRecorder::connect(&url).await.unwrap();
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .busy_timeout(std::time::Duration::ZERO);
-        let mut holder = SqliteConnection::connect_with(&options).await.unwrap();
-        let mut other = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut holder)
-            .await
-            .unwrap();
-        // The write lock is taken: SQLITE_BUSY, transient.
-        let busy = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut other)
-            .await
-            .unwrap_err();
-        let busy = classify(busy, is_permanent_code);
-        assert!(busy.to_string().contains("locked"), "{busy}");
-        assert!(!PermanentError::is_in(&*busy), "{busy}");
-        // An invalid statement: SQLITE_ERROR, permanent.
-        let syntax = sqlx::query("INSERT INTO no_such_table VALUES (1)")
-            .execute(&mut other)
-            .await
-            .unwrap_err();
-        assert!(PermanentError::is_in(&*classify(syntax, is_permanent_code)));
-        // A closed pool: transient.
-        let pool = SqlitePool::connect_with(options).await.unwrap();
-        pool.close().await;
-        let closed = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
-        assert!(!PermanentError::is_in(&*classify(
-            closed,
-            is_permanent_code
-        )));
-    }
+pub(super) fn is_permanent_code(code: i32) -> bool {
+    const ERROR: i32 = 1;
+    const TOOBIG: i32 = 18;
+    const CONSTRAINT: i32 = 19;
+    const MISMATCH: i32 = 20;
+    const RANGE: i32 = 25;
+    matches!(code & 0xff, ERROR | TOOBIG | CONSTRAINT | MISMATCH | RANGE)
 }

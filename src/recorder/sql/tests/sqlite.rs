@@ -420,20 +420,26 @@ fn pending_after_one_poll<F: Future>(f: F) -> bool {
     f.now_or_never().is_none()
 }
 
-// The tests below run on a current-thread runtime (`#[tokio::test]`): the writer task cannot
-// run between polls of the test's own futures, so what is queued is exactly what was polled.
+// The tests below pause the writer thread (they hold its gate across awaits on purpose):
+// what is queued while it is paused is exactly what the test polled.
 
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the gate pauses the writer thread"
+)]
 #[tokio::test]
 async fn writes_whose_caller_is_gone_are_skipped() {
     let (_dir, path, url) = temp_db();
     let rec = SqliteRecorder::connect(&url).await.unwrap();
     let db = SqliteDb::open(&path).await;
+    let gate = rec.pause_writer();
     // Calls that are polled once (their writes queued) and then dropped, as when the record
     // queue's call timeout fires while the database stalls.
     for _ in 0..50 {
         let gone = full_interception();
         assert!(pending_after_one_poll(rec.record_interception(&gone)));
     }
+    drop(gate);
     // Queued behind them: when it is answered, the writer has gone past them.
     let kept = full_interception();
     rec.record_interception(&kept).await.unwrap();
@@ -441,6 +447,10 @@ async fn writes_whose_caller_is_gone_are_skipped() {
     assert!(db.row("aibridge_interceptions", kept.id).await.is_some());
 }
 
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the gate pauses the writer thread"
+)]
 #[tokio::test]
 async fn a_full_writer_queue_makes_callers_wait() {
     let (_dir, path, url) = temp_db();
@@ -448,12 +458,14 @@ async fn a_full_writer_queue_makes_callers_wait() {
     let db = SqliteDb::open(&path).await;
     assert_eq!(rec.queue_room(), 4);
     let records: Vec<_> = (0..6).map(|_| full_interception()).collect();
+    let gate = rec.pause_writer();
     let mut calls: Vec<_> = records.iter().map(|r| rec.record_interception(r)).collect();
     for call in &mut calls {
         assert!(futures::poll!(call.as_mut()).is_pending());
     }
     // Six calls polled, four writes queued: the other two wait for room, not in the queue.
     assert_eq!(rec.queue_room(), 0);
+    drop(gate);
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
