@@ -266,6 +266,7 @@ async fn mixed_run_exposes_every_family_with_the_spec_type_labels_and_buckets() 
         ("interception_overhead_seconds", HISTOGRAM, "provider,route"),
         ("records_total", COUNTER, "kind,outcome"),
         ("record_queue_depth", GAUGE, ""),
+        ("record_interception_seconds", HISTOGRAM, ""),
     ];
     for (name, t, labels) in spec {
         assert_eq!(kind(&reg, name), Some(t), "{name}");
@@ -286,6 +287,7 @@ async fn mixed_run_exposes_every_family_with_the_spec_type_labels_and_buckets() 
         0.25,
     ];
     assert_eq!(buckets(&reg, "interception_overhead_seconds"), fine);
+    assert_eq!(buckets(&reg, "record_interception_seconds"), fine);
 }
 
 #[tokio::test]
@@ -551,6 +553,13 @@ async fn overhead_includes_the_awaited_record_interception() {
     assert!(
         overhead >= 0.03,
         "overhead {overhead} includes the 30 ms write"
+    );
+    // The awaited record's own latency, apart.
+    let (n, took) = histogram(&reg, "record_interception_seconds", &at(""));
+    assert_eq!(n, 1);
+    assert!(
+        took >= 0.03,
+        "record_interception {took} took the 30 ms write"
     );
 }
 

@@ -161,6 +161,7 @@ impl RecordQueue {
     /// the call finishes in the background, and a row that lands after all gets its end
     /// record, `failed` with [`TIMED_OUT_NOT_SENT`]. No row stays without an end.
     pub(crate) async fn record_interception(&self, rec: Interception) -> Result<(), BoxError> {
+        let started = std::time::Instant::now();
         let id = rec.id;
         let recorder = self.shared.recorder.clone();
         let mut call = Box::pin(async move { catching(recorder.record_interception(&rec)).await });
@@ -184,6 +185,9 @@ impl RecordQueue {
             }
         }
         .map_err(CallError::into_box);
+        if let Some(m) = self.shared.metrics.get() {
+            m.record_interception_time(started.elapsed());
+        }
         self.shared.report(
             RecordKind::Interception,
             if r.is_ok() {
