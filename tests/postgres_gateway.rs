@@ -816,3 +816,89 @@ async fn records_queued_while_the_database_is_down_land_after_it_comes_back() {
         total
     );
 }
+
+/// A database outage fails new requests fast and the bridge recovers by itself: while the
+/// server is down each new request is answered 503 within a second (the pool's short
+/// acquire timeout, then the recorder breaker, which refuses without calling the recorder),
+/// and once it is back a probe closes the breaker and requests are recorded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_answers_503_within_a_second_and_recovers_by_itself() {
+    const DOWN: usize = 12;
+    let server = PgServer::start();
+    let url = server.create_database("outage").await;
+    let upstream = MockUpstream::start().await;
+    let unsuccessful = Arc::new(AtomicUsize::new(0));
+    let recorder = Counting {
+        inner: PostgresRecorder::connect(&url).await.unwrap(),
+        unsuccessful: unsuccessful.clone(),
+    };
+    let queue = RecordQueueConfig::default()
+        .with_breaker_failures(3)
+        .with_breaker_cooldown(Duration::from_millis(300));
+    let (bridge, registry) = pg_bridge(&upstream, recorder, queue);
+    let body = fixture("anthropic/text_blocking.upstream.json");
+    upstream.push(MockResponse::json(200, body.clone()));
+    assert_eq!(send(&bridge, post_as("up", BLOCKING_REQ)).await.status, 200);
+    let db = pool(&url).await;
+    wait_count(
+        &db,
+        "SELECT COUNT(*) FROM aibridge_interceptions WHERE ended_at IS NOT NULL",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    db.close().await;
+    assert_eq!(unsuccessful.load(Ordering::Relaxed), 0);
+
+    server.stop();
+    for i in 0..DOWN {
+        let started = Instant::now();
+        let resp = send(&bridge, post_as("down", BLOCKING_REQ)).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert!(took < Duration::from_secs(1), "request {i} took {took:?}");
+    }
+    assert_eq!(upstream.request_count(), 1, "nothing was sent upstream");
+    // The first three calls failed at the recorder; then the breaker refused most requests
+    // without calling it (a probe at most every 300 ms).
+    let calls = unsuccessful.load(Ordering::Relaxed);
+    assert!(
+        (3..DOWN).contains(&calls),
+        "{calls} recorder calls for {DOWN} requests"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "records_total",
+            &[("kind", "interception"), ("outcome", "failed")]
+        ),
+        DOWN as f64
+    );
+
+    // The database comes back: a probe closes the breaker, requests are recorded again.
+    server.start_again();
+    upstream.push(MockResponse::json(200, body.clone()));
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = send(&bridge, post_as("back", BLOCKING_REQ)).await;
+        if resp.status == 200 {
+            break;
+        }
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert!(Instant::now() < end, "the bridge did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.request_count(), 2);
+    let report = bridge.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(report.dropped_records, 0);
+    let db = pool(&url).await;
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM aibridge_interceptions WHERE initiator_id = 'back' \
+             AND outcome = 'completed'"
+        )
+        .await,
+        1
+    );
+}

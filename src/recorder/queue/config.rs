@@ -29,6 +29,15 @@ pub struct RecordQueueConfig {
     pub max_backoff: Duration,
     /// What happens when the queue is full.
     pub full_policy: QueueFullPolicy,
+    /// Consecutive failed `record_interception` calls (errors, timeouts, panics; not
+    /// [`PermanentError`](crate::recorder::PermanentError)s) that open the recorder
+    /// breaker; default 5, 0 turns it off. While it is open, new requests are answered 503
+    /// at once without calling the recorder (a database outage does not make every request
+    /// wait for its own failure); every [`breaker_cooldown`](Self::breaker_cooldown) one
+    /// request probes the recorder, and its success closes the breaker.
+    pub breaker_failures: u32,
+    /// Time between probes of an open recorder breaker; default 1 s.
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for RecordQueueConfig {
@@ -41,6 +50,8 @@ impl Default for RecordQueueConfig {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             full_policy: QueueFullPolicy::WaitThenDrop(Duration::from_secs(1)),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -80,6 +91,18 @@ impl RecordQueueConfig {
     #[must_use]
     pub fn with_max_backoff(mut self, d: Duration) -> Self {
         self.max_backoff = d;
+        self
+    }
+    /// Sets [`breaker_failures`](Self::breaker_failures) (0: no breaker).
+    #[must_use]
+    pub fn with_breaker_failures(mut self, n: u32) -> Self {
+        self.breaker_failures = n;
+        self
+    }
+    /// Sets [`breaker_cooldown`](Self::breaker_cooldown).
+    #[must_use]
+    pub fn with_breaker_cooldown(mut self, d: Duration) -> Self {
+        self.breaker_cooldown = d;
         self
     }
     /// Sets [`full_policy`](Self::full_policy).

@@ -1,5 +1,6 @@
 //! The bounded record queue between the interceptors and the [`Recorder`](super::Recorder).
 
+mod breaker;
 mod call;
 mod config;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use self::breaker::{Admit, Breaker};
 use self::call::TIMED_OUT_NOT_SENT;
 use self::call::{CallError, call_recorder, catching};
 use super::Delivery;
@@ -41,6 +43,8 @@ struct Shared {
     metrics: std::sync::OnceLock<crate::metrics::Metrics>,
     dropped_total: AtomicU64,
     ledger: Mutex<Ledger>,
+    /// Refuses `record_interception` at once while the recorder is down.
+    breaker: Breaker,
 }
 
 /// Which records are unfinished, and whether the shutdown deadline has passed.
@@ -115,6 +119,7 @@ impl RecordQueue {
             metrics: std::sync::OnceLock::new(),
             dropped_total: AtomicU64::new(0),
             ledger: Mutex::new(Ledger::default()),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             config,
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
@@ -162,10 +167,39 @@ impl RecordQueue {
     /// record, `failed` with [`TIMED_OUT_NOT_SENT`]. No row stays without an end.
     pub(crate) async fn record_interception(&self, rec: Interception) -> Result<(), BoxError> {
         let started = std::time::Instant::now();
+        let admitted = self.shared.breaker.admit();
+        let r = if admitted == Admit::Reject {
+            Err(BoxError::from(
+                "the recorder breaker is open (recent record_interception calls failed); \
+                 request refused without calling the recorder",
+            ))
+        } else {
+            let r = self.call_record_interception(rec).await;
+            let unavailable = matches!(&r, Err(e) if !e.is_permanent());
+            self.shared.breaker.settle(admitted, unavailable);
+            r.map_err(CallError::into_box)
+        };
+        if let Some(m) = self.shared.metrics.get() {
+            m.record_interception_time(started.elapsed());
+        }
+        self.shared.report(
+            RecordKind::Interception,
+            if r.is_ok() {
+                Delivery::Written
+            } else {
+                Delivery::Failed
+            },
+        );
+        r
+    }
+
+    /// The recorder's `record_interception` under the call timeout (see
+    /// [`record_interception`](Self::record_interception)).
+    async fn call_record_interception(&self, rec: Interception) -> Result<(), CallError> {
         let id = rec.id;
         let recorder = self.shared.recorder.clone();
         let mut call = Box::pin(async move { catching(recorder.record_interception(&rec)).await });
-        let r = match tokio::time::timeout(self.shared.config.call_timeout, &mut call).await {
+        match tokio::time::timeout(self.shared.config.call_timeout, &mut call).await {
             Ok(r) => r,
             Err(_) => {
                 let sink = self.sink(id);
@@ -184,19 +218,6 @@ impl RecordQueue {
                 Err(CallError::TimedOut)
             }
         }
-        .map_err(CallError::into_box);
-        if let Some(m) = self.shared.metrics.get() {
-            m.record_interception_time(started.elapsed());
-        }
-        self.shared.report(
-            RecordKind::Interception,
-            if r.is_ok() {
-                Delivery::Written
-            } else {
-                Delivery::Failed
-            },
-        );
-        r
     }
 
     /// A sink for the records of one interception.

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection};
@@ -20,13 +21,32 @@ use crate::recorder::{
 /// The pool size of [`PostgresRecorder::connect`].
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
+/// How long an awaited `record_interception` waits for a connection of its own pool (or
+/// for a new one to connect) before it fails. Short, so that a database outage fails a
+/// request in well under a second instead of the pool's default 30 s (the recorder breaker
+/// then refuses new requests at once).
+const FAST_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// Most connections of the awaited `record_interception`'s pool, all opened at connect, so
+/// that under load a request waits for a free connection, never for a new one to connect
+/// (which the short acquire timeout would take for an outage).
+const FAST_CONNECTIONS: u32 = 4;
+
+/// The same for the queued records, which the record queue retries: long enough that a
+/// pool busy under load is not taken for an outage, shorter than the default call timeout.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A [`Recorder`] that writes into a PostgreSQL database, with the schema of the crate's
 /// recorder documentation (tables `aibridge_interceptions`, `aibridge_token_usages`,
 /// `aibridge_user_prompts`, `aibridge_tool_usages`, `aibridge_model_thoughts`; ids are
 /// `UUID`, timestamps `TIMESTAMPTZ`, JSON `JSONB`, counts `BIGINT`, flags `BOOLEAN`).
 ///
-/// Writes go through a connection pool (statements are prepared once per connection) and
-/// are idempotent by record id: inserts use `ON CONFLICT (id) DO NOTHING`, the end of an
+/// Writes go through two connection pools (statements are prepared once per connection):
+/// one of up to 4 connections, opened at connect, for the awaited `record_interception`
+/// alone (the fast lane: it never waits behind queued records for a connection, and while
+/// the database is unreachable it fails within 0.75 s), one of up to `max_connections` for
+/// every other record. Writes are idempotent
+/// by record id: inserts use `ON CONFLICT (id) DO NOTHING`, the end of an
 /// interception is written only while `ended_at` is still NULL.
 ///
 /// PostgreSQL cannot store the NUL character in `TEXT` or `JSONB`, nor a lone UTF-16
@@ -43,11 +63,13 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// `Debug` prints the database URL with its password replaced by `***`.
 pub struct PostgresRecorder {
     pool: PgPool,
+    /// The pool of the awaited `record_interception`.
+    fast: PgPool,
     url: String,
 }
 
 impl PostgresRecorder {
-    /// Connects to the database at `url` with a pool of up to 10 connections and applies
+    /// Connects to the database at `url` with pools of up to 10 connections and applies
     /// the embedded migrations.
     ///
     /// `url` is a PostgreSQL connection URL, e.g. `postgres://user:pass@host:5432/db`
@@ -106,11 +128,24 @@ impl PostgresRecorder {
 
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| connect_err(&e))?;
+        let fast_size = max_connections.min(FAST_CONNECTIONS);
+        let fast = PgPoolOptions::new()
+            .max_connections(fast_size)
+            .min_connections(fast_size)
+            .acquire_timeout(FAST_ACQUIRE_TIMEOUT)
+            // No ping before each use (a second round trip per request): a connection the
+            // database dropped fails its statement at once and is replaced.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| connect_err(&e))?;
         Ok(Self {
             pool,
+            fast,
             url: redact_url(url),
         })
     }
@@ -221,6 +256,21 @@ pub(super) fn is_permanent_code(code: &str) -> bool {
     matches!(code.get(..2), Some("22" | "23" | "42" | "54" | "0A"))
 }
 
+/// Whether a statement failed because its connection was lost (not for a reason of the
+/// database's, and not for want of a connection).
+/// SQLSTATE classes `57` (operator intervention: the server shut down or restarted, which
+/// a connection opened before learns on its next statement) and `08` (connection
+/// exception) count too.
+fn is_dropped_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| matches!(c.get(..2), Some("57" | "08"))),
+        _ => false,
+    }
+}
+
 /// A statement's error for the record queue (see [`classify`]).
 fn db_error(err: sqlx::Error) -> BoxError {
     classify(err, is_permanent_code)
@@ -230,36 +280,49 @@ fn db_error(err: sqlx::Error) -> BoxError {
 impl Recorder for PostgresRecorder {
     async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
         let write = async {
-            sqlx::query(
-                "INSERT INTO aibridge_interceptions (
-                     id, initiator_id, provider, provider_name, api, model, streaming, client,
-                     client_session_id, user_agent, credential_kind, credential_hint,
-                     correlating_tool_call_id, metadata, started_at
-                 ) VALUES (
-                     $1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                     $14::jsonb, $15::timestamptz
-                 )
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(rec.id.to_string())
-            .bind(pg_text(&rec.initiator_id))
-            .bind(rec.provider.as_str())
-            .bind(pg_text(&rec.provider_name))
-            .bind(rec.api.as_str())
-            .bind(pg_text(&rec.model))
-            .bind(rec.streaming)
-            .bind(pg_text(&rec.client))
-            .bind(pg_opt(&rec.client_session_id))
-            .bind(pg_opt(&rec.user_agent))
-            .bind(rec.credential_kind.as_str())
-            .bind(pg_opt(&rec.credential_hint))
-            .bind(pg_opt(&rec.correlating_tool_call_id))
-            .bind(pg_json(Cow::Owned(metadata_json(&rec.metadata)?)))
-            .bind(format_timestamp(rec.started_at)?)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-            Ok::<_, BoxError>(())
+            let metadata = pg_json(Cow::Owned(metadata_json(&rec.metadata)?));
+            let started_at = format_timestamp(rec.started_at)?;
+            // A connection the database dropped (it restarted) fails at once; the insert
+            // is idempotent, so it is tried again on another connection, once per pooled
+            // connection at most. A pool timeout (the database is unreachable) is final.
+            let mut attempt = 0;
+            loop {
+                let r = sqlx::query(
+                    "INSERT INTO aibridge_interceptions (
+                         id, initiator_id, provider, provider_name, api, model, streaming,
+                         client, client_session_id, user_agent, credential_kind,
+                         credential_hint, correlating_tool_call_id, metadata, started_at
+                     ) VALUES (
+                         $1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                         $14::jsonb, $15::timestamptz
+                     )
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(rec.id.to_string())
+                .bind(pg_text(&rec.initiator_id))
+                .bind(rec.provider.as_str())
+                .bind(pg_text(&rec.provider_name))
+                .bind(rec.api.as_str())
+                .bind(pg_text(&rec.model))
+                .bind(rec.streaming)
+                .bind(pg_text(&rec.client))
+                .bind(pg_opt(&rec.client_session_id))
+                .bind(pg_opt(&rec.user_agent))
+                .bind(rec.credential_kind.as_str())
+                .bind(pg_opt(&rec.credential_hint))
+                .bind(pg_opt(&rec.correlating_tool_call_id))
+                .bind(metadata.as_ref())
+                .bind(started_at.as_str())
+                .execute(&self.fast)
+                .await;
+                match r {
+                    Ok(_) => return Ok::<_, BoxError>(()),
+                    Err(e) if attempt < FAST_CONNECTIONS && is_dropped_connection(&e) => {
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(db_error(e)),
+                }
+            }
         };
         write
             .await
