@@ -144,7 +144,8 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
 }
 
 /// The interception task: records the interception (awaited: nothing is sent upstream
-/// that is not recorded, D10), then relays and ends it.
+/// that is not recorded, D10; or queued ahead of its children, if the host chose
+/// `InterceptionRecord::Queued`), then relays and ends it.
 async fn intercept(
     shared: Arc<Shared>,
     req: Bridged,
@@ -154,11 +155,23 @@ async fn intercept(
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
-    if let Err(e) = shared.queue.record_interception(interception).await {
-        tracing::error!(error = %e, "record_interception failed; request not sent upstream");
-        let _ = head_tx.send(BridgeError::recorder_unavailable().into_response(flavor, Some(id)));
-        return;
-    }
+    let recorded = if shared.queue.queues_interceptions() {
+        shared.queue.record_interception_ahead(interception)
+    } else {
+        match shared.queue.record_interception(interception).await {
+            Ok(()) => Ok(shared.queue.sink(id)),
+            Err(e) => Err(e),
+        }
+    };
+    let record_sink = match recorded {
+        Ok(sink) => sink,
+        Err(e) => {
+            tracing::error!(error = %e, "record_interception failed; request not sent upstream");
+            let _ =
+                head_tx.send(BridgeError::recorder_unavailable().into_response(flavor, Some(id)));
+            return;
+        }
+    };
     let url = upstream::upstream_url(req.provider.base_url(), &req.endpoint, req.query.as_deref());
     let headers = upstream::request_headers(
         &req.headers,
@@ -205,7 +218,7 @@ async fn intercept(
         adapter.observer(&req.info),
     );
     let sink = emit::Emitter::new(
-        shared.queue.sink(id),
+        record_sink,
         id,
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),

@@ -1,7 +1,7 @@
 //! Recording: the [`Recorder`] trait, its record types and the shipped implementations.
 //!
-//! The bridge awaits [`Recorder::record_interception`] before it calls the upstream; every
-//! other record goes through a bounded in-process queue whose workers call the recorder
+//! The bridge awaits [`Recorder::record_interception`] before it calls the upstream (unless
+//! the host chose [`InterceptionRecord::Queued`]); every other record goes through a bounded in-process queue whose workers call the recorder
 //! with a timeout and retries (see [`RecordQueueConfig`]). Records are never lost silently:
 //! each one is counted exactly once, as written, failed (logged) or dropped (logged). The
 //! records still unfinished at the shutdown deadline are dropped, and so is a record queued
@@ -50,7 +50,7 @@ mod sql;
 
 pub use self::memory::MemoryRecorder;
 pub use self::permanent::PermanentError;
-pub use self::queue::{QueueFullPolicy, RecordQueueConfig};
+pub use self::queue::{InterceptionRecord, QueueFullPolicy, RecordQueueConfig};
 pub use self::record::{
     Interception, InterceptionEnded, ModelThought, Outcome, ParseRecordIdError, PromptUsage,
     RecordId, RecordKind, ThoughtSource, TokenUsage, ToolUsage,
@@ -156,6 +156,7 @@ impl Recorder for NoopRecorder {
 /// Delivers one queued record to a recorder.
 pub(crate) async fn deliver(recorder: &dyn Recorder, record: &Record) -> Result<(), BoxError> {
     match record {
+        Record::Interception(r) => recorder.record_interception(r).await,
         Record::TokenUsage(r) => recorder.record_token_usage(r).await,
         Record::PromptUsage(r) => recorder.record_prompt_usage(r).await,
         Record::ToolUsage(r) => recorder.record_tool_usage(r).await,

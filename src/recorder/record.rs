@@ -295,9 +295,11 @@ pub struct ModelThought {
     pub created_at: SystemTime,
 }
 
-/// Any record but [`Interception`], as queued for delivery.
+/// A record as queued for delivery: any but [`Interception`], which is queued only when the
+/// host chose [`InterceptionRecord::Queued`](super::InterceptionRecord::Queued).
 #[derive(Debug, Clone)]
 pub(crate) enum Record {
+    Interception(Box<Interception>),
     TokenUsage(TokenUsage),
     PromptUsage(PromptUsage),
     ToolUsage(ToolUsage),
@@ -308,6 +310,7 @@ pub(crate) enum Record {
 impl Record {
     pub(crate) fn kind(&self) -> RecordKind {
         match self {
+            Self::Interception(_) => RecordKind::Interception,
             Self::TokenUsage(_) => RecordKind::TokenUsage,
             Self::PromptUsage(_) => RecordKind::PromptUsage,
             Self::ToolUsage(_) => RecordKind::ToolUsage,
@@ -318,6 +321,7 @@ impl Record {
 
     pub(crate) fn id(&self) -> RecordId {
         match self {
+            Self::Interception(r) => r.id,
             Self::TokenUsage(r) => r.id,
             Self::PromptUsage(r) => r.id,
             Self::ToolUsage(r) => r.id,

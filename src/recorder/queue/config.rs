@@ -38,6 +38,9 @@ pub struct RecordQueueConfig {
     pub breaker_failures: u32,
     /// Time between probes of an open recorder breaker; default 1 s.
     pub breaker_cooldown: Duration,
+    /// Whether the request waits for its interception record; default
+    /// [`InterceptionRecord::Awaited`].
+    pub interception: InterceptionRecord,
 }
 
 impl Default for RecordQueueConfig {
@@ -52,6 +55,7 @@ impl Default for RecordQueueConfig {
             full_policy: QueueFullPolicy::WaitThenDrop(Duration::from_secs(1)),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(1),
+            interception: InterceptionRecord::Awaited,
         }
     }
 }
@@ -105,6 +109,12 @@ impl RecordQueueConfig {
         self.breaker_cooldown = d;
         self
     }
+    /// Sets [`interception`](Self::interception).
+    #[must_use]
+    pub fn with_interception(mut self, how: InterceptionRecord) -> Self {
+        self.interception = how;
+        self
+    }
     /// Sets [`full_policy`](Self::full_policy).
     #[must_use]
     pub fn with_full_policy(mut self, p: QueueFullPolicy) -> Self {
@@ -121,4 +131,26 @@ pub enum QueueFullPolicy {
     WaitThenDrop(Duration),
     /// Drop the record at once (counted and logged).
     Drop,
+}
+
+/// How the interception record (the row every other record of a request refers to) is
+/// written: the trade-off between "nothing is sent upstream that is not recorded" and "the
+/// client never waits on the database". Either way every interception row lands before
+/// its child rows and its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InterceptionRecord {
+    /// `record_interception` is awaited before the upstream call (the default): if it
+    /// fails, the client gets 503 and nothing is sent upstream. Each request waits for one
+    /// database write (see the `record_interception_seconds` histogram).
+    #[default]
+    Awaited,
+    /// `record_interception` is queued ahead of the interception's other records and the
+    /// upstream call starts at once: the client never waits on the database. The record is
+    /// retried like the others, and its children are written only after it lands (failed
+    /// with it if it cannot be written). The price: a request may be relayed whose
+    /// interception is never recorded (the database stays down past the retries, or the
+    /// process crashes before the row lands, losing it with its children). The recorder
+    /// breaker still refuses new requests (503) while it is open.
+    Queued,
 }

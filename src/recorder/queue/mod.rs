@@ -1,12 +1,13 @@
 //! The bounded record queue between the interceptors and the [`Recorder`](super::Recorder).
 
+mod ahead;
 mod breaker;
 mod call;
 mod config;
 #[cfg(test)]
 mod tests;
 
-pub use self::config::{QueueFullPolicy, RecordQueueConfig};
+pub use self::config::{InterceptionRecord, QueueFullPolicy, RecordQueueConfig};
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,9 @@ struct Tracker {
     /// Outstanding records plus one for the running interception.
     pending: AtomicUsize,
     ended: Mutex<Option<InterceptionEnded>>,
+    /// With the interception queued ahead: `Some(written)` once it has its outcome. Its
+    /// other records wait for it.
+    landed: Option<tokio::sync::watch::Receiver<Option<bool>>>,
 }
 
 impl std::fmt::Debug for RecordQueue {
@@ -222,6 +226,15 @@ impl RecordQueue {
 
     /// A sink for the records of one interception.
     pub(crate) fn sink(&self, interception_id: RecordId) -> RecordSink {
+        self.sink_landing(interception_id, None)
+    }
+
+    /// A sink whose records wait until `landed` says the interception was written.
+    fn sink_landing(
+        &self,
+        interception_id: RecordId,
+        landed: Option<tokio::sync::watch::Receiver<Option<bool>>>,
+    ) -> RecordSink {
         RecordSink {
             interception_id,
             tx: self.tx.clone(),
@@ -229,6 +242,7 @@ impl RecordQueue {
             tracker: Arc::new(Tracker {
                 pending: AtomicUsize::new(1),
                 ended: Mutex::new(None),
+                landed,
             }),
             ended: false,
         }
@@ -351,7 +365,16 @@ impl Shared {
             return;
         }
         let kind = job.record.kind();
-        let outcome = self.deliver_with_retry(&job.record).await;
+        let landed = match &job.tracker {
+            Some(tracker) => tracker.landed().await,
+            None => true,
+        };
+        let outcome = if landed {
+            self.deliver_with_retry(&job.record).await
+        } else {
+            tracing::error!(kind = kind.as_str(), record_id = %job.record.id(), "the interception of this record was not written; not writing it");
+            Delivery::Failed
+        };
         self.settle(kind, outcome);
         if let Some(tracker) = job.tracker {
             self.release(&tracker).await;
@@ -372,9 +395,12 @@ impl Shared {
                 if self.is_abandoned() {
                     return;
                 }
-                let outcome = self
-                    .deliver_with_retry(&Record::InterceptionEnded(ended))
-                    .await;
+                let outcome = if tracker.landed().await {
+                    self.deliver_with_retry(&Record::InterceptionEnded(ended))
+                        .await
+                } else {
+                    Delivery::Failed
+                };
                 self.settle(RecordKind::InterceptionEnded, outcome);
             }
         }
@@ -546,6 +572,11 @@ impl RecordSink {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             if let Some(ended) = ended {
+                if self.tracker.never_landed() {
+                    self.shared
+                        .settle(RecordKind::InterceptionEnded, Delivery::Failed);
+                    return;
+                }
                 let job = Job {
                     record: Record::InterceptionEnded(ended),
                     tracker: None,

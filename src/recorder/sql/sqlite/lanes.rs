@@ -10,10 +10,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use super::writer::{Job, write_group};
+use super::job::Job;
 use crate::BoxError;
 
 /// Most records of the slow lane taken into one group (the fast lane is always taken
@@ -125,7 +124,7 @@ impl Lanes {
 
     /// The next group: the whole fast lane, then up to [`MAX_BATCH`] of the slow lane.
     /// Sleeps while both are empty; `None` once closed and empty.
-    fn next_group(&self) -> Option<Vec<Job>> {
+    pub(super) fn next_group(&self) -> Option<Vec<Job>> {
         loop {
             #[cfg(test)]
             drop(self.gate.lock().unwrap_or_else(|e| e.into_inner()));
@@ -164,23 +163,8 @@ fn live(mut jobs: Vec<Job>) -> Vec<Job> {
     jobs
 }
 
-/// Starts the writer thread on `conn`. It ends when the lanes are closed and empty; if it
-/// panics, the lanes are closed and the jobs still queued are dropped, so their callers
-/// get "the SQLite writer has stopped" instead of waiting.
-pub(super) fn spawn_writer(conn: Connection, lanes: Arc<Lanes>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("aibridge-sqlite-writer".to_owned())
-        .spawn(move || {
-            let _closer = CloseOnExit(lanes.clone());
-            while let Some(group) = lanes.next_group() {
-                write_group(&conn, Some(&lanes), group);
-            }
-        })
-        .map(drop)
-}
-
 /// Closes the lanes and drops what they hold when the writer thread ends in any way.
-struct CloseOnExit(Arc<Lanes>);
+pub(super) struct CloseOnExit(pub(super) Arc<Lanes>);
 
 impl Drop for CloseOnExit {
     fn drop(&mut self) {

@@ -1,5 +1,6 @@
 //! [`SqliteRecorder`]: writes the records into a SQLite database.
 
+mod job;
 mod lanes;
 #[cfg(test)]
 mod tests;
@@ -16,8 +17,9 @@ use sqlx::sqlite::{
 };
 use tokio::sync::oneshot;
 
-use self::lanes::{Lane, Lanes, spawn_writer};
-use self::writer::{Arg, Job, Kind, STATEMENT_CACHE};
+use self::job::{Arg, Job, Kind};
+use self::lanes::{Lane, Lanes};
+use self::writer::{STATEMENT_CACHE, spawn_writer};
 use super::{
     WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
     migrations, redact_url, tool_input_json,

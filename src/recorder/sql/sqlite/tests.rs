@@ -6,8 +6,9 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::job::{Job, Kind};
 use super::lanes::{Lane, Lanes};
-use super::writer::{Job, Kind, MAX_ROWS, classify, is_permanent_code, write_group};
+use super::writer::{MAX_ROWS, classify, is_permanent_code, write_group};
 use super::{Row, SqliteRecorder};
 use crate::BoxError;
 use crate::recorder::sql::tests::{
