@@ -35,7 +35,12 @@ pub(crate) async fn build_bridge(
         eprintln!("aibridge gateway: metrics: {e}");
         ExitCode::from(1)
     })?;
+    let mut queue = aibridge::recorder::RecordQueueConfig::default();
+    if cfg.queue_interceptions {
+        queue = queue.with_interception(aibridge::recorder::InterceptionRecord::Queued);
+    }
     let mut builder = RequestBridge::builder()
+        .record_queue(queue)
         .metrics(metrics)
         .provider(anthropic)
         .provider(openai)

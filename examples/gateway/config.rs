@@ -39,6 +39,9 @@ pub(crate) struct Config {
     pub(crate) mcp_deny: Option<String>,
     /// Header-read and idle timeouts, connection limit.
     pub(crate) limits: Limits,
+    /// `AIBRIDGE_RECORD_INTERCEPTION=queued`: the interception record is queued ahead of
+    /// its children instead of awaited before the upstream call.
+    pub(crate) queue_interceptions: bool,
 }
 
 // === impl Config ===
@@ -96,7 +99,17 @@ impl Config {
                 format!("AIBRIDGE_MAX_CONNECTIONS: {v:?} is not a positive integer")
             })?,
         };
+        let queue_interceptions = match get("AIBRIDGE_RECORD_INTERCEPTION").as_deref() {
+            None | Some("awaited") => false,
+            Some("queued") => true,
+            Some(v) => {
+                return Err(format!(
+                    "AIBRIDGE_RECORD_INTERCEPTION: {v:?} is neither awaited nor queued"
+                ));
+            }
+        };
         Ok(Self {
+            queue_interceptions,
             listen,
             database_url,
             tokens,
@@ -272,6 +285,19 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.max_connections, 7);
         assert_eq!(c.metrics_token.as_deref(), Some("scrape-me"));
+    }
+
+    #[test]
+    fn the_interception_record_is_awaited_unless_queued_is_asked_for() {
+        assert!(!config(&[]).unwrap().queue_interceptions);
+        let awaited = config(&[("AIBRIDGE_RECORD_INTERCEPTION", "awaited")]).unwrap();
+        assert!(!awaited.queue_interceptions);
+        let queued = config(&[("AIBRIDGE_RECORD_INTERCEPTION", "queued")]).unwrap();
+        assert!(queued.queue_interceptions);
+        let err = config(&[("AIBRIDGE_RECORD_INTERCEPTION", "later")])
+            .err()
+            .unwrap();
+        assert!(err.contains("neither awaited nor queued"), "{err}");
     }
 
     #[test]
