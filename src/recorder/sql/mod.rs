@@ -287,6 +287,9 @@ fn scrub(msg: &str, url: &str) -> String {
 /// values the driver cannot encode or arguments it rejects. Everything else is transient:
 /// I/O and TLS errors, protocol errors, pool timeouts, a closed pool or connection, a
 /// crashed driver worker, a busy or locked database, unknown database codes.
+///
+/// (The SQLite recorder classifies `rusqlite` errors itself.)
+#[cfg(feature = "postgres")]
 pub(crate) fn classify(err: sqlx::Error, permanent_code: fn(&str) -> bool) -> BoxError {
     if is_permanent(&err, permanent_code) {
         PermanentError::new(err).into()
@@ -295,6 +298,7 @@ pub(crate) fn classify(err: sqlx::Error, permanent_code: fn(&str) -> bool) -> Bo
     }
 }
 
+#[cfg(feature = "postgres")]
 fn is_permanent(err: &sqlx::Error, permanent_code: fn(&str) -> bool) -> bool {
     match err {
         sqlx::Error::Database(db) => {
