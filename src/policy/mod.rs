@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use self::budget::retry_secs as retry_after_secs;
 pub use self::builtin::{BudgetStatus, DEFAULT_REFRESH, RulesPolicy, RulesPolicyBuilder};
 pub use self::clock::{Clock, SystemClock};
 pub use self::prices::{Price, Prices};
