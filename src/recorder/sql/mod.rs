@@ -13,6 +13,8 @@ mod migrations;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod spend;
 #[cfg(test)]
 mod tests;
 
