@@ -11,10 +11,10 @@
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod spend;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 #[cfg(test)]
 mod tests;
 
