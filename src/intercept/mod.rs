@@ -87,6 +87,19 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
     adapter_for(api).parse_request(body)
 }
 
+/// What the policy stage needs of the request.
+fn asked(req: &Bridged) -> policy::Asked<'_> {
+    policy::Asked {
+        actor: &req.actor,
+        provider: req.provider.as_ref(),
+        api: req.api,
+        endpoint: &req.endpoint,
+        info: &req.info,
+        body: &req.body,
+        credential_kind: req.credential.kind(),
+    }
+}
+
 /// Records the interception and runs it (routing.md steps 9–15).
 ///
 /// Everything from `record_interception` on runs in the interception's own task, which the
@@ -101,7 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // The policy stage: without a policy, one `Option` check.
     let verdict = match &shared.policy {
         None => policy::Verdict::Allow,
-        Some(p) => policy::check(p, &req, client.label(), session.as_deref()).await,
+        Some(p) => policy::check(p, &asked(&req), client.label(), session.as_deref()).await,
     };
     let id = RecordId::new();
     let interception = Interception {
@@ -162,7 +175,7 @@ async fn intercept(
         policy::Verdict::Allow => None,
         policy::Verdict::Narrow(f) => Some(f),
         policy::Verdict::Deny(d) => {
-            let resp = policy::deny(&shared, &req, interception, &d).await;
+            let resp = policy::deny(&shared, &asked(&req), interception, &d).await;
             let _ = head_tx.send(resp);
             return;
         }
@@ -231,7 +244,11 @@ async fn intercept(
     .with_account(emit::Account {
         prices: shared.prices.clone(),
         policy: shared.policy.clone(),
-        actor: labels.initiator.clone(),
+        // Only a policy needs the actor (no allocation without one).
+        actor: match &shared.policy {
+            Some(_) => labels.initiator.clone(),
+            None => String::new(),
+        },
         model: labels.model.clone(),
     });
     let breaker_key = Key {
