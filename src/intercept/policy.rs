@@ -12,7 +12,6 @@ use super::request::RequestInfo;
 use crate::Actor;
 use crate::body::Body;
 use crate::error::{BridgeError, Flavor};
-use crate::metrics::Labels;
 use crate::pipeline::Shared;
 use crate::policy::{Decision, Denial, Policy, PolicyRequest, ToolFilter};
 use crate::provider::{Api, CredentialKind, Provider};
@@ -97,12 +96,7 @@ pub(crate) async fn deny(
             .await;
     }
     if let Some(m) = &shared.metrics {
-        let labels = Labels {
-            provider: req.provider.name().to_owned(),
-            model: req.info.model.clone(),
-            initiator: req.actor.id().to_owned(),
-            client,
-        };
+        let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
         let route = route_label(req.provider, req.endpoint);
         m.denied(&labels, denial.kind.reason(), &route);
     }
