@@ -229,10 +229,14 @@ async fn intercept(
         breaker_key,
         req.credential.kind(),
     );
-    #[cfg(feature = "mcp")]
-    let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
     let start = req.start;
-    let (outcome, waited) = relay::drive(ctx, head_tx).await;
+    let (outcome, waited) = relay::drive(
+        ctx,
+        #[cfg(feature = "mcp")]
+        tool_loop.map(|(lp, _)| lp),
+        head_tx,
+    )
+    .await;
     if let Some(m) = &metrics {
         let total = start.elapsed();
         // The awaited `record_interception` counts: the client waits for it too.

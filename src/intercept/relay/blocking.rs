@@ -21,7 +21,7 @@ use crate::error::BridgeError;
 #[cfg(feature = "mcp")]
 use crate::intercept::facts::Fact;
 #[cfg(feature = "mcp")]
-use crate::intercept::tool_loop::{Decision, not_executed};
+use crate::intercept::tool_loop::{Decision, LoopState, not_executed};
 #[cfg(feature = "mcp")]
 use crate::recorder::Outcome;
 #[cfg(feature = "mcp")]
@@ -32,6 +32,7 @@ use crate::upstream::relayed_response_headers;
 #[cfg(feature = "mcp")]
 pub(super) async fn blocking_loop(
     ctx: &mut Ctx,
+    mut lp: LoopState,
     head: &mut Head,
     cancel: &mut watch::Receiver<bool>,
     mut status: StatusCode,
@@ -39,9 +40,6 @@ pub(super) async fn blocking_loop(
     mut body: Bytes,
 ) -> End {
     loop {
-        let Some(mut lp) = ctx.tool_loop.take() else {
-            return failed("aibridge: internal error");
-        };
         let mut facts = Vec::new();
         let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
         facts.retain(|f| !matches!(f, Fact::Tool { name, .. } if lp.tools.contains(name)));
@@ -82,9 +80,8 @@ pub(super) async fn blocking_loop(
                 () = cancelled(cancel) => Stop::Shutdown,
             }
         };
-        let next = tools::step(ctx, &mut lp, turn.turn, decision, &mut facts, abort).await;
-        ctx.tool_loop = Some(lp);
-        ctx.body = match next {
+        let next = tools::step(ctx, lp, turn.turn, decision, &mut facts, abort).await;
+        (lp, ctx.body) = match next {
             Ok(next) => next,
             Err(Stop::ClientGone) => return client_gone(),
             Err(Stop::Shutdown) => {

@@ -46,9 +46,6 @@ pub(crate) struct Ctx {
     pub(crate) waited: Duration,
     /// The final call counted as a breaker failure.
     pub(super) breaker_failure: bool,
-    /// The MCP tool loop, when tools were injected.
-    #[cfg(feature = "mcp")]
-    pub(crate) tool_loop: Option<crate::intercept::tool_loop::LoopState>,
     /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
     /// next iteration's first relayed bytes.
     #[cfg(feature = "mcp")]
@@ -92,22 +89,8 @@ impl Ctx {
             waited: Duration::ZERO,
             breaker_failure: false,
             #[cfg(feature = "mcp")]
-            tool_loop: None,
-            #[cfg(feature = "mcp")]
             keep_alive: None,
         }
-    }
-}
-
-#[cfg(feature = "mcp")]
-impl Ctx {
-    /// Runs the interception as a tool loop.
-    pub(crate) fn with_tool_loop(
-        mut self,
-        lp: Option<crate::intercept::tool_loop::LoopState>,
-    ) -> Self {
-        self.tool_loop = lp;
-        self
     }
 }
 
