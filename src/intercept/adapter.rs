@@ -101,10 +101,11 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
     fn start_loop(
         &self,
         source: &Arc<dyn ToolSource>,
+        api: crate::provider::Api,
         info: &RequestInfo,
         body: &Bytes,
     ) -> Option<(LoopState, Bytes)> {
-        if !source.should_inject(&info.model) || !self.injectable(body) {
+        if !source.should_inject(api, &info.model) || !self.injectable(body) {
             return None;
         }
         let tools = tools_for_request(body, &source.snapshot());

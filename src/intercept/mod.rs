@@ -37,6 +37,8 @@ use tokio::sync::oneshot;
 
 use self::adapter::Adapter;
 pub(crate) use self::observer::StreamObserver;
+#[cfg(feature = "mcp")]
+pub(crate) use self::observer::UpstreamError;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
 pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
@@ -182,7 +184,7 @@ async fn intercept(
     let tool_loop = shared
         .tool_source
         .as_ref()
-        .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
+        .and_then(|source| adapter.start_loop(source, req.api, &req.info, &req.body));
     #[cfg(feature = "mcp")]
     let (body, observer) = match &tool_loop {
         Some((lp, body)) => {

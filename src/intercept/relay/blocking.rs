@@ -12,7 +12,8 @@ use super::call::{ReadError, read_all, upstream_error_text};
 #[cfg(feature = "mcp")]
 use super::task::Stop;
 use super::task::{
-    Ctx, End, Head, MAX_BLOCKING_BODY, cancelled, client_gone, failed, response, shutting_down,
+    Ctx, End, Head, MAX_BLOCKING_BODY, cancelled, client_gone, failed, response, secs_ceil,
+    shutting_down,
 };
 #[cfg(feature = "mcp")]
 use super::tools;
@@ -90,6 +91,7 @@ pub(super) async fn blocking_loop(
             }
             Err(_) => return failed("aibridge: internal error"),
         };
+        ctx.call_finished();
         let mut resp = match call(ctx, head, cancel).await {
             Call::Done(end) => return end,
             Call::Stopped(Stop::ClientGone) => return client_gone(),
@@ -117,22 +119,31 @@ pub(super) async fn read_answer(
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<Bytes, End> {
     let waiting = Instant::now();
+    // The response timeout runs from the call's send to the body's last byte.
+    let response = ctx.shared.timeouts.response;
+    let deadline = tokio::time::Instant::from_std(ctx.call_started + response);
     let read = tokio::select! {
         () = head.closed() => return Err(client_gone()),
         () = cancelled(cancel) => {
             head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
             return Err(shutting_down());
         }
-        r = read_all(resp, MAX_BLOCKING_BODY) => r,
+        r = tokio::time::timeout_at(deadline, read_all(resp, MAX_BLOCKING_BODY)) => r,
     };
     ctx.waited += waiting.elapsed();
     let e = match read {
-        Ok(b) => return Ok(b),
-        Err(ReadError::TooLarge) => BridgeError::upstream_too_large(MAX_BLOCKING_BODY),
-        Err(ReadError::Io(err)) => {
-            tracing::warn!(error = %err, "upstream body failed");
-            BridgeError::upstream_unreachable("connection reset")
+        Err(_) => {
+            ctx.breaker_failure = true;
+            BridgeError::upstream_timeout(secs_ceil(response))
         }
+        Ok(read) => match read {
+            Ok(b) => return Ok(b),
+            Err(ReadError::TooLarge) => BridgeError::upstream_too_large(MAX_BLOCKING_BODY),
+            Err(ReadError::Io(err)) => {
+                tracing::warn!(error = %err, "upstream body failed");
+                BridgeError::upstream_unreachable("connection reset")
+            }
+        },
     };
     let msg = e.message.clone();
     head.send(e.into_response(ctx.flavor, Some(ctx.id)));

@@ -148,6 +148,7 @@ pub(super) async fn call(
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
+        ctx.call_started = waiting;
         let send = ctx
             .shared
             .client
@@ -235,7 +236,14 @@ pub(super) async fn call(
                             );
                             d
                         }
-                        _ => return Call::Answer(resp, Some(Box::new(primed))),
+                        Some(kind) => {
+                            // The call's first event is the overload error: nothing of
+                            // this call was relayed, whatever earlier calls of a tool loop
+                            // relayed (D15).
+                            ctx.breaker_failure = breaker_counts_kind(ctx, kind);
+                            return Call::Answer(resp, Some(Box::new(primed)));
+                        }
+                        None => return Call::Answer(resp, Some(Box::new(primed))),
                     }
                 }
             }

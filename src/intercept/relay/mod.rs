@@ -18,7 +18,7 @@ use http::Response;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::Body;
-use crate::breaker::{Admitted, Report};
+use crate::breaker::Admitted;
 use crate::error::BridgeError;
 #[cfg(feature = "mcp")]
 use crate::intercept::tool_loop::LoopState;
@@ -48,6 +48,7 @@ pub(crate) async fn drive(
     let (outcome, error) = match admit(&mut ctx, &mut head) {
         Err(end) => end,
         Ok(admitted) => {
+            ctx.admitted = admitted;
             let end = exchange(
                 &mut ctx,
                 #[cfg(feature = "mcp")]
@@ -56,15 +57,10 @@ pub(crate) async fn drive(
                 &mut cancel,
             )
             .await;
-            if let Some(admitted) = admitted
+            if let Some(admitted) = ctx.admitted.take()
                 && end.0 != Outcome::Cancelled
             {
-                let report = if ctx.breaker_failure {
-                    Report::Failure
-                } else {
-                    Report::Success
-                };
-                admitted.report(report, ctx.shared.metrics.as_ref());
+                admitted.report(ctx.report(), ctx.shared.metrics.as_ref());
             }
             end
         }

@@ -25,6 +25,8 @@ use super::tools;
 use crate::BoxError;
 use crate::body::Body;
 use crate::error::BridgeError;
+#[cfg(feature = "mcp")]
+use crate::intercept::UpstreamError;
 use crate::intercept::facts::{Fact, StreamStatus};
 use crate::intercept::step;
 #[cfg(feature = "mcp")]
@@ -295,6 +297,11 @@ pub(super) async fn stream(
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
         }
+        #[cfg(feature = "mcp")]
+        (Stop::Fail(Failure::Answered(error)), _) => {
+            let ev = ctx.observer.error_event(&error);
+            (failed(error.text), ev)
+        }
         (Stop::Fail(failure), _) => {
             let msg = failure.message();
             let ev = ctx.observer.terminal_event(&msg);
@@ -472,6 +479,7 @@ pub(super) async fn next_iteration(
     let (lp, body) = tools::step(ctx, lp, turn, decision, facts, abort).await?;
     ctx.body = body;
     ctx.observer.next_iteration(lp.iteration());
+    ctx.call_finished();
     match call(ctx, head, cancel).await {
         Call::Stopped(stop) => Err(stop),
         Call::Done((_, error)) => {
@@ -486,12 +494,16 @@ pub(super) async fn next_iteration(
             let body = read_all(&mut resp, MAX_BLOCKING_BODY)
                 .await
                 .unwrap_or_default();
-            let reason = if status.is_success() {
-                "invalid upstream response: not an event stream".to_owned()
-            } else {
-                upstream_error_text(ctx.flavor, status, &body)
-            };
-            Err(Stop::Fail(Failure::Upstream(reason)))
+            if status.is_success() {
+                let reason = "invalid upstream response: not an event stream".to_owned();
+                return Err(Stop::Fail(Failure::Upstream(reason)));
+            }
+            // The upstream's own error type and message reach the client in the API's
+            // terminal event; the record keeps the whole text.
+            let text = upstream_error_text(ctx.flavor, status, &body);
+            Err(Stop::Fail(Failure::Answered(UpstreamError::parse(
+                &body, text,
+            ))))
         }
     }
 }

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::body::Body;
-use crate::breaker::Key;
+use crate::breaker::{Admitted, Key, Report};
 use crate::error::{Flavor, set_interception_header};
 use crate::intercept::StreamObserver;
 use crate::intercept::adapter::Adapter;
@@ -44,8 +44,13 @@ pub(crate) struct Ctx {
     pub(crate) credential_kind: CredentialKind,
     /// Time spent waiting on anything external (upstream, client, back-off).
     pub(crate) waited: Duration,
-    /// The final call counted as a breaker failure.
+    /// The current upstream call counts as a breaker failure.
     pub(super) breaker_failure: bool,
+    /// The breaker admission, while the interception calls the upstream.
+    pub(super) admitted: Option<Admitted>,
+    /// When the current upstream call was sent (its response timeout covers a blocking
+    /// body too).
+    pub(super) call_started: Instant,
     /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
     /// next iteration's first relayed bytes.
     #[cfg(feature = "mcp")]
@@ -88,8 +93,31 @@ impl Ctx {
             credential_kind,
             waited: Duration::ZERO,
             breaker_failure: false,
+            admitted: None,
+            call_started: start,
             #[cfg(feature = "mcp")]
             keep_alive: None,
+        }
+    }
+}
+
+impl Ctx {
+    /// Reports a finished upstream call that the interception follows with another (a tool
+    /// loop's next iteration) to the breaker, and starts the next call's count afresh.
+    #[cfg(feature = "mcp")]
+    pub(super) fn call_finished(&mut self) {
+        if let Some(a) = &self.admitted {
+            a.note(self.report(), self.shared.metrics.as_ref());
+        }
+        self.breaker_failure = false;
+    }
+
+    /// The current call's breaker outcome.
+    pub(super) fn report(&self) -> Report {
+        if self.breaker_failure {
+            Report::Failure
+        } else {
+            Report::Success
         }
     }
 }
@@ -213,6 +241,10 @@ pub(super) enum Failure {
         expect(dead_code, reason = "made by the tool loop only")
     )]
     Bridge(String),
+    /// A later upstream call of a tool loop answered an error status: its type and message
+    /// go to the client in the API's terminal event.
+    #[cfg(feature = "mcp")]
+    Answered(crate::intercept::UpstreamError),
 }
 
 impl Failure {
@@ -227,6 +259,8 @@ impl Failure {
         match self {
             Self::Upstream(reason) => format!("aibridge: upstream stream failed: {reason}"),
             Self::Bridge(message) => message,
+            #[cfg(feature = "mcp")]
+            Self::Answered(error) => error.text,
         }
     }
 }

@@ -35,8 +35,9 @@ pub(crate) trait ToolExecutor: Send + Sync {
 pub(crate) trait ToolSource: ToolExecutor {
     /// The injectable tools right now (sorted by id).
     fn snapshot(&self) -> Vec<InjectedTool>;
-    /// Whether tools are injected for this model (the skip predicate).
-    fn should_inject(&self, model: &str) -> bool;
+    /// Whether tools are injected into an `api` request for this model (the skip
+    /// predicate).
+    fn should_inject(&self, api: crate::provider::Api, model: &str) -> bool;
     /// The loop bounds.
     fn loop_config(&self) -> LoopConfig;
 }
