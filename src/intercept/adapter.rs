@@ -81,6 +81,14 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
     #[cfg(feature = "mcp")]
     fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes;
 
+    /// The final blocking body of a loop, with the response id the client is shown: the
+    /// first upstream response's (S20; Responses only, the other APIs keep the body).
+    #[cfg(feature = "mcp")]
+    fn present_id(&self, body: Bytes, first_id: &str) -> Bytes {
+        let _ = first_id;
+        body
+    }
+
     /// What a streaming client gets while tools run (D11).
     #[cfg(feature = "mcp")]
     fn keep_alive(&self) -> Bytes;

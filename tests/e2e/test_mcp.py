@@ -271,15 +271,14 @@ def test_responses_blocking(gpt, marks, mcp_gateway, mcp_server):
     tokens = check_rows(mcp_gateway.db, raw.headers[INTERCEPTION_HEADER], mcp_server,
                         streaming=False, api="responses")
     assert (response.usage.input_tokens, response.usage.output_tokens) == token_sums(tokens)
-    assert response.id == tokens[1]["provider_response_id"]
+    # One lifecycle (S20, revised): the first upstream id.
+    assert response.id == tokens[0]["provider_response_id"]
 
 
 def test_responses_streaming(gpt, last_response, marks, mcp_gateway, mcp_server):
     """Streamed with `responses.create(stream=True)`: the SDK parses every event into its
-    typed model. NOT with the `responses.stream()` helper: its accumulator (openai 3.57)
-    raises "Lifecycle response identity changed." because the terminal event carries the
-    last upstream response's id while `response.created` carried the first one's, as the
-    spec prescribes (openai-responses.md S20). Reported as a spec/SDK conflict."""
+    typed model. Every event carries the first upstream response's id (S20, revised), so
+    the `responses.stream()` helper's accumulator accepts the stream too."""
     stream = gpt.responses.create(
         model=GPT, input=[{"role": "user", "content": [{"type": "input_text", "text": PROMPT}]}],
         stream=True, extra_headers=MCP_MODE)
@@ -306,8 +305,8 @@ def test_responses_streaming(gpt, last_response, marks, mcp_gateway, mcp_server)
                         streaming=True, api="responses")
     assert (final.usage.input_tokens, final.usage.output_tokens) == token_sums(tokens)
     assert events[0].response.id == tokens[0]["provider_response_id"]
-    # The terminal event carries the last response's id (S20).
-    assert final.id == tokens[1]["provider_response_id"]
+    # One lifecycle (S20, revised): the terminal event carries the first response's id.
+    assert final.id == tokens[0]["provider_response_id"]
 
 
 # --------------------------------------------------------------------------- no injection

@@ -61,7 +61,10 @@ pub(super) async fn blocking_loop(
                     sum.add(&t.usage);
                     sum
                 });
-                let out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
+                let mut out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
+                if let Some(first) = lp.first_id.as_deref() {
+                    out = ctx.adapter.present_id(out, first);
+                }
                 if !head.send(response(status, headers, Body::from(out), ctx.id)) {
                     return client_gone();
                 }
@@ -75,6 +78,9 @@ pub(super) async fn blocking_loop(
         // before the tools run, so a client that leaves meanwhile does not lose them.
         ctx.sink.facts(&mut facts).await;
         lp.sum.add(&turn.usage);
+        if lp.first_id.is_none() {
+            lp.first_id.clone_from(&turn.turn.response_id);
+        }
         let abort = async {
             tokio::select! {
                 () = head.closed() => Stop::ClientGone,

@@ -68,6 +68,11 @@ impl Adapter for Responses {
     }
 
     #[cfg(feature = "mcp")]
+    fn present_id(&self, body: Bytes, first_id: &str) -> Bytes {
+        super::mcp::present_id(&body, first_id).unwrap_or(body)
+    }
+
+    #[cfg(feature = "mcp")]
     fn keep_alive(&self) -> Bytes {
         crate::sse::comment("keep-alive")
     }

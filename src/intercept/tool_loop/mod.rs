@@ -287,6 +287,9 @@ pub(crate) struct LoopState {
     iteration: u32,
     /// Usage of the finished iterations (blocking loops).
     pub(crate) sum: UsageSum,
+    /// The first upstream response's id (blocking loops): the id the client is shown
+    /// (openai-responses.md S20).
+    pub(crate) first_id: Option<String>,
 }
 
 impl std::fmt::Debug for LoopState {
@@ -315,6 +318,7 @@ impl LoopState {
             turns: Vec::new(),
             iteration: 1,
             sum: UsageSum::default(),
+            first_id: None,
         }
     }
 
