@@ -180,6 +180,22 @@ async fn intercept(
         m.interception_started(&labels.provider, &labels.model, &route);
     }
     let adapter = adapter_for(req.api);
+    // S20: a `previous_response_id` naming an id a tool loop presented continues from the
+    // last upstream response of that interception.
+    #[cfg(feature = "mcp")]
+    let mut req = req;
+    #[cfg(feature = "mcp")]
+    if let Some(presented) = adapter.previous_response_id(&req.body)
+        && let Some(last) = shared.response_ids.resolve(&presented).await
+        && let Some(body) = adapter.continue_from(&req.body, &last)
+    {
+        tracing::debug!(
+            presented,
+            last,
+            "previous_response_id continues from the last upstream response"
+        );
+        req.body = body;
+    }
     #[cfg(feature = "mcp")]
     let tool_loop = shared
         .tool_source
@@ -217,7 +233,7 @@ async fn intercept(
         endpoint: route.clone(),
         model: labels.model.clone(),
     };
-    let ctx = relay::Ctx::new(
+    let mut ctx = relay::Ctx::new(
         shared.clone(),
         req.provider.clone(),
         adapter,
@@ -231,6 +247,7 @@ async fn intercept(
         breaker_key,
         req.credential.kind(),
     );
+    ctx.presents_first_id = adapter.presents_first_id();
     let start = req.start;
     let (outcome, waited) = relay::drive(
         ctx,

@@ -53,7 +53,8 @@ where
         credential.as_ref(),
         Mode::Passthrough,
     );
-    let url = upstream_url(provider.base_url(), rest, parts.uri.query());
+    let rest = continued(shared, rest).await;
+    let url = upstream_url(provider.base_url(), &rest, parts.uri.query());
     // The request body streams through, capped at the limit (no body at all when the
     // client sent none, so a GET stays a GET without a chunked empty body).
     let empty = http_body::Body::is_end_stream(&body);
@@ -106,6 +107,23 @@ where
 }
 
 /// Resolves when the bridge cancels in-flight work (never if the bridge is gone).
+/// `/responses/{id}…` with `{id}` resolved as a presented Responses id (S20): a tool
+/// loop showed the client its first upstream id; the upstream knows the conversation under
+/// the last one.
+async fn continued<'a>(shared: &Shared, rest: &'a str) -> std::borrow::Cow<'a, str> {
+    let Some(tail) = rest.strip_prefix("/responses/") else {
+        return rest.into();
+    };
+    let (id, after) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
+    if id.is_empty() {
+        return rest.into();
+    }
+    match shared.response_ids.resolve(id).await {
+        Some(last) => format!("/responses/{last}{after}").into(),
+        None => rest.into(),
+    }
+}
+
 async fn cancelled(mut rx: watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;

@@ -78,6 +78,13 @@ pub(crate) async fn drive(
             "interception cancelled"
         ),
     }
+    if ctx.presents_first_id
+        && let Some((first, last)) = ctx.sink.response_ids()
+    {
+        ctx.shared
+            .response_ids
+            .remember(first.clone(), last.clone());
+    }
     ctx.sink.end(outcome, error).await;
     (outcome, ctx.waited)
 }

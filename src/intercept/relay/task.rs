@@ -48,6 +48,9 @@ pub(crate) struct Ctx {
     pub(super) breaker_failure: bool,
     /// The breaker admission, while the interception calls the upstream.
     pub(super) admitted: Option<Admitted>,
+    /// Responses: the interception's first upstream response id is the one the client
+    /// sees, and the bridge remembers which last id it stands for (S20).
+    pub(crate) presents_first_id: bool,
     /// When the current upstream call was sent (its response timeout covers a blocking
     /// body too).
     pub(super) call_started: Instant,
@@ -94,6 +97,7 @@ impl Ctx {
             waited: Duration::ZERO,
             breaker_failure: false,
             admitted: None,
+            presents_first_id: false,
             call_started: start,
             #[cfg(feature = "mcp")]
             keep_alive: None,

@@ -67,6 +67,20 @@ impl Adapter for Responses {
         super::mcp::final_blocking(body, sum, tools)
     }
 
+    fn presents_first_id(&self) -> bool {
+        true
+    }
+
+    #[cfg(feature = "mcp")]
+    fn previous_response_id(&self, body: &[u8]) -> Option<String> {
+        super::mcp::previous_response_id(body)
+    }
+
+    #[cfg(feature = "mcp")]
+    fn continue_from(&self, body: &[u8], id: &str) -> Option<Bytes> {
+        super::mcp::continue_from(body, id)
+    }
+
     #[cfg(feature = "mcp")]
     fn present_id(&self, body: Bytes, first_id: &str) -> Bytes {
         super::mcp::present_id(&body, first_id).unwrap_or(body)

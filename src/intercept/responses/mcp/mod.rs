@@ -228,6 +228,18 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
     apply(body, edits)
 }
 
+/// The request's `previous_response_id`, if it is a string.
+pub(crate) fn previous_response_id(body: &[u8]) -> Option<String> {
+    let raw = Obj::top(body)?.get("previous_response_id")?;
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
+/// The request with `previous_response_id` set to `id` (every other byte kept).
+pub(crate) fn continue_from(body: &[u8], id: &str) -> Option<Bytes> {
+    let edit = Obj::top(body)?.set("previous_response_id", &crate::error::json_string(id))?;
+    Some(apply(body, vec![edit]))
+}
+
 /// A response object (`body`) with its `id` replaced by `first_id` (S20), if it had
 /// another one.
 pub(crate) fn present_id(body: &[u8], first_id: &str) -> Option<Bytes> {
