@@ -25,6 +25,8 @@ pub(crate) struct Emitter {
     metrics: Option<(Metrics, Labels)>,
     /// The first and the last upstream response id with token usage (S20).
     response_ids: Option<(String, String)>,
+    /// Input and output tokens over the interception's calls (span attributes).
+    tokens: (u64, u64),
 }
 
 impl Emitter {
@@ -44,6 +46,7 @@ impl Emitter {
             attempted: false,
             metrics,
             response_ids: None,
+            tokens: (0, 0),
         }
     }
 
@@ -51,6 +54,11 @@ impl Emitter {
     /// call's token usage names its response), once there is one.
     pub(crate) fn response_ids(&self) -> Option<&(String, String)> {
         self.response_ids.as_ref()
+    }
+
+    /// Input and output tokens over the interception's calls so far.
+    pub(crate) fn tokens(&self) -> (u64, u64) {
+        self.tokens
     }
 
     /// Metrics are driven by the records themselves, when they are created.
@@ -93,6 +101,8 @@ impl Emitter {
                 })
             }
             Fact::Usage { response_id, usage } => {
+                self.tokens.0 = self.tokens.0.saturating_add(usage.input);
+                self.tokens.1 = self.tokens.1.saturating_add(usage.output);
                 if let Some(rid) = &response_id {
                     match &mut self.response_ids {
                         Some((_, last)) => last.clone_from(rid),

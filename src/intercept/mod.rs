@@ -130,6 +130,12 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
         streaming = req.info.streaming,
         initiator_id = %req.actor.id(),
         client = client.label(),
+        outcome = tracing::field::Empty,
+        gen_ai.system = req.provider.kind().as_str(),
+        gen_ai.request.model = %req.info.model,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
     );
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.

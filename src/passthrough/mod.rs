@@ -55,6 +55,15 @@ where
     );
     let rest = continued(shared, rest).await;
     let url = upstream_url(provider.base_url(), &rest, parts.uri.query());
+    // D17: the passthrough call's span, a child of the host's request span.
+    let span = tracing::info_span!(
+        "aibridge.passthrough",
+        provider = provider.name(),
+        route = %route.path,
+        method = %parts.method,
+        upstream_url = url.split('?').next().unwrap_or_default(),
+        status = tracing::field::Empty,
+    );
     // The request body streams through, capped at the limit (no body at all when the
     // client sent none, so a GET stays a GET without a chunked empty body).
     let empty = http_body::Body::is_end_stream(&body);
@@ -68,8 +77,9 @@ where
     }
     // At the shutdown deadline an open passthrough is cut off, before or after its head.
     let cancel = shared.cancel.subscribe();
+    let send = tracing::Instrument::instrument(req.send(), span.clone());
     let sent = tokio::select! {
-        r = req.send() => Some(r),
+        r = send => Some(r),
         () = cancelled(cancel.clone()) => None,
     };
     if let Some(m) = &shared.metrics {
@@ -85,6 +95,7 @@ where
     match sent {
         Ok(resp) => {
             let status = resp.status();
+            span.record("status", status.as_u16());
             let headers = passthrough_response_headers(resp.headers());
             let body = until_cancelled(resp.bytes_stream().map_err(BoxError::from), cancel);
             let mut out = Response::new(Body::new(http_body_util::StreamBody::new(

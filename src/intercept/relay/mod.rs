@@ -78,6 +78,15 @@ pub(crate) async fn drive(
             "interception cancelled"
         ),
     }
+    // D17: the interception span's outcome and GenAI attributes (the task runs inside it).
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.as_str());
+    let (input, output) = ctx.sink.tokens();
+    span.record("gen_ai.usage.input_tokens", input);
+    span.record("gen_ai.usage.output_tokens", output);
+    if let Some((first, _)) = ctx.sink.response_ids() {
+        span.record("gen_ai.response.id", first.as_str());
+    }
     if ctx.presents_first_id
         && let Some((first, last)) = ctx.sink.response_ids()
     {

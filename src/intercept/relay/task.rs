@@ -51,6 +51,8 @@ pub(crate) struct Ctx {
     /// Responses: the interception's first upstream response id is the one the client
     /// sees, and the bridge remembers which last id it stands for (S20).
     pub(crate) presents_first_id: bool,
+    /// The upstream call's number within the interception (a tool loop's iteration).
+    pub(super) iteration: u32,
     /// When the current upstream call was sent (its response timeout covers a blocking
     /// body too).
     pub(super) call_started: Instant,
@@ -98,6 +100,7 @@ impl Ctx {
             breaker_failure: false,
             admitted: None,
             presents_first_id: false,
+            iteration: 1,
             call_started: start,
             #[cfg(feature = "mcp")]
             keep_alive: None,
@@ -114,6 +117,7 @@ impl Ctx {
             a.note(self.report(), self.shared.metrics.as_ref());
         }
         self.breaker_failure = false;
+        self.iteration += 1;
     }
 
     /// The current call's breaker outcome.
