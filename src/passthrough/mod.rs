@@ -61,7 +61,7 @@ where
         provider = provider.name(),
         route = %route.path,
         method = %parts.method,
-        upstream_url = url.split('?').next().unwrap_or_default(),
+        upstream_url = crate::upstream::url_for_span(&url),
         status = tracing::field::Empty,
     );
     // The request body streams through, capped at the limit (no body at all when the

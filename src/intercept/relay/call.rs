@@ -272,14 +272,13 @@ pub(super) async fn call(
 }
 
 /// The span of one upstream call attempt (D17), a child of the interception's span, with
-/// the OpenTelemetry GenAI attributes that fit. The URL carries no query (and no key: the
-/// credential travels in headers).
+/// the OpenTelemetry GenAI attributes that fit. The URL carries no userinfo and no query.
 fn upstream_span(ctx: &Ctx, attempt: u32) -> tracing::Span {
     tracing::info_span!(
         "aibridge.upstream",
         iteration = ctx.iteration,
         attempt = attempt + 1,
-        url = ctx.url.split('?').next().unwrap_or_default(),
+        url = crate::upstream::url_for_span(&ctx.url),
         status = tracing::field::Empty,
         error_kind = tracing::field::Empty,
         retry_delay_ms = tracing::field::Empty,
