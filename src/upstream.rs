@@ -404,9 +404,9 @@ mod tests {
     #[test]
     fn span_urls_carry_no_credentials_or_query() {
         assert_eq!(
-            super::url_for_span("https://user:pa55@api.example.com/v1/messages?key=sk-1#f"),
+            url_for_span("https://user:pa55@api.example.com/v1/messages?key=sk-1#f"),
             "https://api.example.com/v1/messages"
         );
-        assert_eq!(super::url_for_span("not a url"), "");
+        assert_eq!(url_for_span("not a url"), "");
     }
 }
