@@ -7,9 +7,9 @@
 //! The bridge remembers its own interceptions' pairs in a bounded in-process cache and
 //! asks a [`ResponseIds`] store for ids it does not know (another replica's, or from before
 //! a restart). The SQL recorders are such stores: they answer from the token-usage rows'
-//! `provider_response_id` (`Builder::response_ids`). A host with its own [`Recorder`]
-//! (crate::Recorder) and no store gets the cache only: the mapping then holds within one
-//! process and is lost on restart.
+//! `provider_response_id` (`Builder::response_ids`). A host with its own
+//! [`Recorder`](crate::Recorder) and no store gets the cache only: the mapping then holds
+//! within one process and is lost on restart.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,22 @@ use std::time::Duration;
 use crate::BoxError;
 
 /// A store that resolves a presented Responses id (the first upstream response id of a
-/// tool-loop interception) to the last upstream response id of the same interception.
+/// tool-loop interception) to the last upstream response id of the same interception
+/// (openai-responses.md S20): the bridge shows a client one response lifecycle, the first
+/// upstream id, while the upstream stored the conversation under the last one, and sends a
+/// later `previous_response_id` (or `/v1/responses/{id}` call) naming the presented id
+/// upstream as the last id.
+///
+/// The bridge keeps its own pairs in a bounded in-process cache and asks the store given to
+/// [`Builder::response_ids`](crate::bridge::Builder::response_ids) only for ids it does not
+/// know (another replica's, or from before a restart). [`SqliteRecorder`] and
+/// [`PostgresRecorder`] implement it from their token-usage rows. A host with its own
+/// [`Recorder`](crate::Recorder) and no store gets the cache only: the mapping then holds
+/// within one process and is lost on restart. Lookups slower than 2 s, or failing, leave
+/// the id as the client sent it.
+///
+/// [`SqliteRecorder`]: https://docs.rs/aibridge/latest/aibridge/recorder/struct.SqliteRecorder.html
+/// [`PostgresRecorder`]: https://docs.rs/aibridge/latest/aibridge/recorder/struct.PostgresRecorder.html
 ///
 /// ```
 /// use aibridge::recorder::ResponseIds;
