@@ -309,6 +309,31 @@ def test_responses_streaming(gpt, last_response, marks, mcp_gateway, mcp_server)
     assert final.id == tokens[0]["provider_response_id"]
 
 
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_responses_stream_helper_and_previous_response_id(gpt, marks, mcp_gateway, mcp_server,
+                                                          iterations):
+    """The `responses.stream()` helper accepts a stream in which the bridge ran its tool loop
+    (one id from `response.created` to `response.completed`: the first upstream one, S20
+    revised), and a follow-up whose `previous_response_id` is that id reaches the upstream as
+    the loop's LAST upstream id: the fake upstream, which keeps each response's conversation
+    under its id as the real one does, answers from the whole conversation (the tool
+    results are in it only under the last id)."""
+    headers = dict(MCP_MODE, **{"x-fake-mcp-calls": str(iterations)})
+    with gpt.responses.stream(model=GPT, input=PROMPT, extra_headers=headers) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    ids = {event.response.id for event in events if hasattr(event, "response")}
+    assert ids == {final.id}, ids
+    assert final.output_text.endswith(FINAL_TEXT)
+    assert final.tools == []
+    calls = marks.fake_upstream.since(marks.upstream)
+    assert len(calls) == iterations + 1
+    follow = gpt.responses.create(model=GPT, input="what did the tool say?",
+                                  previous_response_id=final.id,
+                                  extra_headers={"x-fake-mode": "recall"})
+    assert follow.output_text == "recall: " + " | ".join([TOOL_RESULT] * iterations)
+
+
 # --------------------------------------------------------------------------- no injection
 
 def test_haiku_gets_no_injected_tools(claude, marks, mcp_gateway, mcp_server):
