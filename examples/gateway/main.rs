@@ -34,6 +34,7 @@ mod auth;
 mod bridge;
 mod config;
 mod conn;
+mod policy_file;
 mod routes;
 mod server;
 #[cfg(test)]
