@@ -173,7 +173,11 @@ pub(crate) fn parse(text: &str) -> Result<PolicyFile, String> {
 /// The 1-based line of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
-    text.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -214,9 +218,15 @@ cache_write = 0.0
             d.models.as_deref(),
             Some(&["claude-*".to_owned(), "gpt-*".to_owned()][..])
         );
-        assert_eq!(d.deny_models.as_deref(), Some(&["*-preview".to_owned()][..]));
+        assert_eq!(
+            d.deny_models.as_deref(),
+            Some(&["*-preview".to_owned()][..])
+        );
         let b = d.budget.as_ref().unwrap().get_ref();
-        assert_eq!((b.tokens, b.usd, b.per), (Some(2_000_000), None, WindowFile::Day));
+        assert_eq!(
+            (b.tokens, b.usd, b.per),
+            (Some(2_000_000), None, WindowFile::Day)
+        );
         let r = d.rate.as_ref().unwrap().get_ref();
         assert_eq!((r.requests, r.per), (120, RatePerFile::Minute));
         assert_eq!(
@@ -231,7 +241,10 @@ cache_write = 0.0
             Some(&["claude-sonnet-*".to_owned()][..])
         );
         let b = alice.budget.as_ref().unwrap().get_ref();
-        assert_eq!((b.tokens, b.usd, b.per), (Some(100_000), None, WindowFile::Day));
+        assert_eq!(
+            (b.tokens, b.usd, b.per),
+            (Some(100_000), None, WindowFile::Day)
+        );
         assert!(alice.deny_models.is_none() && alice.rate.is_none());
         assert!(alice.mcp_tools.is_none() && alice.unpriced.is_none());
 
@@ -262,7 +275,10 @@ cache_write = 0.0
         )
         .unwrap();
         let b = f.default.budget.as_ref().unwrap().get_ref();
-        assert_eq!((b.tokens, b.usd, b.per), (None, Some(50.0), WindowFile::Month));
+        assert_eq!(
+            (b.tokens, b.usd, b.per),
+            (None, Some(50.0), WindowFile::Month)
+        );
         assert_eq!(
             f.default.rate.as_ref().unwrap().get_ref().per,
             RatePerFile::Second
@@ -284,12 +300,23 @@ cache_write = 0.0
                 2,
                 "hard",
             ),
-            ("[default]\nrate = { requests = 1, per = \"minute\", burst = 2 }\n", 2, "burst"),
-            ("[prices.m]\ninput = 1.0\noutput = 1.0\ncache_read = 0.1\ncache_write = 0.1\ncached = 0\n", 6, "cached"),
+            (
+                "[default]\nrate = { requests = 1, per = \"minute\", burst = 2 }\n",
+                2,
+                "burst",
+            ),
+            (
+                "[prices.m]\ninput = 1.0\noutput = 1.0\ncache_read = 0.1\ncache_write = 0.1\ncached = 0\n",
+                6,
+                "cached",
+            ),
         ] {
             let e = err(text);
             assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
-            assert!(e.contains(&format!("unknown field `{field}`")), "{text:?}: {e}");
+            assert!(
+                e.contains(&format!("unknown field `{field}`")),
+                "{text:?}: {e}"
+            );
         }
     }
 
