@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::{Gateway, exchange};
+use tokio::io::AsyncWriteExt as _;
+
+use super::{Gateway, read_response};
 use crate::config::Config;
 use crate::policy::{self, GatewayPolicy};
 
@@ -24,18 +26,16 @@ fn write(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
 
 /// A bridged Anthropic request for `model` as actor alice, on a new connection.
 async fn ask(gw: &Gateway, model: &str) -> super::Response {
-    let body = format!(r#"{{"model":"{model}","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}]}}"#);
-    let mut s = gw.connect().await;
-    let head = format!(
+    let body = format!(
+        r#"{{"model":"{model}","max_tokens":8,"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    let req = format!(
         "POST /api/v2/aibridge/anthropic/v1/messages HTTP/1.1\r\nhost: gateway\r\nx-api-key: tok-alice\r\nanthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    // `exchange` appends the blank line after the head; the body follows it here.
-    let (head, body) = head.split_once("\r\n\r\n").unwrap();
-    let mut req = head.to_owned();
-    req.push_str("\r\n\r\n");
-    req.push_str(body);
-    exchange(&mut s, req.trim_end_matches("\r\n\r\n").trim_end()).await
+    let mut s = gw.connect().await;
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_response(&mut s).await
 }
 
 #[tokio::test]
