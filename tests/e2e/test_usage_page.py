@@ -233,13 +233,13 @@ def expected(days):
             if tokens:
                 acc = per[dim].setdefault(key, [0, 0, 0, 0, 0, 0])
                 acc[0] += 1
-                for (inp, out, cr, cw) in tokens:
+                for (inp, out, cr, cw) in (t[:4] for t in tokens):
                     for i, v in enumerate((inp, out, cr, cw, inp + out + cr + cw)):
                         acc[1 + i] += v
         if session is not None:
             acc = sessions.setdefault((session, user, client), [0, 0])
             acc[0] += 1
-            acc[1] += sum(sum(t) for t in tokens)
+            acc[1] += sum(sum(t[:4]) for t in tokens)
         for (tool, injected, provider_executed, error) in calls:
             kind = "injected" if injected else "provider" if provider_executed else "client"
             acc = tools.setdefault((tool, kind), [0, 0])
@@ -258,7 +258,7 @@ def expected(days):
         "interceptions": len(rows) + len(denied),
         "users": len({r[0] for r in rows} | {d[0] for d in denied}),
         "sessions": len({r[3] for r in rows if r[3] is not None}),
-        "tokens": sum(sum(sum(t) for t in r[6]) for r in rows),
+        "tokens": sum(sum(sum(t[:4]) for t in r[6]) for r in rows),
         "tool-calls": sum(len(r[7]) for r in rows),
         "failed": sum(1 for r in rows if r[5] == "failed"),
         "denied": len(denied),
