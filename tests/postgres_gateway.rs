@@ -391,9 +391,8 @@ async fn two_gateway_processes_writing_concurrently_lose_nothing() {
         .collect();
     assert_eq!(
         tokens,
-        ["actor-a", "actor-b"].map(|u| {
-            format!("{u}|{per}|{}|{}|0|0|{total}", per * input, per * output)
-        })
+        ["actor-a", "actor-b"]
+            .map(|u| { format!("{u}|{per}|{}|{}|0|0|{total}", per * input, per * output) })
     );
     for r in &rows {
         let cols: Vec<&str> = r.split('|').collect();

@@ -26,6 +26,7 @@ pub(crate) async fn build_bridge(
     cfg: &Config,
     registry: &prometheus::Registry,
     policy: Option<Loaded>,
+    spend: Option<Arc<dyn SpendSource>>,
 ) -> Result<(RequestBridge, Option<Arc<GatewayPolicy>>), ExitCode> {
     let mut anthropic = match &cfg.anthropic_key {
         Some(k) => Anthropic::new(Secret::new(k.clone())),
@@ -62,12 +63,9 @@ pub(crate) async fn build_bridge(
         }
         builder = builder.mcp(mcp);
     }
-    let (builder, spend): (_, Arc<dyn SpendSource>) = if cfg.database_url.starts_with("sqlite:") {
+    let builder = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
-            Ok(r) => {
-                let r = Arc::new(r);
-                (builder.recorder(Arc::clone(&r)), r)
-            }
+            Ok(r) => builder.recorder(r),
             Err(e) => {
                 eprintln!(
                     "aibridge gateway: database {}: {e}",
@@ -82,7 +80,7 @@ pub(crate) async fn build_bridge(
     let (builder, policy) = match (policy, &cfg.policy) {
         (Some(loaded), Some(path)) => {
             let prices = loaded.prices.clone();
-            let p = GatewayPolicy::new(path.clone(), loaded, Some(spend)).map_err(|e| {
+            let p = GatewayPolicy::new(path.clone(), loaded, spend).map_err(|e| {
                 eprintln!("aibridge gateway: AIBRIDGE_POLICY={e}");
                 ExitCode::from(2)
             })?;
@@ -103,12 +101,9 @@ pub(crate) async fn build_bridge(
 async fn connect_postgres(
     builder: aibridge::bridge::Builder,
     url: &str,
-) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
+) -> Result<aibridge::bridge::Builder, ExitCode> {
     match aibridge::recorder::PostgresRecorder::connect(url).await {
-        Ok(r) => {
-            let r = Arc::new(r);
-            Ok((builder.recorder(Arc::clone(&r)), r))
-        }
+        Ok(r) => Ok(builder.recorder(r)),
         Err(e) => {
             eprintln!("aibridge gateway: database {}: {e}", redact(url));
             Err(ExitCode::from(1))
@@ -120,7 +115,7 @@ async fn connect_postgres(
 async fn connect_postgres(
     _: aibridge::bridge::Builder,
     url: &str,
-) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
+) -> Result<aibridge::bridge::Builder, ExitCode> {
     eprintln!(
         "aibridge gateway: database {}: built without the postgres feature",
         redact(url)

@@ -28,7 +28,7 @@ use aibridge::policy::{
 };
 
 use crate::policy_file::{
-    self, BudgetFile, PolicyFile, RatePerFile, RateFile, RulesFile, UnpricedFile, WindowFile,
+    self, BudgetFile, PolicyFile, RateFile, RatePerFile, RulesFile, UnpricedFile, WindowFile,
 };
 use crate::usage::{BudgetRow, Limit};
 
@@ -59,8 +59,8 @@ pub(crate) struct Loaded {
 /// for people that names the file and the line (or the field).
 pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| format!("{}: not UTF-8: {e}", path.display()))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|e| format!("{}: not UTF-8: {e}", path.display()))?;
     let file = policy_file::parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
     let (rules, prices) = convert(&file).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Loaded {
@@ -215,8 +215,8 @@ impl GatewayPolicy {
     /// (`None` when no rule has a budget).
     pub(crate) fn budget_rows(&self) -> Option<Vec<BudgetRow>> {
         let rules = self.policy.rules();
-        let any_budget = rules.default.budget.is_some()
-            || rules.actors.values().any(|a| a.budget.is_some());
+        let any_budget =
+            rules.default.budget.is_some() || rules.actors.values().any(|a| a.budget.is_some());
         if !any_budget {
             return None;
         }
@@ -252,8 +252,7 @@ pub(crate) fn spawn_reloader(policy: Arc<GatewayPolicy>) {
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         #[cfg(unix)]
-        let mut hup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let force = tokio::select! {

@@ -38,6 +38,28 @@ async fn ask(gw: &Gateway, model: &str) -> super::Response {
     read_response(&mut s).await
 }
 
+/// The body of `r` without the chunked framing (`read_response` keeps it).
+fn dechunked(r: &super::Response) -> String {
+    if !r
+        .head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return r.body.clone();
+    }
+    let mut out = String::new();
+    let mut rest = r.body.as_str();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
 #[tokio::test]
 async fn the_gateway_enforces_its_policy_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,12 +67,13 @@ async fn the_gateway_enforces_its_policy_file() {
     let gw = Gateway::start(&[
         ("AIBRIDGE_POLICY", path.to_str().unwrap()),
         ("AIBRIDGE_TOKENS", "tok-alice:alice"),
+        ("ANTHROPIC_API_KEY", "sk-ant-gateway-test"),
     ])
     .await;
     for model in ["gpt-5", "claude-next-preview"] {
         let r = ask(&gw, model).await;
         assert_eq!(r.status, 403, "{model}: {r:?}");
-        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&dechunked(&r)).unwrap();
         assert_eq!(v["type"], "error", "{r:?}");
         assert_eq!(v["error"]["type"], "permission_error", "{r:?}");
         assert_eq!(
@@ -73,7 +96,10 @@ async fn the_gateway_enforces_its_policy_file() {
 async fn a_bad_policy_file_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("gw.db").display());
-    for text in ["[default]\nmodels = [\"claude-*\"]\nmodles = 1\n", "[default\n"] {
+    for text in [
+        "[default]\nmodels = [\"claude-*\"]\nmodles = 1\n",
+        "[default\n",
+    ] {
         let path = write(&dir, text);
         let vars: HashMap<&str, String> = [
             ("AIBRIDGE_DATABASE_URL", db.clone()),
@@ -115,4 +141,67 @@ async fn reload_applies_good_versions_and_keeps_the_policy_on_bad_ones() {
     assert_eq!(gp.budget_rows(), None, "no budget left in the rules");
     // SIGHUP re-applies even an unchanged file.
     assert!(gp.reload(true).await);
+}
+
+#[tokio::test]
+async fn the_report_pool_is_the_spend_source_of_every_replica() {
+    use aibridge::policy::{ActorSpend, SpendSource as _};
+    use std::time::{Duration, SystemTime};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("gw.db").display());
+    // The recorder makes the schema, as at the gateway's start.
+    drop(
+        aibridge::recorder::SqliteRecorder::connect(&url)
+            .await
+            .unwrap(),
+    );
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    // (actor, age, tokens [in, out, cache read, cache write], cost)
+    let rows: [(&str, Duration, [i64; 4], Option<f64>); 4] = [
+        ("alice", hour, [10, 20, 30, 40], Some(1.5)),
+        ("alice", 2 * hour, [1, 2, 3, 4], None),
+        ("bob", hour, [5, 5, 0, 0], Some(0.25)),
+        ("alice", 48 * hour, [1000, 1000, 0, 0], Some(99.0)), // before `since`
+    ];
+    for (n, (actor, age, [i, o, cr, cw], cost)) in rows.iter().enumerate() {
+        let at = crate::usage::rfc3339_for_tests(now - *age);
+        let id = format!("00000000-0000-7000-8000-{n:012}");
+        sqlx::query(
+            "INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name, api, model, streaming, client, credential_kind, metadata, started_at) VALUES (?, ?, 'anthropic', 'anthropic', 'messages', 'm', 0, 'Unknown', 'centralized', '{}', ?)",
+        )
+        .bind(&id)
+        .bind(actor)
+        .bind(&at)
+        .execute(&db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO aibridge_token_usages (id, interception_id, input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens, extra, created_at, cost_usd) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
+        )
+        .bind(format!("00000000-0000-7000-9000-{n:012}"))
+        .bind(&id)
+        .bind(i)
+        .bind(o)
+        .bind(cr)
+        .bind(cw)
+        .bind(&at)
+        .bind(cost)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    let report = crate::usage::ReportDb::open(&url).unwrap();
+    let mut got = report.spend_since(now - 24 * hour).await.unwrap();
+    got.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(
+        got,
+        [
+            ActorSpend::new("alice", [11, 22, 33, 44], 1.5),
+            ActorSpend::new("bob", [5, 5, 0, 0], 0.25),
+        ]
+    );
+    assert!(report.spend_since(now).await.unwrap().is_empty());
 }
