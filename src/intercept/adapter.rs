@@ -103,11 +103,12 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
         source: &Arc<dyn ToolSource>,
         info: &RequestInfo,
         body: &Bytes,
+        filter: Option<&crate::policy::ToolFilter>,
     ) -> Option<(LoopState, Bytes)> {
         if !source.should_inject(&info.model) || !self.injectable(body) {
             return None;
         }
-        let tools = tools_for_request(body, &source.snapshot());
+        let tools = tools_for_request(body, &source.snapshot(), filter);
         if tools.0.is_empty() {
             return None;
         }

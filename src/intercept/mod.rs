@@ -18,6 +18,7 @@ mod json_edit;
 mod messages;
 mod observer;
 mod openai;
+mod policy;
 #[cfg(test)]
 mod proptests;
 mod relay;
@@ -97,6 +98,11 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
+    // The policy stage: without a policy, one `Option` check.
+    let verdict = match &shared.policy {
+        None => policy::Verdict::Allow,
+        Some(p) => policy::check(p, &req, client.label(), session.as_deref()).await,
+    };
     let id = RecordId::new();
     let interception = Interception {
         id,
@@ -133,7 +139,7 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = shared.track_task();
     let task = async move {
-        intercept(shared, req, interception, head_tx).await;
+        intercept(shared, req, interception, verdict, head_tx).await;
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -149,8 +155,20 @@ async fn intercept(
     shared: Arc<Shared>,
     req: Bridged,
     interception: Interception,
+    verdict: policy::Verdict,
     head_tx: oneshot::Sender<Response<Body>>,
 ) {
+    let filter = match verdict {
+        policy::Verdict::Allow => None,
+        policy::Verdict::Narrow(f) => Some(f),
+        policy::Verdict::Deny(d) => {
+            let resp = policy::deny(&shared, &req, interception, &d).await;
+            let _ = head_tx.send(resp);
+            return;
+        }
+    };
+    #[cfg(not(feature = "mcp"))]
+    let _ = filter; // nothing to narrow without injected tools
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
@@ -182,7 +200,7 @@ async fn intercept(
     let tool_loop = shared
         .tool_source
         .as_ref()
-        .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
+        .and_then(|source| adapter.start_loop(source, &req.info, &req.body, filter.as_ref()));
     #[cfg(feature = "mcp")]
     let (body, observer) = match &tool_loop {
         Some((lp, body)) => {
@@ -209,7 +227,13 @@ async fn intercept(
         id,
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),
-    );
+    )
+    .with_account(emit::Account {
+        prices: shared.prices.clone(),
+        policy: shared.policy.clone(),
+        actor: labels.initiator.clone(),
+        model: labels.model.clone(),
+    });
     let breaker_key = Key {
         provider: labels.provider.clone(),
         endpoint: route.clone(),

@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use self::budget::retry_secs as retry_after_secs;
 pub use self::builtin::{BudgetStatus, DEFAULT_REFRESH, RulesPolicy, RulesPolicyBuilder};
 pub use self::clock::{Clock, SystemClock};
 pub use self::prices::{Price, Prices};
@@ -102,7 +103,7 @@ pub struct PolicyRequest<'a> {
     pub model: &'a str,
     /// The request asks for a stream.
     pub streaming: bool,
-    /// The detected client (`"claude-code"`, `"codex"`, … or `"unknown"`).
+    /// The detected client, as recorded (`"Claude Code"`, `"Codex"`, … or `"Unknown"`).
     pub client: &'a str,
     /// The client's session id, when it sent one.
     pub session_id: Option<&'a str>,
@@ -116,7 +117,7 @@ pub struct PolicyRequest<'a> {
 
 impl<'a> PolicyRequest<'a> {
     /// A request for tests of a policy (the bridge builds its own). `provider_kind`
-    /// Anthropic, API Messages, not streaming, client `"unknown"`, no session, centralized
+    /// Anthropic, API Messages, not streaming, client `"Unknown"`, no session, centralized
     /// credential, empty body, no client tools; change the public fields as needed.
     pub fn new(actor: &'a Actor, provider_name: &'a str, model: &'a str) -> Self {
         Self {
@@ -126,7 +127,7 @@ impl<'a> PolicyRequest<'a> {
             api: Api::Messages,
             model,
             streaming: false,
-            client: "unknown",
+            client: "Unknown",
             session_id: None,
             credential_kind: CredentialKind::Centralized,
             body_len: 0,
