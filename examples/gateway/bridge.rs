@@ -26,7 +26,6 @@ pub(crate) async fn build_bridge(
     cfg: &Config,
     registry: &prometheus::Registry,
     policy: Option<Loaded>,
-    spend: Option<Arc<dyn SpendSource>>,
 ) -> Result<(RequestBridge, Option<Arc<GatewayPolicy>>), ExitCode> {
     let mut anthropic = match &cfg.anthropic_key {
         Some(k) => Anthropic::new(Secret::new(k.clone())),
@@ -63,9 +62,13 @@ pub(crate) async fn build_bridge(
         }
         builder = builder.mcp(mcp);
     }
-    let builder = if cfg.database_url.starts_with("sqlite:") {
+    // The recorder is also the policy's spend source: every replica's records.
+    let (builder, spend): (_, Arc<dyn SpendSource>) = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
-            Ok(r) => builder.recorder(r),
+            Ok(r) => {
+                let r = Arc::new(r);
+                (builder.recorder(Arc::clone(&r)), r)
+            }
             Err(e) => {
                 eprintln!(
                     "aibridge gateway: database {}: {e}",
@@ -80,7 +83,7 @@ pub(crate) async fn build_bridge(
     let (builder, policy) = match (policy, &cfg.policy) {
         (Some(loaded), Some(path)) => {
             let prices = loaded.prices.clone();
-            let p = GatewayPolicy::new(path.clone(), loaded, spend).map_err(|e| {
+            let p = GatewayPolicy::new(path.clone(), loaded, Some(spend)).map_err(|e| {
                 eprintln!("aibridge gateway: AIBRIDGE_POLICY={e}");
                 ExitCode::from(2)
             })?;
@@ -101,9 +104,12 @@ pub(crate) async fn build_bridge(
 async fn connect_postgres(
     builder: aibridge::bridge::Builder,
     url: &str,
-) -> Result<aibridge::bridge::Builder, ExitCode> {
+) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
     match aibridge::recorder::PostgresRecorder::connect(url).await {
-        Ok(r) => Ok(builder.recorder(r)),
+        Ok(r) => {
+            let r = Arc::new(r);
+            Ok((builder.recorder(Arc::clone(&r)), r))
+        }
         Err(e) => {
             eprintln!("aibridge gateway: database {}: {e}", redact(url));
             Err(ExitCode::from(1))
@@ -115,7 +121,7 @@ async fn connect_postgres(
 async fn connect_postgres(
     _: aibridge::bridge::Builder,
     url: &str,
-) -> Result<aibridge::bridge::Builder, ExitCode> {
+) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
     eprintln!(
         "aibridge gateway: database {}: built without the postgres feature",
         redact(url)

@@ -69,24 +69,8 @@ async fn prepare(cfg: &Config) -> Result<(RequestBridge, axum::Router), ExitCode
             }
         },
     };
-    // The report's read-only pool also feeds the policy's ledger with every replica's
-    // spend (`usage::spend`).
-    let report = match usage::ReportDb::open(&cfg.database_url) {
-        Ok(db) => Ok(Arc::new(db)),
-        Err(e) => {
-            tracing::warn!(error = %e, "usage report disabled");
-            Err(Arc::<str>::from(e))
-        }
-    };
-    let spend = report
-        .as_ref()
-        .ok()
-        .map(|db| Arc::clone(db) as Arc<dyn aibridge::policy::SpendSource>);
-    if loaded.is_some() && spend.is_none() {
-        tracing::warn!("policy: budgets count only this process's spend (no database to read)");
-    }
     let registry = prometheus::Registry::new();
-    let (bridge, policy) = build_bridge(cfg, &registry, loaded, spend).await?;
+    let (bridge, policy) = build_bridge(cfg, &registry, loaded).await?;
     if let Some(p) = &policy {
         policy::spawn_reloader(Arc::clone(p));
     }
@@ -102,6 +86,13 @@ async fn prepare(cfg: &Config) -> Result<(RequestBridge, axum::Router), ExitCode
         }
         tracing::info!(tools = bridge.mcp_tools().len(), "mcp tools");
     }
+    let report = match usage::ReportDb::open(&cfg.database_url) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(e) => {
+            tracing::warn!(error = %e, "usage report disabled");
+            Err(Arc::from(e))
+        }
+    };
     let state = AppState {
         tokens: cfg.tokens.clone().map(Arc::new),
         metrics_token: cfg.metrics_token.as_deref().map(Arc::from),

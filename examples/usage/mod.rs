@@ -16,7 +16,6 @@
 
 mod governance;
 mod queries;
-mod spend;
 
 pub(crate) use governance::{BudgetRow, Limit};
 
@@ -409,12 +408,6 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 fn rfc3339(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s, us) = civil(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
-}
-
-/// [`rfc3339`] for the gateway's tests.
-#[cfg(test)]
-pub(crate) fn rfc3339_for_tests(t: SystemTime) -> String {
-    rfc3339(t)
 }
 
 /// For people: `2026-11-27 05:02 UTC`.
