@@ -124,20 +124,15 @@ def ask_openai(client, model, stream=False):
     return client.chat.completions.create(**kwargs)
 
 
-def denied_rows(db, actor):
-    return db.query("SELECT * FROM aibridge_interceptions WHERE initiator_id = ? AND"
-                    " outcome = 'denied' ORDER BY started_at", (actor,))
-
-
-def check_denied_record(db, actor, message, model):
-    """The newest denial of actor: ended at once, the message in `error`, no prompt, no
-    tokens."""
-    rows = denied_rows(db, actor)
-    assert rows, "no denied interception recorded for %s" % actor
-    row = rows[-1]
+def check_denied_record(db, error, actor, message, model):
+    """The interception of the denied request (its id is in the error response's
+    x-aibridge-interception-id header): ended with outcome `denied`, the message in
+    `error`, no prompt, no tokens, no tool calls."""
+    row = db.wait_ended(error.response.headers["x-aibridge-interception-id"])
+    assert row["initiator_id"] == actor
+    assert row["outcome"] == "denied"
     assert row["error"] == message
     assert row["model"] == model
-    assert row["ended_at"] is not None
     for table in ("aibridge_user_prompts", "aibridge_token_usages", "aibridge_tool_usages"):
         assert db.rows(table, row["id"]) == [], table
     return row
@@ -195,7 +190,8 @@ def test_denied_model_anthropic(policy_gateway, fake_upstream, stream):
         info.value, 403, "permission_error",
         r'aibridge: model "claude-next-preview" is not allowed for "models-user"')
     assert fake_upstream.since(mark) == [], "a denied request went upstream"
-    row = check_denied_record(policy_gateway.db, "models-user", msg, "claude-next-preview")
+    row = check_denied_record(policy_gateway.db, info.value, "models-user", msg,
+                              "claude-next-preview")
     assert row["streaming"] == (1 if stream else 0)
 
 
@@ -209,21 +205,24 @@ def test_denied_model_openai(policy_gateway, fake_upstream, stream):
         info.value, 403, "permission_error", "model_not_allowed",
         r'aibridge: model "o3-mini" is not allowed for "models-user"')
     assert fake_upstream.since(mark) == []
-    check_denied_record(policy_gateway.db, "models-user", msg, "o3-mini")
+    check_denied_record(policy_gateway.db, info.value, "models-user", msg, "o3-mini")
 
 
-def test_a_denied_403_is_not_retried_by_the_sdks(policy_gateway, fake_upstream):
+def test_a_denied_403_is_not_retried_by_the_sdks(policy_gateway):
     """Both SDKs treat 403 as final even with retries on: one request reaches the gateway."""
-    before = len(denied_rows(policy_gateway.db, "models-user"))
-    with pytest.raises(anthropic.PermissionDeniedError):
-        ask_anthropic(anthropic_client(policy_gateway, "tok-models", retries=3),
-                      "claude-x-preview")
     seen = []
+    hook = {"response": [seen.append]}
+    a = anthropic.Anthropic(base_url=policy_gateway.anthropic_base_url, api_key="tok-models",
+                            max_retries=3, timeout=30.0,
+                            http_client=anthropic.DefaultHttpxClient(event_hooks=hook))
+    with pytest.raises(anthropic.PermissionDeniedError):
+        ask_anthropic(a, "claude-x-preview")
+    assert [r.status_code for r in seen] == [403]
+    seen.clear()
     with pytest.raises(openai.PermissionDeniedError):
         ask_openai(openai_client(policy_gateway, "tok-models", retries=3, hook=seen.append),
                    "o1-preview")
     assert [r.status_code for r in seen] == [403]
-    assert len(denied_rows(policy_gateway.db, "models-user")) == before + 2
 
 
 # --------------------------------------------------------------------------- budgets
@@ -235,7 +234,7 @@ def test_exhausted_token_budget(policy_gateway, stream):
     pattern = (r"aibridge: token budget of 1 per day exhausted \(\d+ used\); " + RESET_RE)
     e = until_denied(lambda: ask_anthropic(a, "claude-sonnet-4-5", stream))
     msg = check_anthropic_denial(e, 403, "permission_error", pattern)
-    check_denied_record(policy_gateway.db, "tokens-user", msg, "claude-sonnet-4-5")
+    check_denied_record(policy_gateway.db, e, "tokens-user", msg, "claude-sonnet-4-5")
     with pytest.raises(openai.PermissionDeniedError) as info:
         ask_openai(o, GPT_MODEL, stream)
     check_openai_denial(info.value, 403, "permission_error", "budget_exceeded", pattern)
@@ -249,7 +248,7 @@ def test_exhausted_dollar_budget(policy_gateway, stream):
                + RESET_RE)
     e = until_denied(lambda: ask_anthropic(a, PRICED_MODEL, stream))
     msg = check_anthropic_denial(e, 403, "permission_error", pattern)
-    check_denied_record(policy_gateway.db, "usd-user", msg, PRICED_MODEL)
+    check_denied_record(policy_gateway.db, e, "usd-user", msg, PRICED_MODEL)
     with pytest.raises(openai.PermissionDeniedError) as info:
         ask_openai(o, GPT_MODEL, stream)
     check_openai_denial(info.value, 403, "permission_error", "budget_exceeded", pattern)
@@ -290,7 +289,7 @@ def test_rate_limit(policy_gateway, fake_upstream, stream):
     retry_after = info.value.response.headers["retry-after"]
     assert re.fullmatch(r"[0-9]+", retry_after) and 0 < int(retry_after) <= 60
     assert msg.endswith("retry in %s s" % retry_after)
-    check_denied_record(policy_gateway.db, "rate-user", msg, "claude-sonnet-4-5")
+    check_denied_record(policy_gateway.db, info.value, "rate-user", msg, "claude-sonnet-4-5")
     with pytest.raises(openai.RateLimitError) as info:
         ask_openai(o, GPT_MODEL, stream)
     check_openai_denial(info.value, 429, "rate_limit_error", "rate_limit_exceeded", pattern)
@@ -360,9 +359,15 @@ def test_allowed_request_is_unchanged_byte_for_byte(policy_gateway, fake_upstrea
 
 def test_usage_page_lists_the_denials(policy_gateway):
     """The denials recorded above show up on /usage per user and reason."""
-    # At least one denial of each kind exists once the tests above ran; make sure here.
-    with pytest.raises(anthropic.PermissionDeniedError):
+    with pytest.raises(anthropic.PermissionDeniedError) as info:
         ask_anthropic(anthropic_client(policy_gateway, "tok-models"), "claude-a-preview")
+    db = policy_gateway.db
+    db.wait_ended(info.value.response.headers["x-aibridge-interception-id"])
+    # Every interception's end is recorded (the ends are written after the answers).
+    end = time.monotonic() + POLICY_DEADLINE
+    while db.query("SELECT id FROM aibridge_interceptions WHERE ended_at IS NULL"):
+        assert time.monotonic() < end, "interceptions still without an end"
+        time.sleep(0.05)
     req = urllib.request.Request(policy_gateway.url + "/usage?days=1",
                                  headers={"authorization": "Bearer tok-models"})
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -371,7 +376,6 @@ def test_usage_page_lists_the_denials(policy_gateway):
         r'<tr><td class="label">([^<]*)</td><td><code>([a-z_]+)</code></td>'
         r'<td class="num">([0-9,]+)</td></tr>', page)
     got = {(u, r): int(n.replace(",", "")) for (u, r, n) in rows}
-    db = policy_gateway.db
     want = {}
     for row in db.query("SELECT initiator_id, error FROM aibridge_interceptions"
                         " WHERE outcome = 'denied'"):
