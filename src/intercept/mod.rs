@@ -239,9 +239,7 @@ async fn intercept(
     .with_account(emit::Account {
         prices: shared.prices.clone(),
         policy: shared.policy.clone(),
-        // The raw actor and model, not the bounded metric labels (the ledger must never
-        // count an actor's spend under `other`); the actor only for a policy (no
-        // allocation without one).
+        // Only a policy needs the actor (no allocation without one).
         actor: match &shared.policy {
             Some(_) => req.actor.id().to_owned(),
             None => String::new(),
