@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::server::Limits;
@@ -42,6 +43,8 @@ pub(crate) struct Config {
     /// `AIBRIDGE_RECORD_INTERCEPTION=queued`: the interception record is queued ahead of
     /// its children instead of awaited before the upstream call.
     pub(crate) queue_interceptions: bool,
+    /// The policy file (`AIBRIDGE_POLICY`), if any.
+    pub(crate) policy: Option<PathBuf>,
 }
 
 // === impl Config ===
@@ -133,6 +136,7 @@ impl Config {
                 idle_timeout: duration("AIBRIDGE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)?,
                 max_connections,
             },
+            policy: get("AIBRIDGE_POLICY").map(PathBuf::from),
         })
     }
 }

@@ -1,10 +1,12 @@
 //! Turns facts into records and hands them to the interception's record sink.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::facts::Fact;
 use crate::error::truncate_error;
 use crate::metrics::{Labels, Metrics};
+use crate::policy::{Policy, Prices};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordSink;
 use crate::recorder::{
@@ -23,6 +25,29 @@ pub(crate) struct Emitter {
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
     metrics: Option<(Metrics, Labels)>,
+    /// The first and the last upstream response id with token usage (S20).
+    response_ids: Option<(String, String)>,
+    /// Input and output tokens over the interception's calls (span attributes).
+    tokens: (u64, u64),
+    /// Prices the token usage and tells the policy about it.
+    account: Option<Account>,
+}
+
+/// What the token-usage records of an interception cost, and who is told.
+pub(crate) struct Account {
+    pub(crate) prices: Arc<Prices>,
+    pub(crate) policy: Option<Arc<dyn Policy>>,
+    pub(crate) actor: String,
+    pub(crate) model: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("policy", &self.policy.is_some())
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Emitter {
@@ -41,7 +66,27 @@ impl Emitter {
             limits,
             attempted: false,
             metrics,
+            response_ids: None,
+            tokens: (0, 0),
+            account: None,
         }
+    }
+
+    /// Prices token usage with `account` and reports it to its policy.
+    pub(crate) fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
+        self
+    }
+
+    /// The first and the last upstream response id of the interception's calls (each
+    /// call's token usage names its response), once there is one.
+    pub(crate) fn response_ids(&self) -> Option<&(String, String)> {
+        self.response_ids.as_ref()
+    }
+
+    /// Input and output tokens over the interception's calls so far.
+    pub(crate) fn tokens(&self) -> (u64, u64) {
+        self.tokens
     }
 
     /// Metrics are driven by the records themselves, when they are created.
@@ -83,18 +128,35 @@ impl Emitter {
                     created_at,
                 })
             }
-            Fact::Usage { response_id, usage } => Record::TokenUsage(TokenUsage {
-                id,
-                interception_id,
-                provider_response_id: response_id,
-                input_tokens: usage.input,
-                output_tokens: usage.output,
-                cache_read_input_tokens: usage.cache_read,
-                cache_write_input_tokens: usage.cache_write,
-                extra: usage.extra,
-                cost_usd: None,
-                created_at,
-            }),
+            Fact::Usage { response_id, usage } => {
+                self.tokens.0 = self.tokens.0.saturating_add(usage.input);
+                self.tokens.1 = self.tokens.1.saturating_add(usage.output);
+                if let Some(rid) = &response_id {
+                    match &mut self.response_ids {
+                        Some((_, last)) => last.clone_from(rid),
+                        None => self.response_ids = Some((rid.clone(), rid.clone())),
+                    }
+                }
+                let mut t = TokenUsage {
+                    id,
+                    interception_id,
+                    provider_response_id: response_id,
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    cache_read_input_tokens: usage.cache_read,
+                    cache_write_input_tokens: usage.cache_write,
+                    extra: usage.extra,
+                    cost_usd: None,
+                    created_at,
+                };
+                if let Some(a) = &self.account {
+                    t.cost_usd = a.prices.cost(&a.model, &t);
+                    if let Some(policy) = &a.policy {
+                        policy.usage(&a.actor, &a.model, &t);
+                    }
+                }
+                Record::TokenUsage(t)
+            }
             Fact::Tool {
                 response_id,
                 name,

@@ -18,6 +18,7 @@ mod json_edit;
 mod messages;
 mod observer;
 mod openai;
+mod policy;
 #[cfg(test)]
 mod proptests;
 mod relay;
@@ -37,6 +38,8 @@ use tokio::sync::oneshot;
 
 use self::adapter::Adapter;
 pub(crate) use self::observer::StreamObserver;
+#[cfg(feature = "mcp")]
+pub(crate) use self::observer::UpstreamError;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
 pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
@@ -85,6 +88,19 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
     adapter_for(api).parse_request(body)
 }
 
+/// What the policy stage needs of the request.
+fn asked(req: &Bridged) -> policy::Asked<'_> {
+    policy::Asked {
+        actor: &req.actor,
+        provider: req.provider.as_ref(),
+        api: req.api,
+        endpoint: &req.endpoint,
+        info: &req.info,
+        body: &req.body,
+        credential_kind: req.credential.kind(),
+    }
+}
+
 /// Records the interception and runs it (routing.md steps 9–15).
 ///
 /// Everything from `record_interception` on runs in the interception's own task, which the
@@ -96,6 +112,11 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
+    // The policy stage: without a policy, one `Option` check.
+    let verdict = match &shared.policy {
+        None => policy::Verdict::Allow,
+        Some(p) => policy::check(p, &asked(&req), client.label(), session.as_deref()).await,
+    };
     let id = RecordId::new();
     let interception = Interception {
         id,
@@ -127,12 +148,18 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
         streaming = req.info.streaming,
         initiator_id = %req.actor.id(),
         client = client.label(),
+        outcome = tracing::field::Empty,
+        gen_ai.system = req.provider.kind().as_str(),
+        gen_ai.request.model = %req.info.model,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
     );
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = shared.track_task();
     let task = async move {
-        intercept(shared, req, interception, head_tx).await;
+        intercept(shared, req, interception, verdict, head_tx).await;
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -149,8 +176,20 @@ async fn intercept(
     shared: Arc<Shared>,
     req: Bridged,
     interception: Interception,
+    verdict: policy::Verdict,
     head_tx: oneshot::Sender<Response<Body>>,
 ) {
+    let filter = match verdict {
+        policy::Verdict::Allow => None,
+        policy::Verdict::Narrow(f) => Some(f),
+        policy::Verdict::Deny(d) => {
+            let resp = policy::deny(&shared, &asked(&req), interception, &d).await;
+            let _ = head_tx.send(resp);
+            return;
+        }
+    };
+    #[cfg(not(feature = "mcp"))]
+    let _ = filter; // nothing to narrow without injected tools
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
@@ -186,11 +225,26 @@ async fn intercept(
         labels
     });
     let adapter = adapter_for(req.api);
+    // S20: a `previous_response_id` naming an id a tool loop presented continues from the
+    // last upstream response of that interception.
     #[cfg(feature = "mcp")]
-    let tool_loop = shared
-        .tool_source
-        .as_ref()
-        .and_then(|source| adapter.start_loop(source, &req.info, &req.body));
+    let mut req = req;
+    #[cfg(feature = "mcp")]
+    if let Some(presented) = adapter.previous_response_id(&req.body)
+        && let Some(last) = shared.response_ids.resolve(&presented).await
+        && let Some(body) = adapter.continue_from(&req.body, &last)
+    {
+        tracing::debug!(
+            presented,
+            last,
+            "previous_response_id continues from the last upstream response"
+        );
+        req.body = body;
+    }
+    #[cfg(feature = "mcp")]
+    let tool_loop = shared.tool_source.as_ref().and_then(|source| {
+        adapter.start_loop(source, req.api, &req.info, &req.body, filter.as_ref())
+    });
     #[cfg(feature = "mcp")]
     let (body, observer) = match &tool_loop {
         Some((lp, body)) => {
@@ -217,13 +271,23 @@ async fn intercept(
         id,
         req.info.prompt,
         metrics.clone().zip(labels.clone()),
-    );
+    )
+    .with_account(emit::Account {
+        prices: shared.prices.clone(),
+        policy: shared.policy.clone(),
+        // Only a policy needs the actor (no allocation without one).
+        actor: match &shared.policy {
+            Some(_) => req.actor.id().to_owned(),
+            None => String::new(),
+        },
+        model: req.info.model.clone(),
+    });
     let breaker_key = Key {
         provider: req.provider.name().to_owned(),
         endpoint: route.clone(),
         model: req.info.model.clone(),
     };
-    let ctx = relay::Ctx::new(
+    let mut ctx = relay::Ctx::new(
         shared.clone(),
         req.provider.clone(),
         adapter,
@@ -237,10 +301,15 @@ async fn intercept(
         breaker_key,
         req.credential.kind(),
     );
-    #[cfg(feature = "mcp")]
-    let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
+    ctx.presents_first_id = adapter.presents_first_id();
     let start = req.start;
-    let (outcome, waited) = relay::drive(ctx, head_tx).await;
+    let (outcome, waited) = relay::drive(
+        ctx,
+        #[cfg(feature = "mcp")]
+        tool_loop.map(|(lp, _)| lp),
+        head_tx,
+    )
+    .await;
     if let (Some(m), Some(labels)) = (&metrics, &labels) {
         let total = start.elapsed();
         // The awaited `record_interception` counts: the client waits for it too.

@@ -62,7 +62,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// `Debug` prints the database URL with its password replaced by `***`.
 pub struct PostgresRecorder {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The pool of the awaited `record_interception`.
     fast: PgPool,
     url: String,
@@ -148,6 +148,13 @@ impl PostgresRecorder {
             fast,
             url: redact_url(url),
         })
+    }
+}
+
+impl PostgresRecorder {
+    /// The pool the spend read (`spend.rs`) uses.
+    pub(super) fn read_pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 

@@ -74,14 +74,9 @@ const WRITER_QUEUE: usize = 1024;
 ///
 /// `Debug` prints the database URL (SQLite URLs carry no password).
 pub struct SqliteRecorder {
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "read by the tests; it keeps the SQLx connection of the migrations open"
-        )
-    )]
-    pool: SqlitePool,
+    /// Read queries (`reads.rs`) and the migrations; writes go through the writer thread's
+    /// own `rusqlite` connection.
+    pub(in crate::recorder::sql) pool: SqlitePool,
     url: String,
     /// The lanes of the writer thread.
     lanes: Arc<Lanes>,
@@ -207,6 +202,13 @@ async fn open_writer(options: &SqliteConnectOptions, url: &str) -> Result<Connec
     })
     .await
     .map_err(|e| BoxError::from(e.to_string()))?
+}
+
+impl SqliteRecorder {
+    /// The pool the spend read (`../spend.rs`) uses.
+    pub(in crate::recorder::sql) fn read_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 #[cfg(test)]
