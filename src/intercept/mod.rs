@@ -93,7 +93,12 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
 /// drops the future) while the recorder is slow no longer leaves a recorded interception
 /// without its end (issue 17, defect 3): the task goes on, sees the client gone, and ends
 /// the interception `cancelled`.
-pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
+pub(crate) async fn run(shared: Arc<Shared>, mut req: Bridged) -> Response<Body> {
+    // A cloud provider's interception is recorded with the cloud model (cloud-anthropic.md).
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    if let Some(cloud) = req.provider.cloud() {
+        req.info.model = cloud.map_model(&req.info.model);
+    }
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
@@ -166,6 +171,20 @@ async fn intercept(
         Some(&req.credential),
         Mode::Bridged(&req.actor),
     );
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let cloud = req.provider.cloud().map(|c| {
+        crate::provider::cloud::Call::new(
+            &c,
+            req.provider.base_url(),
+            req.info.model.clone(),
+            &req.headers,
+        )
+    });
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let (url, headers) = match &cloud {
+        Some(call) => (call.url(req.info.streaming), call.headers(headers)),
+        None => (url, headers),
+    };
     let route = route_label(req.provider.as_ref(), &req.endpoint);
     let labels = Labels {
         provider: req.provider.name().to_owned(),
@@ -231,6 +250,8 @@ async fn intercept(
     );
     #[cfg(feature = "mcp")]
     let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let ctx = ctx.with_cloud(cloud);
     let start = req.start;
     let (outcome, waited) = relay::drive(ctx, head_tx).await;
     if let Some(m) = &metrics {

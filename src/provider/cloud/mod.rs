@@ -1,0 +1,404 @@
+//! Claude through a cloud: AWS Bedrock and Google Vertex AI (cloud-anthropic.md).
+//!
+//! A cloud provider is an Anthropic Messages provider with another *transport*: the
+//! Messages adapter, the relay, records, the MCP loop, retries, the breaker and metrics are
+//! the Anthropic ones. The transport only maps the client's model, edits the body and the
+//! path per model and stream flag, signs (Bedrock) or authorizes (Vertex) each upstream
+//! call, and turns the cloud's answer back into the Anthropic API (Bedrock's EventStream
+//! into SSE; the clouds' errors into the Anthropic error shape).
+
+#[cfg(feature = "bedrock")]
+pub(crate) mod bedrock;
+mod edit;
+mod error_shape;
+mod models;
+#[cfg(feature = "vertex")]
+pub(crate) mod vertex;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+pub use self::models::{ModelMap, ModelMapError};
+
+pub(crate) use self::error_shape::anthropic_error;
+
+/// Largest cloud error body the bridge reads to reshape it.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// Why a cloud call could not be authorized (no token, no credentials). The message names
+/// the failing step, never a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct AuthError(pub(crate) String);
+
+/// What differs between the clouds. One value per provider, shared by its requests.
+#[async_trait::async_trait]
+pub(crate) trait Transport: Send + Sync + fmt::Debug {
+    /// The cloud model a client model goes to (the interception's `model`).
+    fn map_model(&self, client_model: &str) -> String;
+    /// The upstream URL of a Messages call (`base`: the provider's base URL, no trailing
+    /// `/`).
+    fn messages_url(&self, base: &str, model: &str, stream: bool) -> String;
+    /// The body sent to the cloud: the adapter's body with the cloud's targeted edits.
+    fn edit_body(&self, body: &Bytes, model: &str, beta: &[String]) -> Bytes;
+    /// Removes what must not reach the cloud from the upstream request headers.
+    fn edit_headers(&self, headers: &mut HeaderMap);
+    /// Adds the credentials (signature or token) for these exact bytes.
+    async fn authorize(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &mut HeaderMap,
+        body: &Bytes,
+    ) -> Result<(), AuthError>;
+    /// Whether a successful streaming answer is AWS EventStream to turn into SSE.
+    fn event_stream(&self) -> bool {
+        false
+    }
+    /// The models listed at `/v1/models` (cloud ids, in order).
+    fn models(&self) -> Vec<String>;
+    /// The count_tokens call for a client body: URL and body, or `None` (not offered).
+    fn count_tokens(
+        &self,
+        base: &str,
+        body: &Bytes,
+        model: &str,
+        beta: &[String],
+    ) -> Option<(String, Bytes)>;
+    /// The Anthropic count_tokens answer from the cloud's successful one.
+    fn count_tokens_answer(&self, body: Bytes) -> Bytes {
+        body
+    }
+    /// The credential hint recorded with each interception.
+    fn hint(&self) -> String;
+}
+
+impl CloudTransport {
+    /// The cloud model a client model goes to.
+    pub(crate) fn map_model(&self, client_model: &str) -> String {
+        self.0.map_model(client_model)
+    }
+
+    /// The `/v1/models` answer: the mapping's cloud models in the Anthropic list shape.
+    pub(crate) fn models_body(&self) -> Bytes {
+        models::list_body(&self.0.models())
+    }
+
+    /// The `/v1/models/{id}` answer, if `id` is one of the mapping's models.
+    pub(crate) fn model_body(&self, id: &str) -> Option<Bytes> {
+        self.0
+            .models()
+            .iter()
+            .any(|m| m == id)
+            .then(|| Bytes::from(models::model_object(id).to_string()))
+    }
+
+    /// count_tokens through the cloud: the client's `body` (its `model` mapped), signed or
+    /// authorized, answered in the Anthropic shape. `Ok(None)`: the cloud offers none.
+    pub(crate) async fn count_tokens(
+        &self,
+        http: &reqwest::Client,
+        base: &http::Uri,
+        client_headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Option<(StatusCode, HeaderMap, Bytes)>, CountError> {
+        #[derive(serde::Deserialize)]
+        struct Model {
+            model: String,
+        }
+        let model = serde_json::from_slice::<Model>(&body)
+            .map_err(|_| CountError::BadBody)?
+            .model;
+        let model = self.0.map_model(&model);
+        let beta = beta_flags(client_headers);
+        let Some((url, body)) = self.0.count_tokens(&trim_base(base), &body, &model, &beta) else {
+            return Ok(None);
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(beta) = client_headers.get("anthropic-beta") {
+            headers.insert("anthropic-beta", beta.clone());
+        }
+        self.0.edit_headers(&mut headers);
+        self.0
+            .authorize("POST", &url, &mut headers, &body)
+            .await
+            .map_err(CountError::Auth)?;
+        let resp = http
+            .post(&url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(CountError::Send)?;
+        let resp = reshape(self.0.as_ref(), resp);
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(CountError::Send)?;
+        let body = if status.is_success() {
+            self.0.count_tokens_answer(body)
+        } else {
+            body
+        };
+        Ok(Some((status, headers, body)))
+    }
+}
+
+/// Why count_tokens through a cloud failed before the cloud answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CountError {
+    /// The body is not a JSON object with a string `model`.
+    #[error("aibridge: count_tokens needs a JSON body with a string \"model\"")]
+    BadBody,
+    /// No credentials or token.
+    #[error(transparent)]
+    Auth(AuthError),
+    /// The call failed.
+    #[error("cloud unreachable")]
+    Send(#[source] reqwest::Error),
+}
+
+/// The transport of a built-in cloud provider (`Bedrock`, `Vertex`): opaque, returned by
+/// [`Provider::cloud`](super::Provider::cloud) so the bridge can call the cloud.
+#[derive(Clone)]
+pub struct CloudTransport(pub(crate) Arc<dyn Transport>);
+
+impl fmt::Debug for CloudTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The route table of a cloud provider: Messages bridged; `/v1/models` and count_tokens
+/// answered by the bridge through the cloud; no other passthrough route.
+pub(crate) fn cloud_routes() -> &'static [super::Route] {
+    ROUTES
+}
+
+const ROUTES: &[super::Route] = &[
+    super::Route::new(
+        "/v1/messages",
+        super::Match::Exact,
+        super::RouteKind::Bridged(super::Api::Messages),
+    ),
+    super::Route::new(
+        "/v1/models",
+        super::Match::Exact,
+        super::RouteKind::Passthrough,
+    ),
+    super::Route::new(
+        "/v1/models/",
+        super::Match::Subtree,
+        super::RouteKind::Passthrough,
+    ),
+    super::Route::new(
+        "/v1/messages/count_tokens",
+        super::Match::Exact,
+        super::RouteKind::Passthrough,
+    ),
+];
+
+/// The `anthropic-beta` values of a request, split on commas and trimmed.
+pub(crate) fn beta_flags(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One interception's use of a cloud: its mapped model, stream flag and beta flags.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    transport: Arc<dyn Transport>,
+    base: String,
+    model: String,
+    beta: Vec<String>,
+}
+
+impl Call {
+    /// The call of a request whose (already mapped) model is `model`.
+    pub(crate) fn new(
+        cloud: &CloudTransport,
+        base: &http::Uri,
+        model: String,
+        client_headers: &HeaderMap,
+    ) -> Self {
+        Self {
+            transport: cloud.0.clone(),
+            base: trim_base(base),
+            model,
+            beta: beta_flags(client_headers),
+        }
+    }
+
+    /// The upstream URL of the interception.
+    pub(crate) fn url(&self, stream: bool) -> String {
+        self.transport.messages_url(&self.base, &self.model, stream)
+    }
+
+    /// The upstream headers without what the cloud must not get.
+    pub(crate) fn headers(&self, mut headers: HeaderMap) -> HeaderMap {
+        self.transport.edit_headers(&mut headers);
+        headers
+    }
+
+    /// The bytes and headers of one upstream call (each call: the body changes inside a
+    /// tool loop, and a signature or token is per call).
+    pub(crate) async fn prepare(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(HeaderMap, Bytes), AuthError> {
+        let body = self.transport.edit_body(body, &self.model, &self.beta);
+        let mut headers = headers.clone();
+        self.transport
+            .authorize("POST", url, &mut headers, &body)
+            .await?;
+        Ok((headers, body))
+    }
+
+    /// The cloud's answer as the Anthropic API's: errors reshaped, an EventStream turned
+    /// into SSE; anything else unchanged.
+    pub(crate) fn response(&self, resp: reqwest::Response) -> reqwest::Response {
+        reshape(self.transport.as_ref(), resp)
+    }
+}
+
+/// The answer of a cloud as the Anthropic API's (shared by bridged calls and count_tokens).
+pub(crate) fn reshape(transport: &dyn Transport, resp: reqwest::Response) -> reqwest::Response {
+    let status = resp.status();
+    if !status.is_success() {
+        return reshape_error(resp);
+    }
+    #[cfg(feature = "bedrock")]
+    if transport.event_stream() && bedrock::eventstream::is_event_stream(resp.headers()) {
+        return bedrock::eventstream::to_sse(resp);
+    }
+    let _ = transport;
+    resp
+}
+
+/// An error answer with its body in the Anthropic error shape (same status).
+fn reshape_error(resp: reqwest::Response) -> reqwest::Response {
+    let status = resp.status();
+    let mut headers = resp.headers().clone();
+    let error_type = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = futures::stream::once(async move {
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) if buf.len() + c.len() <= MAX_ERROR_BODY => buf.extend_from_slice(&c),
+                _ => break,
+            }
+        }
+        Ok::<_, std::io::Error>(anthropic_error(status, error_type.as_deref(), &buf))
+    });
+    rebuild(status, headers, reqwest::Body::wrap_stream(body))
+}
+
+/// A `reqwest::Response` with another body (the relay reads every answer as one).
+pub(crate) fn rebuild(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: reqwest::Body,
+) -> reqwest::Response {
+    let mut out = http::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    reqwest::Response::from(out)
+}
+
+/// Percent-encodes a model id as one path segment (ARNs hold `:` and `/`).
+pub(crate) fn path_segment(id: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+/// `base` without a trailing `/`.
+pub(crate) fn trim_base(base: &http::Uri) -> String {
+    base.to_string().trim_end_matches('/').to_owned()
+}
+
+/// The body with `model` removed (or set to `keep_model`) and `anthropic_version` added
+/// when absent; every other member's bytes unchanged.
+pub(crate) fn versioned_body(body: &Bytes, version: &str, keep_model: Option<&str>) -> Bytes {
+    let Some(mut m) = edit::Members::parse(body) else {
+        return body.clone();
+    };
+    match keep_model {
+        Some(model) => m.set("model", edit::json_string(model)),
+        None => {
+            m.remove("model");
+        }
+    }
+    if m.get("anthropic_version").is_none() {
+        m.set("anthropic_version", edit::json_string(version));
+    }
+    m.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beta_flags_split_and_trim() {
+        let mut h = HeaderMap::new();
+        h.append("anthropic-beta", HeaderValue::from_static("a, b ,,c"));
+        h.append("anthropic-beta", HeaderValue::from_static(" d"));
+        assert_eq!(beta_flags(&h), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn arns_are_one_path_segment() {
+        assert_eq!(
+            path_segment("arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.x-v1:0"),
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.anthropic.x-v1%3A0"
+        );
+        assert_eq!(
+            path_segment("claude-sonnet-4-5@20250929"),
+            "claude-sonnet-4-5%4020250929"
+        );
+    }
+
+    #[test]
+    fn versioned_body_keeps_other_bytes() {
+        let body = Bytes::from_static(br#"{"model":"m","max_tokens":1.50,"stream":true}"#);
+        assert_eq!(
+            &versioned_body(&body, "v", None)[..],
+            br#"{"max_tokens":1.50,"stream":true,"anthropic_version":"v"}"#
+        );
+        let body = Bytes::from_static(br#"{"anthropic_version":"x","model":"m"}"#);
+        assert_eq!(
+            &versioned_body(&body, "v", Some("c@1"))[..],
+            br#"{"anthropic_version":"x","model":"c@1"}"#
+        );
+    }
+}
