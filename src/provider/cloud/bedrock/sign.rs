@@ -41,9 +41,14 @@ pub(crate) fn sign_request(
         .collect();
     let request = SignableRequest::new(method, url, signed.into_iter(), SignableBody::Bytes(body))
         .map_err(|e| format!("signing: {e}"))?;
-    let (instructions, _) = sign(request, &params)
-        .map_err(|e| format!("signing: {e}"))?
-        .into_parts();
+    // `aws-sigv4` traces the canonical request, whose headers hold the session token, and
+    // the signing parameters, which name the access key id: none of it may reach the
+    // host's logs, so the signer runs without a subscriber.
+    let signed =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::new(), || {
+            sign(request, &params)
+        });
+    let (instructions, _) = signed.map_err(|e| format!("signing: {e}"))?.into_parts();
     let mut out = Vec::new();
     for (name, value) in instructions.headers() {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
