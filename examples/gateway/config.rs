@@ -39,6 +39,10 @@ pub(crate) struct Config {
     pub(crate) mcp_deny: Option<String>,
     /// Header-read and idle timeouts, connection limit.
     pub(crate) limits: Limits,
+    /// The `bedrock` provider, when configured.
+    pub(crate) bedrock: Option<crate::cloud::BedrockEnv>,
+    /// The `vertex` provider, when configured.
+    pub(crate) vertex: Option<crate::cloud::VertexEnv>,
 }
 
 // === impl Config ===
@@ -96,7 +100,10 @@ impl Config {
                 format!("AIBRIDGE_MAX_CONNECTIONS: {v:?} is not a positive integer")
             })?,
         };
+        let (bedrock, vertex) = crate::cloud::from_lookup(&get)?;
         Ok(Self {
+            bedrock,
+            vertex,
             listen,
             database_url,
             tokens,

@@ -93,12 +93,16 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
 /// drops the future) while the recorder is slow no longer leaves a recorded interception
 /// without its end (issue 17, defect 3): the task goes on, sees the client gone, and ends
 /// the interception `cancelled`.
-pub(crate) async fn run(shared: Arc<Shared>, mut req: Bridged) -> Response<Body> {
+pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // A cloud provider's interception is recorded with the cloud model (cloud-anthropic.md).
     #[cfg(any(feature = "bedrock", feature = "vertex"))]
-    if let Some(cloud) = req.provider.cloud() {
-        req.info.model = cloud.map_model(&req.info.model);
-    }
+    let req = {
+        let mut req = req;
+        if let Some(cloud) = req.provider.cloud() {
+            req.info.model = cloud.map_model(&req.info.model);
+        }
+        req
+    };
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());

@@ -56,6 +56,7 @@ pub(crate) trait Transport: Send + Sync + fmt::Debug {
         body: &Bytes,
     ) -> Result<(), AuthError>;
     /// Whether a successful streaming answer is AWS EventStream to turn into SSE.
+    #[cfg(feature = "bedrock")]
     fn event_stream(&self) -> bool {
         false
     }
@@ -346,24 +347,6 @@ pub(crate) fn trim_base(base: &http::Uri) -> String {
     base.to_string().trim_end_matches('/').to_owned()
 }
 
-/// The body with `model` removed (or set to `keep_model`) and `anthropic_version` added
-/// when absent; every other member's bytes unchanged.
-pub(crate) fn versioned_body(body: &Bytes, version: &str, keep_model: Option<&str>) -> Bytes {
-    let Some(mut m) = edit::Members::parse(body) else {
-        return body.clone();
-    };
-    match keep_model {
-        Some(model) => m.set("model", edit::json_string(model)),
-        None => {
-            m.remove("model");
-        }
-    }
-    if m.get("anthropic_version").is_none() {
-        m.set("anthropic_version", edit::json_string(version));
-    }
-    m.render()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,20 +368,6 @@ mod tests {
         assert_eq!(
             path_segment("claude-sonnet-4-5@20250929"),
             "claude-sonnet-4-5%4020250929"
-        );
-    }
-
-    #[test]
-    fn versioned_body_keeps_other_bytes() {
-        let body = Bytes::from_static(br#"{"model":"m","max_tokens":1.50,"stream":true}"#);
-        assert_eq!(
-            &versioned_body(&body, "v", None)[..],
-            br#"{"max_tokens":1.50,"stream":true,"anthropic_version":"v"}"#
-        );
-        let body = Bytes::from_static(br#"{"anthropic_version":"x","model":"m"}"#);
-        assert_eq!(
-            &versioned_body(&body, "v", Some("c@1"))[..],
-            br#"{"anthropic_version":"x","model":"c@1"}"#
         );
     }
 }

@@ -15,7 +15,8 @@ use super::super::common::{Common, common_setters};
 use super::super::{
     CircuitBreakerConfig, Credential, CredentialError, Provider, ProviderKind, RetryConfig, Route,
 };
-use super::{AuthError, CloudTransport, ModelMap, Transport, path_segment, versioned_body};
+use super::edit::{Members, json_string};
+use super::{AuthError, CloudTransport, ModelMap, Transport, path_segment};
 
 const VERSION: &str = "vertex-2023-10-16";
 
@@ -273,5 +274,42 @@ impl Transport for Inner {
 
     fn hint(&self) -> String {
         self.kind.to_owned()
+    }
+}
+
+/// The body with `model` removed (or set to `keep_model`) and `anthropic_version` added
+/// when absent; every other member's bytes unchanged.
+fn versioned_body(body: &Bytes, version: &str, keep_model: Option<&str>) -> Bytes {
+    let Some(mut m) = Members::parse(body) else {
+        return body.clone();
+    };
+    match keep_model {
+        Some(model) => m.set("model", json_string(model)),
+        None => {
+            m.remove("model");
+        }
+    }
+    if m.get("anthropic_version").is_none() {
+        m.set("anthropic_version", json_string(version));
+    }
+    m.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_body_keeps_other_bytes() {
+        let body = Bytes::from_static(br#"{"model":"m","max_tokens":1.50,"stream":true}"#);
+        assert_eq!(
+            &versioned_body(&body, "v", None)[..],
+            br#"{"max_tokens":1.50,"stream":true,"anthropic_version":"v"}"#
+        );
+        let body = Bytes::from_static(br#"{"anthropic_version":"x","model":"m"}"#);
+        assert_eq!(
+            &versioned_body(&body, "v", Some("c@1"))[..],
+            br#"{"anthropic_version":"x","model":"c@1"}"#
+        );
     }
 }
