@@ -26,10 +26,12 @@ mod openai;
 pub use self::anthropic::Anthropic;
 #[cfg(feature = "bedrock")]
 pub use self::cloud::bedrock::Bedrock;
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+pub use self::cloud::models::{ModelMap, ModelMapError};
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+pub use self::cloud::transport::CloudTransport;
 #[cfg(feature = "vertex")]
 pub use self::cloud::vertex::{AccessToken, TokenError, TokenSource, Vertex};
-#[cfg(any(feature = "bedrock", feature = "vertex"))]
-pub use self::cloud::{CloudTransport, ModelMap, ModelMapError};
 pub use self::config::{CircuitBreakerConfig, RetryConfig};
 pub use self::copilot::Copilot;
 pub use self::credential::{Credential, CredentialError, CredentialKind, CredentialPolicy, Secret};

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, header};
 
-use super::super::rebuild;
+use super::super::transport::rebuild;
 
 /// Whether an answer is AWS EventStream.
 pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
