@@ -45,7 +45,6 @@ use crate::body::Body;
 use crate::breaker::Key;
 use crate::clients::Client;
 use crate::error::{BridgeError, Flavor};
-use crate::metrics::Labels;
 use crate::pipeline::Shared;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
@@ -190,16 +189,12 @@ async fn intercept(
         None => (url, headers),
     };
     let route = route_label(req.provider.as_ref(), &req.endpoint);
-    let labels = Labels {
-        provider: req.provider.name().to_owned(),
-        model: req.info.model.clone(),
-        initiator: req.actor.id().to_owned(),
-        client,
-    };
     let metrics = shared.metrics.clone();
-    if let Some(m) = &metrics {
-        m.interception_started(&labels.provider, &labels.model, &route);
-    }
+    let labels = metrics.as_ref().map(|m| {
+        let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
+        m.interception_started(&labels, &route);
+        labels
+    });
     let adapter = adapter_for(req.api);
     #[cfg(feature = "mcp")]
     let tool_loop = shared
@@ -231,12 +226,12 @@ async fn intercept(
         shared.queue.sink(id),
         id,
         req.info.prompt,
-        metrics.clone().map(|m| (m, labels.clone())),
+        metrics.clone().zip(labels.clone()),
     );
     let breaker_key = Key {
-        provider: labels.provider.clone(),
+        provider: req.provider.name().to_owned(),
         endpoint: route.clone(),
-        model: labels.model.clone(),
+        model: req.info.model.clone(),
     };
     let ctx = relay::Ctx::new(
         shared.clone(),
@@ -258,12 +253,12 @@ async fn intercept(
     let ctx = ctx.with_cloud(cloud);
     let start = req.start;
     let (outcome, waited) = relay::drive(ctx, head_tx).await;
-    if let Some(m) = &metrics {
+    if let (Some(m), Some(labels)) = (&metrics, &labels) {
         let total = start.elapsed();
         // The awaited `record_interception` counts: the client waits for it too.
         let overhead = total.saturating_sub(waited);
         m.interception_ended(
-            &labels,
+            labels,
             outcome.as_str(),
             true,
             total,
