@@ -57,7 +57,7 @@ pub(crate) trait Transport: Send + Sync + fmt::Debug {
 }
 
 /// The transport of a built-in cloud provider (`Bedrock`, `Vertex`): opaque, returned by
-/// [`Provider::cloud`](super::Provider::cloud) so the bridge can call the cloud.
+/// [`Provider::cloud`](crate::provider::Provider::cloud) so the bridge can call the cloud.
 #[derive(Clone)]
 pub struct CloudTransport(pub(crate) Arc<dyn Transport>);
 
