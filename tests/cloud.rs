@@ -613,3 +613,22 @@ async fn metadata_server_tokens() {
     assert_eq!(m.header("metadata-flavor"), Some("Google"));
     assert!(cloud.requests()[0].path().contains("/locations/global/"));
 }
+
+#[tokio::test]
+async fn bedrock_accepts_a_plain_sse_answer() {
+    let cloud = MockUpstream::start().await;
+    let sse = expected_sse(&EVENTS);
+    cloud.push(MockResponse::sse(sse.clone()));
+    let (bridge, rec) = bridge_with(|b| b.provider(bedrock(&cloud.base_url())));
+    let resp = send(&bridge, post("/bedrock/v1/messages", STREAMING)).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), sse);
+    ended(&rec, 1).await;
+    assert_eq!(
+        rec.token_usages()
+            .iter()
+            .map(|t| t.output_tokens)
+            .sum::<u64>(),
+        5
+    );
+}
