@@ -632,3 +632,57 @@ async fn bedrock_accepts_a_plain_sse_answer() {
         5
     );
 }
+
+/// A host's own token source (here a fixed token) is asked once and cached.
+#[derive(Debug)]
+struct HostTokens(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl aibridge::provider::TokenSource for HostTokens {
+    async fn token(
+        &self,
+    ) -> Result<aibridge::provider::AccessToken, aibridge::provider::TokenError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(aibridge::provider::AccessToken::new(
+            Secret::new(GOOGLE_TOKEN),
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn host_supplied_aws_credentials_provider_and_google_token_source() {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let cloud = MockUpstream::start().await;
+    for _ in 0..4 {
+        cloud.push(MockResponse::json(200, ANSWER));
+    }
+    let creds = Credentials::new(
+        ACCESS_KEY,
+        SECRET_KEY,
+        Some(SESSION_TOKEN.to_owned()),
+        None,
+        "host",
+    );
+    let b =
+        bedrock(&cloud.base_url()).with_credentials_provider(SharedCredentialsProvider::new(creds));
+    let tokens = std::sync::Arc::new(HostTokens(Default::default()));
+    let v = Vertex::new(PROJECT, "global")
+        .with_base_url(cloud.base_url().parse().unwrap())
+        .with_token_source(tokens.clone());
+    let (bridge, _rec) = bridge_with(|x| x.provider(b).provider(v));
+    for path in ["/bedrock/v1/messages", "/vertex/v1/messages"] {
+        for _ in 0..2 {
+            assert_eq!(send(&bridge, post(path, BLOCKING)).await.status, 200);
+        }
+    }
+    let reqs = cloud.requests();
+    check_sigv4(&reqs[0]);
+    check_sigv4(&reqs[1]);
+    assert_eq!(
+        reqs[3].header("authorization"),
+        Some(format!("Bearer {GOOGLE_TOKEN}").as_str())
+    );
+    assert_eq!(tokens.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
