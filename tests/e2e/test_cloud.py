@@ -10,7 +10,6 @@ mapped model.
 import base64
 import json
 import struct
-import subprocess
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -164,10 +163,8 @@ class MockCloud:
 def cloud_gateway(tmp_path_factory):
     cloud = MockCloud()
     tmp = tmp_path_factory.mktemp("cloud")
-    key = tmp / "sa-key.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
-                    "rsa_keygen_bits:2048", "-out", str(key)], check=True,
-                   capture_output=True)
+    # The test-only key of the Rust tests (tests/fixtures/cloud), never a real account's.
+    key = Path(__file__).resolve().parent.parent / "fixtures" / "cloud" / "test-sa-key.pem"
     sa = tmp / "sa.json"
     sa.write_text(json.dumps({
         "type": "service_account", "project_id": "e2e-project",
