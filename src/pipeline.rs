@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::breaker::Breakers;
 use crate::metrics::Metrics;
 use crate::recorder::queue::RecordQueue;
+use crate::recorder::response_ids::ResponseIdMap;
 use crate::upstream::UpstreamTimeouts;
 
 /// Default of `Builder::client_write_timeout`.
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<Metrics>,
     /// The circuit breakers, one per (provider, endpoint, model).
     pub(crate) breakers: Breakers,
+    /// Presented Responses ids → last upstream ids (S20).
+    pub(crate) response_ids: ResponseIdMap,
     /// Where the tool loop takes its tools from (the MCP registry), when configured.
     #[cfg(feature = "mcp")]
     pub(crate) tool_source: Option<Arc<dyn crate::intercept::ToolSource>>,
@@ -64,6 +67,7 @@ impl Shared {
             client_write_stall: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics,
             breakers: Breakers::default(),
+            response_ids: ResponseIdMap::default(),
             #[cfg(feature = "mcp")]
             tool_source: None,
             cancel: watch::Sender::new(false),

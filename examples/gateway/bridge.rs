@@ -62,7 +62,11 @@ pub(crate) async fn build_bridge(
     }
     let builder = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
-            Ok(r) => builder.recorder(r),
+            Ok(r) => {
+                // The recorder also resolves presented Responses ids (S20) from its rows.
+                let r = std::sync::Arc::new(r);
+                builder.recorder(r.clone()).response_ids(r)
+            }
             Err(e) => {
                 eprintln!(
                     "aibridge gateway: database {}: {e}",
@@ -86,7 +90,11 @@ async fn connect_postgres(
     url: &str,
 ) -> Result<aibridge::bridge::Builder, ExitCode> {
     match aibridge::recorder::PostgresRecorder::connect(url).await {
-        Ok(r) => Ok(builder.recorder(r)),
+        Ok(r) => {
+            // Replicas sharing the database resolve each other's presented Responses ids.
+            let r = std::sync::Arc::new(r);
+            Ok(builder.recorder(r.clone()).response_ids(r))
+        }
         Err(e) => {
             eprintln!("aibridge gateway: database {}: {e}", redact(url));
             Err(ExitCode::from(1))

@@ -12,7 +12,8 @@ use crate::pipeline::{DEFAULT_CLIENT_WRITE_TIMEOUT, Shared};
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordQueue;
-use crate::recorder::{RecordQueueConfig, Recorder};
+use crate::recorder::response_ids::ResponseIdMap;
+use crate::recorder::{RecordQueueConfig, Recorder, ResponseIds};
 use crate::upstream::UpstreamTimeouts;
 
 /// Default maximum request body: 32 MiB.
@@ -123,6 +124,7 @@ pub struct Builder {
     timeouts: UpstreamTimeouts,
     client_write_timeout: Duration,
     metrics: Option<Metrics>,
+    response_ids: Option<Arc<dyn ResponseIds>>,
     #[cfg(feature = "mcp")]
     mcp: Option<crate::mcp::McpConfig>,
 }
@@ -156,6 +158,7 @@ impl Default for Builder {
             timeouts: UpstreamTimeouts::default(),
             client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics: None,
+            response_ids: None,
             #[cfg(feature = "mcp")]
             mcp: None,
         }
@@ -185,6 +188,18 @@ impl Builder {
     /// Sets the recorder (required; use `NoopRecorder` to record nothing).
     pub fn recorder(mut self, recorder: impl Recorder) -> Self {
         self.recorder = Some(Arc::new(recorder));
+        self
+    }
+
+    /// Where presented Responses ids are resolved when this process does not know them
+    /// (openai-responses.md S20): a tool loop shows the client its first upstream response
+    /// id, and a later `previous_response_id` (or `/v1/responses/{id}` call) naming it is
+    /// sent upstream as that interception's last upstream id. `SqliteRecorder` and
+    /// `PostgresRecorder` answer from their token-usage rows, so replicas sharing a
+    /// database, and restarts, resolve each other's ids. Without a store the bridge uses
+    /// its in-process cache only.
+    pub fn response_ids(mut self, store: impl ResponseIds) -> Self {
+        self.response_ids = Some(Arc::new(store));
         self
     }
 
@@ -375,6 +390,7 @@ impl Builder {
             self.metrics,
         );
         shared.client_write_stall = self.client_write_timeout;
+        shared.response_ids = ResponseIdMap::new(self.response_ids);
         let mut inner = Inner::new(
             &self.providers,
             self.path_prefix,

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use crate::BoxFuture;
 use crate::intercept::{LoopConfig, ToolExecutor, ToolSource};
 use crate::mcp::{InjectedTool, McpConfig, McpRegistry, ToolOutcome};
+use crate::provider::Api;
 
 /// The MCP registry plus the configuration it was started with.
 #[derive(Debug)]
@@ -30,8 +31,8 @@ impl ToolSource for McpSource {
         self.registry.snapshot().tools().to_vec()
     }
 
-    fn should_inject(&self, model: &str) -> bool {
-        self.config.should_inject(model)
+    fn should_inject(&self, api: Api, model: &str) -> bool {
+        self.config.should_inject(api, model)
     }
 
     fn loop_config(&self) -> LoopConfig {

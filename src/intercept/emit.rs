@@ -23,6 +23,10 @@ pub(crate) struct Emitter {
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
     metrics: Option<(Metrics, Labels)>,
+    /// The first and the last upstream response id with token usage (S20).
+    response_ids: Option<(String, String)>,
+    /// Input and output tokens over the interception's calls (span attributes).
+    tokens: (u64, u64),
 }
 
 impl Emitter {
@@ -41,7 +45,20 @@ impl Emitter {
             limits,
             attempted: false,
             metrics,
+            response_ids: None,
+            tokens: (0, 0),
         }
+    }
+
+    /// The first and the last upstream response id of the interception's calls (each
+    /// call's token usage names its response), once there is one.
+    pub(crate) fn response_ids(&self) -> Option<&(String, String)> {
+        self.response_ids.as_ref()
+    }
+
+    /// Input and output tokens over the interception's calls so far.
+    pub(crate) fn tokens(&self) -> (u64, u64) {
+        self.tokens
     }
 
     /// Metrics are driven by the records themselves, when they are created.
@@ -83,18 +100,28 @@ impl Emitter {
                     created_at,
                 })
             }
-            Fact::Usage { response_id, usage } => Record::TokenUsage(TokenUsage {
-                id,
-                interception_id,
-                provider_response_id: response_id,
-                input_tokens: usage.input,
-                output_tokens: usage.output,
-                cache_read_input_tokens: usage.cache_read,
-                cache_write_input_tokens: usage.cache_write,
-                extra: usage.extra,
-                cost_usd: None,
-                created_at,
-            }),
+            Fact::Usage { response_id, usage } => {
+                self.tokens.0 = self.tokens.0.saturating_add(usage.input);
+                self.tokens.1 = self.tokens.1.saturating_add(usage.output);
+                if let Some(rid) = &response_id {
+                    match &mut self.response_ids {
+                        Some((_, last)) => last.clone_from(rid),
+                        None => self.response_ids = Some((rid.clone(), rid.clone())),
+                    }
+                }
+                Record::TokenUsage(TokenUsage {
+                    id,
+                    interception_id,
+                    provider_response_id: response_id,
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    cache_read_input_tokens: usage.cache_read,
+                    cache_write_input_tokens: usage.cache_write,
+                    extra: usage.extra,
+                    cost_usd: None,
+                    created_at,
+                })
+            }
             Fact::Tool {
                 response_id,
                 name,

@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Uri};
 
-use crate::provider::Secret;
+use crate::provider::{Api, Secret};
 
 /// Header names the MCP transport sets itself; a server may not override them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -48,7 +48,7 @@ pub struct McpConfig {
     tool_timeout: Duration,
     max_result_bytes: usize,
     keep_alive_interval: Duration,
-    skip_injection: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    skip_injection: Arc<dyn Fn(Api, &str) -> bool + Send + Sync>,
 }
 
 /// One MCP server, reached over the streamable HTTP transport.
@@ -111,12 +111,19 @@ pub enum McpConfigError {
     },
 }
 
+/// The default skip: Claude Code's small-model background calls on the Messages API.
+fn default_skip(api: Api, model: &str) -> bool {
+    api == Api::Messages && model.contains("haiku")
+}
+
 // === impl McpConfig ===
 
 impl McpConfig {
     /// An empty configuration with the default bounds: refresh every 5 min, 10 iterations,
-    /// 60 s per tool call, 256 KiB per result, keep-alives every 10 s, no injection for
-    /// models whose name contains `haiku`.
+    /// 60 s per tool call, 256 KiB per result, keep-alives every 10 s, no injection into
+    /// Anthropic Messages requests for models whose name contains `haiku` (Claude Code's
+    /// background calls; Chat Completions and Responses requests for a haiku model, e.g.
+    /// Copilot's `claude-haiku-4.5`, get the tools).
     pub fn new() -> Self {
         Self {
             servers: Vec::new(),
@@ -125,7 +132,7 @@ impl McpConfig {
             tool_timeout: Duration::from_secs(60),
             max_result_bytes: 262_144,
             keep_alive_interval: Duration::from_secs(10),
-            skip_injection: Arc::new(|model: &str| model.contains("haiku")),
+            skip_injection: Arc::new(default_skip),
         }
     }
 
@@ -172,8 +179,10 @@ impl McpConfig {
         self
     }
 
-    /// Skips injection for the models the predicate returns `true` for. The default skips
-    /// models whose name contains `haiku`.
+    /// Skips injection, on every API, for the models the predicate returns `true` for
+    /// (replaces the default, which skips only Anthropic Messages requests for models whose
+    /// name contains `haiku`). [`skip_injection_for`](Self::skip_injection_for) also sees
+    /// the API.
     ///
     /// ```
     /// use aibridge::mcp::McpConfig;
@@ -182,6 +191,26 @@ impl McpConfig {
     /// ```
     #[must_use]
     pub fn skip_injection_when(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.skip_injection = Arc::new(move |_, model| f(model));
+        self
+    }
+
+    /// Skips injection for the requests the predicate returns `true` for, given the
+    /// request's API and model (replaces the default, which is `api == Api::Messages &&
+    /// model.contains("haiku")`).
+    ///
+    /// ```
+    /// use aibridge::mcp::McpConfig;
+    /// use aibridge::provider::Api;
+    /// let config = McpConfig::new()
+    ///     .skip_injection_for(|api, model| api == Api::ChatCompletions && model.ends_with("-mini"));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn skip_injection_for(
+        mut self,
+        f: impl Fn(Api, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.skip_injection = Arc::new(f);
         self
     }
@@ -209,9 +238,9 @@ impl McpConfig {
         Ok(())
     }
 
-    /// Whether tools are injected into requests for `model`.
-    pub(crate) fn should_inject(&self, model: &str) -> bool {
-        !(self.skip_injection)(model)
+    /// Whether tools are injected into an `api` request for `model`.
+    pub(crate) fn should_inject(&self, api: Api, model: &str) -> bool {
+        !(self.skip_injection)(api, model)
     }
 
     /// The configured servers, in configuration order.
@@ -517,10 +546,24 @@ mod tests {
     #[test]
     fn default_predicate_skips_haiku() {
         let config = McpConfig::new();
-        assert!(!config.should_inject("claude-3-5-haiku-20241022"));
-        assert!(config.should_inject("claude-sonnet-4-5"));
+        assert!(!config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
+        assert!(config.should_inject(Api::Messages, "claude-sonnet-4-5"));
         let config = config.skip_injection_when(|_| false);
-        assert!(config.should_inject("claude-3-5-haiku-20241022"));
+        assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
+    }
+
+    #[test]
+    fn default_predicate_skips_haiku_on_messages_only() {
+        let config = McpConfig::new();
+        assert!(config.should_inject(Api::ChatCompletions, "claude-haiku-4.5"));
+        assert!(config.should_inject(Api::Responses, "claude-haiku-4.5"));
+        assert!(!config.should_inject(Api::Messages, "claude-haiku-4-5-20251001"));
+        // A model-only predicate applies to every API; an API-aware one sees the API.
+        let config = McpConfig::new().skip_injection_when(|m| m.contains("haiku"));
+        assert!(!config.should_inject(Api::Responses, "claude-haiku-4.5"));
+        let config = McpConfig::new().skip_injection_for(|api, _| api == Api::Responses);
+        assert!(!config.should_inject(Api::Responses, "gpt-4.1"));
+        assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
     }
 
     #[test]
