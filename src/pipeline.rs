@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<Metrics>,
     /// The circuit breakers, one per (provider, endpoint, model).
     pub(crate) breakers: Breakers,
+    /// The policy stage, when the host configured one.
+    pub(crate) policy: Option<Arc<dyn crate::policy::Policy>>,
+    /// The price table of `TokenUsage::cost_usd`.
+    pub(crate) prices: Arc<crate::policy::Prices>,
     /// Presented Responses ids → last upstream ids (S20).
     pub(crate) response_ids: ResponseIdMap,
     /// Where the tool loop takes its tools from (the MCP registry), when configured.
@@ -67,6 +71,8 @@ impl Shared {
             client_write_stall: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics,
             breakers: Breakers::default(),
+            policy: None,
+            prices: Arc::new(crate::policy::Prices::builtin()),
             response_ids: ResponseIdMap::default(),
             #[cfg(feature = "mcp")]
             tool_source: None,

@@ -135,11 +135,12 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
         api: crate::provider::Api,
         info: &RequestInfo,
         body: &Bytes,
+        filter: Option<&crate::policy::ToolFilter>,
     ) -> Option<(LoopState, Bytes)> {
         if !source.should_inject(api, &info.model) || !self.injectable(body) {
             return None;
         }
-        let tools = tools_for_request(body, &source.snapshot());
+        let tools = tools_for_request(body, &source.snapshot(), filter);
         if tools.0.is_empty() {
             return None;
         }

@@ -1,10 +1,12 @@
 //! Turns facts into records and hands them to the interception's record sink.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::facts::Fact;
 use crate::error::truncate_error;
 use crate::metrics::{Labels, Metrics};
+use crate::policy::{Policy, Prices};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordSink;
 use crate::recorder::{
@@ -27,6 +29,25 @@ pub(crate) struct Emitter {
     response_ids: Option<(String, String)>,
     /// Input and output tokens over the interception's calls (span attributes).
     tokens: (u64, u64),
+    /// Prices the token usage and tells the policy about it.
+    account: Option<Account>,
+}
+
+/// What the token-usage records of an interception cost, and who is told.
+pub(crate) struct Account {
+    pub(crate) prices: Arc<Prices>,
+    pub(crate) policy: Option<Arc<dyn Policy>>,
+    pub(crate) actor: String,
+    pub(crate) model: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("policy", &self.policy.is_some())
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Emitter {
@@ -47,7 +68,14 @@ impl Emitter {
             metrics,
             response_ids: None,
             tokens: (0, 0),
+            account: None,
         }
+    }
+
+    /// Prices token usage with `account` and reports it to its policy.
+    pub(crate) fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
+        self
     }
 
     /// The first and the last upstream response id of the interception's calls (each
@@ -109,7 +137,7 @@ impl Emitter {
                         None => self.response_ids = Some((rid.clone(), rid.clone())),
                     }
                 }
-                Record::TokenUsage(TokenUsage {
+                let mut t = TokenUsage {
                     id,
                     interception_id,
                     provider_response_id: response_id,
@@ -120,7 +148,14 @@ impl Emitter {
                     extra: usage.extra,
                     cost_usd: None,
                     created_at,
-                })
+                };
+                if let Some(a) = &self.account {
+                    t.cost_usd = a.prices.cost(&a.model, &t);
+                    if let Some(policy) = &a.policy {
+                        policy.usage(&a.actor, &a.model, &t);
+                    }
+                }
+                Record::TokenUsage(t)
             }
             Fact::Tool {
                 response_id,

@@ -18,6 +18,7 @@ mod json_edit;
 mod messages;
 mod observer;
 mod openai;
+mod policy;
 #[cfg(test)]
 mod proptests;
 mod relay;
@@ -87,6 +88,19 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
     adapter_for(api).parse_request(body)
 }
 
+/// What the policy stage needs of the request.
+fn asked(req: &Bridged) -> policy::Asked<'_> {
+    policy::Asked {
+        actor: &req.actor,
+        provider: req.provider.as_ref(),
+        api: req.api,
+        endpoint: &req.endpoint,
+        info: &req.info,
+        body: &req.body,
+        credential_kind: req.credential.kind(),
+    }
+}
+
 /// Records the interception and runs it (routing.md steps 9–15).
 ///
 /// Everything from `record_interception` on runs in the interception's own task, which the
@@ -107,6 +121,11 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
+    // The policy stage: without a policy, one `Option` check.
+    let verdict = match &shared.policy {
+        None => policy::Verdict::Allow,
+        Some(p) => policy::check(p, &asked(&req), client.label(), session.as_deref()).await,
+    };
     let id = RecordId::new();
     let interception = Interception {
         id,
@@ -149,7 +168,7 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = shared.track_task();
     let task = async move {
-        intercept(shared, req, interception, head_tx).await;
+        intercept(shared, req, interception, verdict, head_tx).await;
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -165,8 +184,20 @@ async fn intercept(
     shared: Arc<Shared>,
     req: Bridged,
     interception: Interception,
+    verdict: policy::Verdict,
     head_tx: oneshot::Sender<Response<Body>>,
 ) {
+    let filter = match verdict {
+        policy::Verdict::Allow => None,
+        policy::Verdict::Narrow(f) => Some(f),
+        policy::Verdict::Deny(d) => {
+            let resp = policy::deny(&shared, &asked(&req), interception, &d).await;
+            let _ = head_tx.send(resp);
+            return;
+        }
+    };
+    #[cfg(not(feature = "mcp"))]
+    let _ = filter; // nothing to narrow without injected tools
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
@@ -221,10 +252,9 @@ async fn intercept(
         req.body = body;
     }
     #[cfg(feature = "mcp")]
-    let tool_loop = shared
-        .tool_source
-        .as_ref()
-        .and_then(|source| adapter.start_loop(source, req.api, &req.info, &req.body));
+    let tool_loop = shared.tool_source.as_ref().and_then(|source| {
+        adapter.start_loop(source, req.api, &req.info, &req.body, filter.as_ref())
+    });
     #[cfg(feature = "mcp")]
     let (body, observer) = match &tool_loop {
         Some((lp, body)) => {
@@ -251,7 +281,17 @@ async fn intercept(
         id,
         req.info.prompt,
         metrics.clone().zip(labels.clone()),
-    );
+    )
+    .with_account(emit::Account {
+        prices: shared.prices.clone(),
+        policy: shared.policy.clone(),
+        // Only a policy needs the actor (no allocation without one).
+        actor: match &shared.policy {
+            Some(_) => req.actor.id().to_owned(),
+            None => String::new(),
+        },
+        model: req.info.model.clone(),
+    });
     let breaker_key = Key {
         provider: req.provider.name().to_owned(),
         endpoint: route.clone(),

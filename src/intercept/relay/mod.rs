@@ -77,6 +77,10 @@ pub(crate) async fn drive(
             error = error.as_deref().unwrap_or(""),
             "interception cancelled"
         ),
+        Outcome::Denied => tracing::info!(
+            error = error.as_deref().unwrap_or(""),
+            "interception denied"
+        ),
     }
     // D17: the interception span's outcome and GenAI attributes (the task runs inside it).
     let span = tracing::Span::current();

@@ -11,8 +11,9 @@
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod reads;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod spend;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(test)]
