@@ -242,6 +242,18 @@ impl BridgeError {
         )
     }
 
+    /// A cloud call that could not be signed or authorized (no credentials, no token).
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    pub(crate) fn cloud_auth(message: String) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "server_error",
+            "cloud_credentials_unavailable",
+            message,
+        )
+    }
+
     pub(crate) fn upstream_timeout(secs: u64) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,

@@ -36,7 +36,18 @@ const EXTRA_HEADER: &str = "azEXTRAHEADERKEY4B7N2M9Q1";
 /// A password in a provider's base URL.
 const URL_PASSWORD: &str = "baseURLPASSWORD3H6J9K2L";
 
-const SECRETS: [&str; 9] = [
+/// AWS credentials of the Bedrock provider.
+const AWS_ACCESS_KEY: &str = "AKIASECRETSTESTQ7W3E9";
+const AWS_SECRET_KEY: &str = "awsSECRETkeyR4T8Y2U6I0O-p1a5s9d3f7";
+const AWS_SESSION_TOKEN: &str = "awsSESSIONtokenFQoGZXIvYXdzEJr-L3K7J1H5";
+/// The Google access token the mock token endpoint hands out.
+const GOOGLE_TOKEN: &str = "ya29.googleACCESStokenZ2X6C0V4B8N-aa11";
+
+const SECRETS: [&str; 13] = [
+    AWS_ACCESS_KEY,
+    AWS_SECRET_KEY,
+    AWS_SESSION_TOKEN,
+    GOOGLE_TOKEN,
     ANTHROPIC_KEY,
     OPENAI_KEY,
     BYOK_ANTHROPIC,
@@ -939,4 +950,97 @@ async fn passthrough_never_leaves_the_allowlist() {
     }
     assert_eq!(reqs[1].query(), Some("limit=1"));
     s.check_all("passthrough allowlist");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cloud providers
+
+/// Bedrock (static keys with a session token) and Vertex (a service-account key exchanged
+/// for a token) through success, streaming, AWS and Google errors, a failing token
+/// endpoint and count_tokens: no key, token or private key reaches any channel.
+#[cfg(all(feature = "bedrock", feature = "vertex"))]
+#[tokio::test]
+async fn cloud_credentials_leak_nowhere() {
+    use aibridge::provider::{Bedrock, ModelMap, Vertex};
+    let cloud = MockUpstream::start().await;
+    let tokens = MockUpstream::start().await;
+    let pem = std::fs::read_to_string(support::fixture_path("cloud/test-sa-key.pem")).unwrap();
+    let key_line = pem.lines().nth(3).unwrap().to_owned();
+    let sa = serde_json::json!({
+        "type": "service_account",
+        "private_key": pem,
+        "client_email": "bridge@p.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", tokens.base_url()),
+    })
+    .to_string();
+    let no_retry = RetryConfig::default().with_max_retries(0);
+    let bedrock = Bedrock::new("us-east-1")
+        .with_base_url(cloud.base_url().parse().unwrap())
+        .with_static_credentials(
+            AWS_ACCESS_KEY,
+            Secret::new(AWS_SECRET_KEY),
+            Some(Secret::new(AWS_SESSION_TOKEN)),
+        )
+        .with_models(
+            ModelMap::new().with_pair("anthropic.claude-main-v1:0", "anthropic.claude-haiku-v1:0"),
+        )
+        .with_retry(no_retry.clone());
+    let vertex = Vertex::new("p", "global")
+        .with_base_url(cloud.base_url().parse().unwrap())
+        .with_service_account_key(&sa)
+        .unwrap()
+        .with_retry(no_retry);
+    let debug = format!("{bedrock:?} {vertex:?}");
+    assert!(!debug.contains(&key_line), "private key in Debug");
+    let s = setup(&cloud.base_url(), |b| b.provider(bedrock).provider(vertex));
+    let ok = || MockResponse::json(200, fixture("anthropic/text_blocking.upstream.json"));
+    cloud.push(ok());
+    let r = send(&s.bridge, post("/bedrock/v1/messages", MESSAGES_BLOCKING)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    check_response("bedrock ok", &r);
+    cloud.push(
+        MockResponse::json(
+            403,
+            r#"{"message":"The security token included in the request is invalid."}"#,
+        )
+        .header("x-amzn-errortype", "UnrecognizedClientException"),
+    );
+    let r = send(&s.bridge, post("/bedrock/v1/messages", MESSAGES_STREAM)).await;
+    assert_eq!(r.status, 403);
+    check_response("bedrock 403", &r);
+    cloud.push(MockResponse::json(200, r#"{"inputTokens":3}"#));
+    let r = send(
+        &s.bridge,
+        post("/bedrock/v1/messages/count_tokens", MESSAGES_BLOCKING),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    check_response("bedrock count_tokens", &r);
+    tokens.push(MockResponse::json(
+        200,
+        format!(r#"{{"access_token":"{GOOGLE_TOKEN}","expires_in":3600}}"#),
+    ));
+    cloud.push(ok());
+    let r = send(&s.bridge, post("/vertex/v1/messages", MESSAGES_BLOCKING)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    check_response("vertex ok", &r);
+    cloud.push(MockResponse::json(401, r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#));
+    let r = send(&s.bridge, post("/vertex/v1/messages", MESSAGES_BLOCKING)).await;
+    assert_eq!(r.status, 401);
+    check_response("vertex 401", &r);
+    // The cloud saw the credentials (the test would be vacuous otherwise).
+    let reqs = cloud.requests();
+    assert_eq!(
+        reqs[0].header("x-amz-security-token"),
+        Some(AWS_SESSION_TOKEN)
+    );
+    assert_eq!(
+        reqs[3].header("authorization"),
+        Some(format!("Bearer {GOOGLE_TOKEN}").as_str())
+    );
+    ended(&s.rec, 4).await;
+    s.check_all("cloud");
+    for (channel, text) in [("logs", log_text()), ("records", records_text(&s.rec))] {
+        assert!(!text.contains(&key_line), "private key in {channel}");
+    }
 }

@@ -52,6 +52,11 @@ pub(crate) async fn build_bridge(
         .provider(anthropic)
         .provider(openai)
         .provider(copilot);
+    builder =
+        crate::cloud::add(builder, cfg.bedrock.as_ref(), cfg.vertex.as_ref()).map_err(|e| {
+            eprintln!("aibridge gateway: {e}");
+            ExitCode::from(2)
+        })?;
     if !cfg.mcp_servers.is_empty() {
         let mut mcp = aibridge::mcp::McpConfig::new();
         for (name, url) in &cfg.mcp_servers {

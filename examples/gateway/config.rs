@@ -43,6 +43,10 @@ pub(crate) struct Config {
     /// `AIBRIDGE_RECORD_INTERCEPTION=queued`: the interception record is queued ahead of
     /// its children instead of awaited before the upstream call.
     pub(crate) queue_interceptions: bool,
+    /// The `bedrock` provider, when configured.
+    pub(crate) bedrock: Option<crate::cloud::BedrockEnv>,
+    /// The `vertex` provider, when configured.
+    pub(crate) vertex: Option<crate::cloud::VertexEnv>,
     /// The policy file (`AIBRIDGE_POLICY`), if any.
     pub(crate) policy: Option<PathBuf>,
 }
@@ -111,8 +115,11 @@ impl Config {
                 ));
             }
         };
+        let (bedrock, vertex) = crate::cloud::from_lookup(&get)?;
         Ok(Self {
             queue_interceptions,
+            bedrock,
+            vertex,
             listen,
             database_url,
             tokens,

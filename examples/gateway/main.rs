@@ -32,6 +32,7 @@
 
 mod auth;
 mod bridge;
+mod cloud;
 mod config;
 mod conn;
 mod policy;

@@ -109,6 +109,15 @@ fn asked(req: &Bridged) -> policy::Asked<'_> {
 /// without its end (issue 17, defect 3): the task goes on, sees the client gone, and ends
 /// the interception `cancelled`.
 pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
+    // A cloud provider's interception is recorded with the cloud model (cloud-anthropic.md).
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let req = {
+        let mut req = req;
+        if let Some(cloud) = req.provider.cloud() {
+            req.info.model = cloud.map_model(&req.info.model);
+        }
+        req
+    };
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
@@ -217,6 +226,20 @@ async fn intercept(
         Some(&req.credential),
         Mode::Bridged(&req.actor),
     );
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let cloud = req.provider.cloud().map(|c| {
+        crate::provider::cloud::Call::new(
+            &c,
+            req.provider.base_url(),
+            req.info.model.clone(),
+            &req.headers,
+        )
+    });
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let (url, headers) = match &cloud {
+        Some(call) => (call.url(req.info.streaming), call.headers(headers)),
+        None => (url, headers),
+    };
     let route = route_label(req.provider.as_ref(), &req.endpoint);
     let metrics = shared.metrics.clone();
     let labels = metrics.as_ref().map(|m| {
@@ -302,6 +325,8 @@ async fn intercept(
         req.credential.kind(),
     );
     ctx.presents_first_id = adapter.presents_first_id();
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    let ctx = ctx.with_cloud(cloud);
     let start = req.start;
     let (outcome, waited) = relay::drive(
         ctx,

@@ -4,6 +4,9 @@
 //! policy, except that `ClientOnly` without a client credential forwards the request
 //! without one (the upstream answers 401) (S22).
 
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+mod cloud;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +39,10 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    if let Some(cloud) = provider.cloud() {
+        return cloud::answer(shared, provider.as_ref(), &cloud, rest, parts, body).await;
+    }
     let flavor = Flavor::from(provider.kind());
     let limit = shared.max_request_body;
     let declared = parts

@@ -97,6 +97,18 @@ impl Credential {
         (&self.header, &self.value)
     }
 
+    /// The configured credentials of a cloud provider, which signs or authorizes each call
+    /// itself: nothing is sent from here (the placeholder header is removed upstream).
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    pub(crate) fn cloud(hint: String) -> Self {
+        Self {
+            kind: CredentialKind::Centralized,
+            header: HeaderName::from_static("x-api-key"),
+            value: HeaderValue::from_static(""),
+            hint,
+        }
+    }
+
     /// The configured key as this provider kind sends it.
     pub(crate) fn centralized(kind: ProviderKind, key: &Secret) -> Option<Self> {
         let (header, value) = match kind {

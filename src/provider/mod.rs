@@ -14,6 +14,8 @@
 //! ```
 
 mod anthropic;
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+pub(crate) mod cloud;
 mod common;
 mod config;
 mod copilot;
@@ -22,6 +24,14 @@ mod kind;
 mod openai;
 
 pub use self::anthropic::Anthropic;
+#[cfg(feature = "bedrock")]
+pub use self::cloud::bedrock::Bedrock;
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+pub use self::cloud::models::{ModelMap, ModelMapError};
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+pub use self::cloud::transport::CloudTransport;
+#[cfg(feature = "vertex")]
+pub use self::cloud::vertex::{AccessToken, TokenError, TokenSource, Vertex};
 pub use self::config::{CircuitBreakerConfig, RetryConfig};
 pub use self::copilot::Copilot;
 pub use self::credential::{Credential, CredentialError, CredentialKind, CredentialPolicy, Secret};
@@ -76,6 +86,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// Added to every upstream request (bridged and passthrough), replacing same-named
     /// client headers.
     fn extra_headers(&self) -> &HeaderMap;
+    /// The cloud transport of the built-in `Bedrock` and `Vertex`: the Anthropic API served
+    /// through a cloud. `None` (the default) for every other provider.
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    fn cloud(&self) -> Option<CloudTransport> {
+        None
+    }
 }
 
 /// One entry of a provider's route table.

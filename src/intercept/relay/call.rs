@@ -148,14 +148,29 @@ pub(super) async fn call(
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
+        #[cfg(any(feature = "bedrock", feature = "vertex"))]
+        let (headers, body) = match &ctx.cloud {
+            None => (ctx.headers.clone(), ctx.body.clone()),
+            Some(cloud) => match cloud.prepare(&ctx.url, &ctx.headers, &ctx.body).await {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    let e = BridgeError::cloud_auth(e.0);
+                    let msg = e.message.clone();
+                    head.send(e.into_response(ctx.flavor, Some(ctx.id)));
+                    return Call::Done(failed(msg));
+                }
+            },
+        };
+        #[cfg(not(any(feature = "bedrock", feature = "vertex")))]
+        let (headers, body) = (ctx.headers.clone(), ctx.body.clone());
         ctx.call_started = waiting;
         let span = upstream_span(ctx, attempt);
         let send = ctx
             .shared
             .client
             .post(&ctx.url)
-            .headers(ctx.headers.clone())
-            .body(ctx.body.clone())
+            .headers(headers)
+            .body(body)
             .send();
         let send = tracing::Instrument::instrument(send, span.clone());
         let sent = tokio::select! {
@@ -200,7 +215,13 @@ pub(super) async fn call(
                 );
                 d
             }
-            Ok(Ok(mut resp)) => {
+            Ok(Ok(resp)) => {
+                #[cfg(any(feature = "bedrock", feature = "vertex"))]
+                let resp = match &ctx.cloud {
+                    Some(cloud) => cloud.response(resp),
+                    None => resp,
+                };
+                let mut resp = resp;
                 let status = resp.status();
                 if !status.is_success() {
                     if can_retry && should_retry(status, resp.headers()) {

@@ -60,6 +60,10 @@ pub(crate) struct Ctx {
     /// next iteration's first relayed bytes.
     #[cfg(feature = "mcp")]
     pub(super) keep_alive: Option<KeepAlive>,
+    /// The cloud a Bedrock or Vertex interception goes through (each call edited and
+    /// signed or authorized; answers turned back into the Anthropic API).
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    pub(super) cloud: Option<crate::provider::cloud::Call>,
 }
 
 impl Ctx {
@@ -104,6 +108,8 @@ impl Ctx {
             call_started: start,
             #[cfg(feature = "mcp")]
             keep_alive: None,
+            #[cfg(any(feature = "bedrock", feature = "vertex"))]
+            cloud: None,
         }
     }
 }
@@ -127,6 +133,15 @@ impl Ctx {
         } else {
             Report::Success
         }
+    }
+}
+
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+impl Ctx {
+    /// Runs the interception through a cloud.
+    pub(crate) fn with_cloud(mut self, cloud: Option<crate::provider::cloud::Call>) -> Self {
+        self.cloud = cloud;
+        self
     }
 }
 
