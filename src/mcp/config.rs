@@ -4,6 +4,7 @@ use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Uri};
 
+use super::credentials::McpCredentials;
 use crate::provider::Secret;
 
 /// Header names the MCP transport sets itself; a server may not override them.
@@ -49,6 +50,9 @@ pub struct McpConfig {
     max_result_bytes: usize,
     keep_alive_interval: Duration,
     skip_injection: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    credentials: Option<Arc<dyn McpCredentials>>,
+    session_idle_timeout: Duration,
+    max_sessions: usize,
 }
 
 /// One MCP server, reached over the streamable HTTP transport.
@@ -126,7 +130,48 @@ impl McpConfig {
             max_result_bytes: 262_144,
             keep_alive_interval: Duration::from_secs(10),
             skip_injection: Arc::new(|model: &str| model.contains("haiku")),
+            credentials: None,
+            session_idle_timeout: Duration::from_secs(600),
+            max_sessions: 256,
         }
+    }
+
+    /// Per-actor credentials: asked, for each actor and server, which headers that actor's
+    /// session with the server carries, or whether the actor may not use it. Without it
+    /// (the default) every actor uses the servers' static headers and one shared session
+    /// per server.
+    ///
+    /// An actor whose answer is [`McpCredential::Headers`](super::McpCredential::Headers)
+    /// gets a session of its own per (server, credential), with its own tool list (cached
+    /// and refreshed like the shared one: on `notifications/tools/list_changed` and every
+    /// `refresh_interval`).
+    #[must_use]
+    pub fn credentials(mut self, credentials: impl McpCredentials) -> Self {
+        self.credentials = Some(Arc::new(credentials));
+        self
+    }
+
+    /// [`credentials`](Self::credentials) from an `Arc`.
+    #[must_use]
+    pub fn credentials_arc(mut self, credentials: Arc<dyn McpCredentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// A per-credential session unused for this long is closed (DELETE) and forgotten
+    /// (default 10 min).
+    #[must_use]
+    pub fn session_idle_timeout(mut self, d: Duration) -> Self {
+        self.session_idle_timeout = d;
+        self
+    }
+
+    /// At most this many per-credential sessions are open at once (default 256); opening
+    /// one more closes the least recently used first.
+    #[must_use]
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
     }
 
     /// Adds a server. Servers configured earlier win when two tools get the same id.
@@ -189,7 +234,9 @@ impl McpConfig {
     /// Checks every invariant: server names (pattern, unique), URLs (http/https with a
     /// host), headers (valid values, no transport-reserved names), regexes, non-zero bounds.
     pub(crate) fn validate(&self) -> Result<(), McpConfigError> {
-        let limits: [(&'static str, bool); 5] = [
+        let limits: [(&'static str, bool); 7] = [
+            ("session_idle_timeout", self.session_idle_timeout.is_zero()),
+            ("max_sessions", self.max_sessions == 0),
             ("max_iterations", self.max_iterations == 0),
             ("max_result_bytes", self.max_result_bytes == 0),
             ("tool_timeout", self.tool_timeout.is_zero()),
@@ -243,6 +290,21 @@ impl McpConfig {
     pub(crate) fn refresh_period(&self) -> Duration {
         self.refresh_interval
     }
+
+    /// The host's per-actor credentials, if any.
+    pub(crate) fn actor_credentials(&self) -> Option<&Arc<dyn McpCredentials>> {
+        self.credentials.as_ref()
+    }
+
+    /// Idle time after which a per-credential session is closed.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.session_idle_timeout
+    }
+
+    /// Bound on live per-credential sessions.
+    pub(crate) fn session_limit(&self) -> usize {
+        self.max_sessions
+    }
 }
 
 impl Default for McpConfig {
@@ -261,6 +323,9 @@ impl fmt::Debug for McpConfig {
             .field("max_result_bytes", &self.max_result_bytes)
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("skip_injection_when", &format_args!("<fn>"))
+            .field("credentials", &self.credentials.is_some())
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("max_sessions", &self.max_sessions)
             .finish()
     }
 }
@@ -324,6 +389,19 @@ impl McpServer {
         &self.deny
     }
 
+    /// This server with `extra` headers (an actor's credential): an extra header replaces a
+    /// static one of the same name. Fails (with a reason naming the header, never its
+    /// value) on a transport-reserved name or an invalid value.
+    pub(crate) fn with_credential(&self, extra: &[(HeaderName, Secret)]) -> Result<Self, String> {
+        let mut out = self.clone();
+        for (name, value) in extra {
+            check_header(name, value)?;
+            out.headers.retain(|(n, _)| n != name);
+        }
+        out.headers.extend(extra.iter().cloned());
+        Ok(out)
+    }
+
     /// The URL without userinfo, as recorded and logged.
     pub(crate) fn display_url(&self) -> String {
         display_url(&self.url)
@@ -341,12 +419,7 @@ impl McpServer {
             return Err(self.invalid("the URL has no host"));
         }
         for (name, value) in &self.headers {
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(self.invalid(format!("header {name} is set by the MCP transport")));
-            }
-            if HeaderValue::from_str(value.expose()).is_err() {
-                return Err(self.invalid(format!("header {name} has an invalid value")));
-            }
+            check_header(name, value).map_err(|reason| self.invalid(reason))?;
         }
         for pattern in self.allow.iter().chain(&self.deny) {
             if let Err(e) = regex::Regex::new(pattern) {
@@ -389,6 +462,17 @@ impl fmt::Debug for McpServer {
 }
 
 // === helpers ===
+
+/// A header the MCP transport may carry: not one it sets itself, a valid value.
+fn check_header(name: &HeaderName, value: &Secret) -> Result<(), String> {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!("header {name} is set by the MCP transport"));
+    }
+    if HeaderValue::from_str(value.expose()).is_err() {
+        return Err(format!("header {name} has an invalid value"));
+    }
+    Ok(())
+}
 
 fn is_valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();

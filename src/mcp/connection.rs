@@ -43,24 +43,38 @@ impl SseRetryPolicy for OneSseRetry {
 pub(super) type Session = RunningService<RoleClient, Handler>;
 
 /// The client side of the session: announces `aibridge` and turns
-/// `notifications/tools/list_changed` into a wake-up of the server's task.
-#[derive(Debug, Clone)]
+/// `notifications/tools/list_changed` into a wake-up of the session's owner.
+#[derive(Clone)]
 pub(super) struct Handler {
-    list_changed: Arc<Notify>,
+    on_list_changed: Arc<dyn Fn() + Send + Sync>,
 }
 
 // === impl Handler ===
 
 impl Handler {
+    /// Wakes the server task through `list_changed`.
     pub(super) fn new(list_changed: Arc<Notify>) -> Self {
-        Self { list_changed }
+        Self::with(move || list_changed.notify_one())
+    }
+
+    /// Runs `f` on every `notifications/tools/list_changed`.
+    pub(super) fn with(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            on_list_changed: Arc::new(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
     }
 }
 
 impl ClientHandler for Handler {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::debug!("MCP server announced a tool list change");
-        self.list_changed.notify_one();
+        (self.on_list_changed)();
     }
 
     fn get_info(&self) -> ClientConfig {

@@ -95,6 +95,7 @@ struct Inner {
     prompts_total: IntCounterVec,
     tokens_total: IntCounterVec,
     injected_tool_invocations_total: IntCounterVec,
+    mcp_actor_unavailable_total: IntCounterVec,
     non_injected_tool_selections_total: IntCounterVec,
     circuit_breaker_state: GaugeVec,
     circuit_breaker_trips_total: IntCounterVec,
@@ -264,6 +265,12 @@ impl MetricsBuilder {
                 "injected_tool_invocations_total",
                 "Injected MCP tool calls executed by the bridge.",
                 &["provider", "model", "server", "name"],
+            )?,
+            mcp_actor_unavailable_total: counter(
+                r,
+                "mcp_actor_unavailable_total",
+                "Per-actor MCP credential refusals and failed per-actor sessions (that server's tools left out for the actor).",
+                &["server", "reason"],
             )?,
             non_injected_tool_selections_total: counter(
                 r,
@@ -464,6 +471,18 @@ impl Metrics {
             .inner
             .injected_tool_invocations_total
             .get_metric_with_label_values(&[&l.provider, model, server, name])
+        {
+            c.inc();
+        }
+    }
+
+    /// An actor got no tools from `server` (configured name): `reason` is `refused` (the
+    /// host's credential stage) or `failed` (the actor's session could not be used).
+    pub(crate) fn mcp_actor_unavailable(&self, server: &str, reason: &str) {
+        if let Ok(c) = self
+            .inner
+            .mcp_actor_unavailable_total
+            .get_metric_with_label_values(&[server, reason])
         {
             c.inc();
         }
