@@ -129,6 +129,7 @@ impl ActorTools {
     }
 
     /// The tool with this injected id.
+    #[cfg(feature = "mcp-server")]
     pub(crate) fn get(&self, id: &str) -> Option<&InjectedTool> {
         self.tools
             .binary_search_by(|t| t.id.as_str().cmp(id))

@@ -227,6 +227,7 @@ impl McpRegistry {
     }
 
     /// A receiver that wakes whenever some tool list may have changed.
+    #[cfg(feature = "mcp-server")]
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changed.subscribe()
     }
