@@ -41,7 +41,9 @@ pub(crate) async fn build_bridge(
         .provider(openai)
         .provider(copilot);
     if !cfg.mcp_servers.is_empty() {
-        let mut mcp = aibridge::mcp::McpConfig::new();
+        let mut mcp = aibridge::mcp::McpConfig::new()
+            .session_idle_timeout(cfg.mcp_session_idle)
+            .max_sessions(cfg.mcp_max_sessions);
         for (name, url) in &cfg.mcp_servers {
             let mut server = aibridge::mcp::McpServer::new(name.clone(), url.clone());
             if let Some(a) = &cfg.mcp_allow {

@@ -70,16 +70,20 @@ impl Handler {
         }
     }
 
-    /// The session's actor, checked against the request's: a request of another actor (or
-    /// of none) is refused.
-    fn actor(&self, extensions: &rmcp::model::Extensions) -> Result<&Actor, ErrorData> {
+    /// The request's actor. In a session (protocol versions with `initialize`) it must be
+    /// the actor that initialized it; stateless requests (protocol 2026-07-28, a handler
+    /// per request) have only the request's own.
+    fn actor<'a>(
+        &'a self,
+        extensions: &'a rmcp::model::Extensions,
+    ) -> Result<&'a Actor, ErrorData> {
         let head = Head::of(extensions);
         match (self.actor.get(), head.actor) {
-            (Some(bound), Some(actor)) if bound.id() == actor.id() => Ok(bound),
-            _ => Err(ErrorData::invalid_request(
-                "this MCP session belongs to another actor",
-                None,
-            )),
+            (_, None) => Err(ErrorData::invalid_request("no authenticated actor", None)),
+            (Some(bound), Some(actor)) if bound.id() != actor.id() => Err(
+                ErrorData::invalid_request("this MCP session belongs to another actor", None),
+            ),
+            (_, Some(actor)) => Ok(actor),
         }
     }
 
