@@ -22,6 +22,10 @@ pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `tools/list` pages followed at most.
 const MAX_PAGES: usize = 100;
+/// First reconnection delay; doubles per failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest reconnection delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Same-origin 307/308 redirects followed at most.
 const MAX_REDIRECTS: usize = 10;
 
@@ -212,4 +216,25 @@ pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+/// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
+pub(super) fn backoff(failures: u32) -> Duration {
+    crate::backoff::delay(
+        BACKOFF_BASE,
+        BACKOFF_MAX,
+        failures.saturating_sub(1),
+        crate::backoff::Jitter::None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
 }

@@ -28,8 +28,6 @@ pub(super) struct Pool {
     epoch: Instant,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
     sweeper: Mutex<Option<JoinHandle<()>>>,
-    /// Sessions opened and not yet closed (tests and logs).
-    live: AtomicU64,
 }
 
 /// What identifies a session: the server (configuration index) and the exact header values
@@ -88,7 +86,6 @@ impl Pool {
             epoch: Instant::now(),
             entries: Mutex::new(HashMap::new()),
             sweeper: Mutex::new(None),
-            live: AtomicU64::new(0),
         })
     }
 
@@ -134,12 +131,6 @@ impl Pool {
         for entry in entries {
             self.close(&entry).await;
         }
-    }
-
-    /// Sessions currently open.
-    #[cfg(test)]
-    pub(super) fn live(&self) -> u64 {
-        self.live.load(Ordering::Acquire)
     }
 
     /// Finds or adds the entry (touching it); evicts the least recently used entries
@@ -245,7 +236,7 @@ impl Pool {
                 let failures = failures.saturating_add(1);
                 *state = State::Failed {
                     reason: reason.clone(),
-                    until: Instant::now() + super::registry::backoff(failures),
+                    until: Instant::now() + connection::backoff(failures),
                     failures,
                 };
                 Err(reason)
@@ -261,7 +252,6 @@ impl Pool {
             changed.send_modify(|n| *n = n.wrapping_add(1));
         });
         let session = connection::connect(&entry.server, self.http.clone(), handler).await?;
-        self.live.fetch_add(1, Ordering::AcqRel);
         match self.list(entry, &session).await {
             Ok(tools) => Ok((session, tools)),
             Err(e) => {
@@ -288,7 +278,6 @@ impl Pool {
 
     async fn close_session(&self, session: Session) {
         connection::close(session).await;
-        self.live.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Starts the idle sweeper once: every quarter of the idle time it closes the sessions

@@ -1,12 +1,9 @@
 //! The MCP registry: one background task per server keeps a session and its tool list;
 //! the merged, filtered tool set is published as an immutable snapshot.
 
-use std::{
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicBool, Ordering},
 };
 
 use rmcp::{Peer, RoleClient};
@@ -21,16 +18,11 @@ use tracing::Instrument;
 use super::{
     McpToolInfo, call,
     config::{McpConfig, McpServer},
-    connection::{self, Handler, Session},
+    connection::{self, Handler, Session, backoff},
     pool::Pool,
     result::ToolOutcome,
     tools::{InjectedTool, ToolFilter, ToolSet, injectable},
 };
-
-/// First reconnection delay; doubles per failure.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Longest reconnection delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The MCP servers, their sessions and the current injectable tool set.
 pub(crate) struct McpRegistry {
@@ -518,26 +510,5 @@ async fn serve_session(
                 return SessionEnd::Lost;
             }
         }
-    }
-}
-
-/// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
-pub(super) fn backoff(failures: u32) -> Duration {
-    crate::backoff::delay(
-        BACKOFF_BASE,
-        BACKOFF_MAX,
-        failures.saturating_sub(1),
-        crate::backoff::Jitter::None,
-    )
-}
-
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute() {
-        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

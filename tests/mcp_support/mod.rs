@@ -336,7 +336,7 @@ impl ServerHandler for Handler {
     }
 
     async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
-        self.0.peers.lock().unwrap().push(context.peer.clone());
+        self.0.peers.lock().unwrap().push(context.peer);
     }
 
     async fn list_tools(

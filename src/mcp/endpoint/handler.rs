@@ -271,7 +271,7 @@ impl ServerHandler for Handler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         if let Some(actor) = self.actor.get() {
-            self.watch(actor.clone(), context.peer.clone());
+            self.watch(actor.clone(), context.peer);
         }
     }
 
