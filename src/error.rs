@@ -1,6 +1,7 @@
 //! Client-facing errors: every bridge-made error is rendered in the shape the client's SDK
 //! parses (resilience.md "Client-facing errors").
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -37,7 +38,7 @@ pub(crate) struct BridgeError {
     pub(crate) status: StatusCode,
     anthropic_type: &'static str,
     openai_type: &'static str,
-    code: &'static str,
+    code: Cow<'static, str>,
     param: Option<&'static str>,
     pub(crate) message: String,
     extra_header: Extra,
@@ -65,7 +66,7 @@ impl BridgeError {
             status,
             anthropic_type,
             openai_type,
-            code,
+            code: Cow::Borrowed(code),
             param: None,
             message: message.into(),
             extra_header: Extra::None,
@@ -261,6 +262,29 @@ impl BridgeError {
         )
     }
 
+    /// The policy refused the request (403, 429 with `Retry-After`, or the host's status).
+    pub(crate) fn denied(d: &crate::policy::Denial) -> Self {
+        let status = d.kind.status();
+        let kind = match status.as_u16() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            _ if status.is_server_error() => "api_error",
+            _ => "permission_error",
+        };
+        let mut e = Self::new(status, kind, kind, "", d.message.clone());
+        e.code = Cow::Owned(d.kind.code().to_owned());
+        if status == StatusCode::TOO_MANY_REQUESTS || d.retry_after.is_some() {
+            let secs = d.retry_after.map_or(1, crate::policy::retry_after_secs);
+            e.extra_header = Extra::RetryAfter(secs);
+        }
+        e
+    }
+
     pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -285,10 +309,11 @@ impl BridgeError {
             }
             Flavor::OpenAi => {
                 let param = self.param.map_or_else(|| "null".to_owned(), json_string);
+                let code = json_string(&self.code);
                 let _ = write!(
                     s,
-                    r#"{{"error":{{"message":{message},"type":"{}","param":{param},"code":"{}"}}}}"#,
-                    self.openai_type, self.code
+                    r#"{{"error":{{"message":{message},"type":"{}","param":{param},"code":{code}}}}}"#,
+                    self.openai_type
                 );
             }
         }

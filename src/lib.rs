@@ -135,6 +135,7 @@ pub mod bridge;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod metrics;
+pub mod policy;
 pub mod provider;
 pub mod recorder;
 

@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<Metrics>,
     /// The circuit breakers, one per (provider, endpoint, model).
     pub(crate) breakers: Breakers,
+    /// The policy stage, when the host configured one.
+    pub(crate) policy: Option<Arc<dyn crate::policy::Policy>>,
+    /// The price table of `TokenUsage::cost_usd`.
+    pub(crate) prices: Arc<crate::policy::Prices>,
     /// Where the tool loop takes its tools from (the MCP registry), when configured.
     #[cfg(feature = "mcp")]
     pub(crate) tool_source: Option<Arc<dyn crate::intercept::ToolSource>>,
@@ -64,6 +68,8 @@ impl Shared {
             client_write_stall: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics,
             breakers: Breakers::default(),
+            policy: None,
+            prices: Arc::new(crate::policy::Prices::builtin()),
             #[cfg(feature = "mcp")]
             tool_source: None,
             cancel: watch::Sender::new(false),

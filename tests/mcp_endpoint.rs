@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use aibridge::mcp::{ActorHeaders, McpConfig, McpCredential, McpCredentials, McpServer};
 use aibridge::metrics::Metrics;
+use aibridge::policy::{Allow, Decision, Denial, DenyKind, Policy, PolicyRequest, ToolFilter};
 use aibridge::provider::{Api, ProviderKind, Secret};
 use aibridge::recorder::{MemoryRecorder, Outcome, ToolUsage};
 use aibridge::{Actor, RequestBridge};
@@ -67,11 +68,20 @@ struct Env {
 /// MCP endpoint at `/api/v2/aibridge/mcp` behind token auth: `Authorization: Bearer
 /// gw-{actor}` is the actor `{actor}`; anything else is 401.
 async fn env(f: impl FnOnce(McpConfig) -> McpConfig) -> Env {
+    env_with(f, |b| b).await
+}
+
+async fn env_with(
+    f: impl FnOnce(McpConfig) -> McpConfig,
+    host: impl FnOnce(aibridge::bridge::Builder) -> aibridge::bridge::Builder,
+) -> Env {
     let mcp = McpTestServer::start(&[TOOL, "echo", "fail"]).await;
     let config = f(McpConfig::new().server(McpServer::new("coder", mcp.url())));
     let reg = Registry::new();
     let metrics = Metrics::new(&reg).unwrap();
-    let (bridge, rec) = bridge("http://127.0.0.1:9", |b| b.metrics(metrics).mcp(config));
+    let (bridge, rec) = bridge("http://127.0.0.1:9", |b| {
+        host(b.metrics(metrics).mcp(config))
+    });
     bounded("mcp_ready", bridge.mcp_ready()).await;
     let endpoint = bridge.mcp_endpoint().expect("MCP is configured");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -408,4 +418,108 @@ async fn calls_use_the_actors_own_credential_and_a_denied_tool_is_not_executed()
     );
     alice.cancel().await.unwrap();
     bob.cancel().await.unwrap();
+}
+
+/// alice may use only `coder_list_*`; mallory is denied everything.
+struct ToolPolicy;
+
+#[async_trait::async_trait]
+impl Policy for ToolPolicy {
+    async fn check(&self, req: &PolicyRequest<'_>) -> Decision {
+        assert_eq!(req.api, Api::Mcp, "the endpoint asks with api mcp");
+        if req.actor.id() == "mallory" {
+            return Decision::Deny(Denial::new(
+                DenyKind::Forbidden,
+                "mallory may not use tools",
+            ));
+        }
+        let mut allow = Allow::default();
+        allow.mcp_tools = Some(ToolFilter::new(["^coder_list"]).unwrap());
+        Decision::Allow(allow)
+    }
+}
+
+#[tokio::test]
+async fn the_policys_tool_filter_and_denials_apply_to_the_endpoint() {
+    let e = env_with(|c| c, |b| b.policy(ToolPolicy)).await;
+    let alice = connect(&e, "alice", Editor::default()).await;
+    let listed = alice.list_all_tools().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(ids, [TOOL_ID], "only the allowed tool is listed");
+    let ok = alice
+        .call_tool(params(TOOL_ID, json!({"owner": "alice"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&ok), "mock");
+    let refused = alice
+        .call_tool(params("bmcp_coder_echo", json!({"x": 1})))
+        .await;
+    let err = refused.expect_err("a filtered tool is refused");
+    assert!(err.to_string().contains("not allowed"), "{err}");
+
+    let mallory = connect(&e, "mallory", Editor::default()).await;
+    assert!(
+        mallory.list_all_tools().await.is_err(),
+        "mallory's list is denied"
+    );
+    let denied = mallory
+        .call_tool(params(TOOL_ID, json!({"owner": "x"})))
+        .await;
+    assert!(denied.is_err());
+
+    // Only alice's allowed call reached the server.
+    assert_eq!(e.mcp.call_auth().len(), 1);
+    assert_eq!(e.mcp.calls()[0].name, TOOL);
+    ended(&e.rec, 3).await;
+    let mut seen: Vec<(String, String, Outcome, Option<String>)> = e
+        .rec
+        .interceptions()
+        .iter()
+        .map(|i| {
+            let u = e
+                .rec
+                .tool_usages()
+                .into_iter()
+                .find(|u| u.interception_id == i.id)
+                .unwrap();
+            let end = e
+                .rec
+                .interceptions_ended()
+                .into_iter()
+                .find(|x| x.id == i.id)
+                .unwrap();
+            (
+                i.initiator_id.clone(),
+                u.tool,
+                end.outcome,
+                u.invocation_error,
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    assert_eq!(
+        seen,
+        [
+            (
+                "alice".to_owned(),
+                TOOL.to_owned(),
+                Outcome::Completed,
+                None
+            ),
+            (
+                "alice".to_owned(),
+                "echo".to_owned(),
+                Outcome::Failed,
+                Some("not executed: the tool is not allowed for this request by policy".to_owned())
+            ),
+            (
+                "mallory".to_owned(),
+                TOOL.to_owned(),
+                Outcome::Denied,
+                Some("mallory may not use tools".to_owned())
+            ),
+        ]
+    );
+    alice.cancel().await.unwrap();
+    mallory.cancel().await.unwrap();
 }

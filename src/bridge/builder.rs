@@ -9,6 +9,7 @@ use super::budget::{DEFAULT_BUDGET_FACTOR, DEFAULT_BUDGET_WAIT, RequestBudget};
 use super::{Inner, RequestBridge};
 use crate::metrics::Metrics;
 use crate::pipeline::{DEFAULT_CLIENT_WRITE_TIMEOUT, Shared};
+use crate::policy::{Policy, Prices};
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordQueue;
@@ -123,6 +124,8 @@ pub struct Builder {
     timeouts: UpstreamTimeouts,
     client_write_timeout: Duration,
     metrics: Option<Metrics>,
+    policy: Option<Arc<dyn Policy>>,
+    prices: Option<Prices>,
     #[cfg(feature = "mcp")]
     mcp: Option<crate::mcp::McpConfig>,
 }
@@ -138,6 +141,8 @@ impl fmt::Debug for Builder {
             .field("record_limits", &self.record_limits)
             .field("path_prefix", &self.path_prefix)
             .field("timeouts", &self.timeouts)
+            .field("policy", &self.policy.is_some())
+            .field("prices", &self.prices)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +161,8 @@ impl Default for Builder {
             timeouts: UpstreamTimeouts::default(),
             client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             metrics: None,
+            policy: None,
+            prices: None,
             #[cfg(feature = "mcp")]
             mcp: None,
         }
@@ -284,6 +291,44 @@ impl Builder {
         self
     }
 
+    /// The policy stage: asked once per bridged request, before anything goes upstream,
+    /// whether the request may go (see [`policy`](crate::policy)). Without one every
+    /// request goes.
+    ///
+    /// ```
+    /// use aibridge::RequestBridge;
+    /// use aibridge::policy::{Rules, RulesPolicy};
+    /// use aibridge::provider::{Anthropic, Secret};
+    /// use aibridge::recorder::NoopRecorder;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut rules = Rules::default();
+    /// rules.default.models = Some(vec!["claude-*".into()]);
+    /// let bridge = RequestBridge::builder()
+    ///     .provider(Anthropic::new(Secret::new("sk-ant-key")))
+    ///     .recorder(NoopRecorder)
+    ///     .policy(RulesPolicy::builder().rules(rules).build().unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(bridge); }
+    /// ```
+    pub fn policy(self, policy: impl Policy) -> Self {
+        self.policy_arc(Arc::new(policy))
+    }
+
+    /// [`policy`](Self::policy) from a shared policy (e.g. a `RulesPolicy` the host also
+    /// reloads and reads the spend of).
+    pub fn policy_arc(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The price table that fills [`TokenUsage::cost_usd`](crate::recorder::TokenUsage)
+    /// at record time, with or without a policy. Default [`Prices::builtin`].
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
     /// Upstream timeouts.
     pub fn upstream_timeouts(mut self, timeouts: UpstreamTimeouts) -> Self {
         self.timeouts = timeouts;
@@ -375,6 +420,8 @@ impl Builder {
             self.metrics,
         );
         shared.client_write_stall = self.client_write_timeout;
+        shared.policy = self.policy;
+        shared.prices = Arc::new(self.prices.unwrap_or_default());
         let mut inner = Inner::new(
             &self.providers,
             self.path_prefix,

@@ -104,8 +104,9 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
         config: LoopConfig,
         info: &RequestInfo,
         body: &Bytes,
+        filter: Option<&crate::policy::ToolFilter>,
     ) -> Option<(LoopState, Bytes)> {
-        let tools = tools_for_request(body, &offer.tools);
+        let tools = tools_for_request(body, &offer.tools, filter);
         if tools.0.is_empty() {
             return None;
         }

@@ -1,10 +1,12 @@
 //! Turns facts into records and hands them to the interception's record sink.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::facts::Fact;
 use crate::error::truncate_error;
 use crate::metrics::{Labels, Metrics};
+use crate::policy::{Policy, Prices};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordSink;
 use crate::recorder::{
@@ -23,6 +25,25 @@ pub(crate) struct Emitter {
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
     metrics: Option<(Metrics, Labels)>,
+    /// Prices the token usage and tells the policy about it.
+    account: Option<Account>,
+}
+
+/// What the token-usage records of an interception cost, and who is told.
+pub(crate) struct Account {
+    pub(crate) prices: Arc<Prices>,
+    pub(crate) policy: Option<Arc<dyn Policy>>,
+    pub(crate) actor: String,
+    pub(crate) model: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("policy", &self.policy.is_some())
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Emitter {
@@ -41,7 +62,14 @@ impl Emitter {
             limits,
             attempted: false,
             metrics,
+            account: None,
         }
+    }
+
+    /// Prices token usage with `account` and reports it to its policy.
+    pub(crate) fn with_account(mut self, account: Account) -> Self {
+        self.account = Some(account);
+        self
     }
 
     /// Metrics are driven by the records themselves, when they are created.
@@ -83,18 +111,27 @@ impl Emitter {
                     created_at,
                 })
             }
-            Fact::Usage { response_id, usage } => Record::TokenUsage(TokenUsage {
-                id,
-                interception_id,
-                provider_response_id: response_id,
-                input_tokens: usage.input,
-                output_tokens: usage.output,
-                cache_read_input_tokens: usage.cache_read,
-                cache_write_input_tokens: usage.cache_write,
-                extra: usage.extra,
-                cost_usd: None,
-                created_at,
-            }),
+            Fact::Usage { response_id, usage } => {
+                let mut t = TokenUsage {
+                    id,
+                    interception_id,
+                    provider_response_id: response_id,
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    cache_read_input_tokens: usage.cache_read,
+                    cache_write_input_tokens: usage.cache_write,
+                    extra: usage.extra,
+                    cost_usd: None,
+                    created_at,
+                };
+                if let Some(a) = &self.account {
+                    t.cost_usd = a.prices.cost(&a.model, &t);
+                    if let Some(policy) = &a.policy {
+                        policy.usage(&a.actor, &a.model, &t);
+                    }
+                }
+                Record::TokenUsage(t)
+            }
             Fact::Tool {
                 response_id,
                 name,

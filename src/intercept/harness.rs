@@ -119,7 +119,7 @@ pub(crate) fn tools() -> std::sync::Arc<super::tool_loop::Tools> {
         )
         .unwrap(),
     };
-    std::sync::Arc::new(super::tool_loop::Tools(vec![
+    std::sync::Arc::new(super::tool_loop::Tools::new(vec![
         tool("bmcp_coder_list_workspaces", "list_workspaces"),
         tool("bmcp_coder_read", "read"),
     ]))

@@ -18,6 +18,7 @@ mod json_edit;
 mod messages;
 mod observer;
 mod openai;
+mod policy;
 #[cfg(test)]
 mod proptests;
 mod relay;
@@ -104,6 +105,11 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     let flavor = Flavor::from(req.provider.kind());
     let client = Client::detect(&req.headers);
     let session = client.session_id(&req.headers, req.info.metadata_user_id.as_deref());
+    // The policy stage: without a policy, one `Option` check.
+    let verdict = match &shared.policy {
+        None => policy::Verdict::Allow,
+        Some(p) => policy::check(p, &req, client.label(), session.as_deref()).await,
+    };
     let id = RecordId::new();
     let interception = Interception {
         id,
@@ -140,7 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // The task counts as running until its records are queued, so shutdown drains them.
     let task_guard = shared.track_task();
     let task = async move {
-        intercept(shared, req, interception, head_tx).await;
+        intercept(shared, req, interception, verdict, head_tx).await;
         drop(task_guard);
     };
     tokio::spawn(tracing::Instrument::instrument(task, span));
@@ -156,8 +162,20 @@ async fn intercept(
     shared: Arc<Shared>,
     req: Bridged,
     interception: Interception,
+    verdict: policy::Verdict,
     head_tx: oneshot::Sender<Response<Body>>,
 ) {
+    let filter = match verdict {
+        policy::Verdict::Allow => None,
+        policy::Verdict::Narrow(f) => Some(f),
+        policy::Verdict::Deny(d) => {
+            let resp = policy::deny(&shared, &req, interception, &d).await;
+            let _ = head_tx.send(resp);
+            return;
+        }
+    };
+    #[cfg(not(feature = "mcp"))]
+    let _ = filter; // nothing to narrow without injected tools
     let id = interception.id;
     let flavor = Flavor::from(req.provider.kind());
     let client = interception.client.clone();
@@ -190,10 +208,17 @@ async fn intercept(
     #[cfg(feature = "mcp")]
     let tool_loop = match &shared.tool_source {
         Some(source) if source.should_inject(&req.info.model) && adapter.injectable(&req.body) => {
-            // The policy stage's per-actor tool filter goes here (issue 13, item 2).
-            let allow = None;
-            let offer = source.tools_for(&req.actor, allow).await;
-            adapter.start_loop(offer, source.loop_config(), &req.info, &req.body)
+            // The policy's tool filter splits the actor's tools per request
+            // (`tools_for_request`): refused tools are not injected and their calls are
+            // recorded as not executed.
+            let offer = source.tools_for(&req.actor, None).await;
+            adapter.start_loop(
+                offer,
+                source.loop_config(),
+                &req.info,
+                &req.body,
+                filter.as_ref(),
+            )
         }
         _ => None,
     };
@@ -223,7 +248,13 @@ async fn intercept(
         id,
         req.info.prompt,
         metrics.clone().map(|m| (m, labels.clone())),
-    );
+    )
+    .with_account(emit::Account {
+        prices: shared.prices.clone(),
+        policy: shared.policy.clone(),
+        actor: labels.initiator.clone(),
+        model: labels.model.clone(),
+    });
     let breaker_key = Key {
         provider: labels.provider.clone(),
         endpoint: route.clone(),

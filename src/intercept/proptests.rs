@@ -798,7 +798,7 @@ fn deep_nesting_never_overflows_the_stack() {
                     let tools = tools();
                     let turns = [r#"{"role":"user","content":"x"}"#.to_owned()];
                     let _ = adapter_for(api).request_body(body.as_bytes(), Some(&tools), &turns);
-                    let _ = super::tool_loop::client_tool_names(body.as_bytes());
+                    let _ = super::request::client_tool_names(body.as_bytes());
                 }
                 // Response side: blocking bodies and stream events.
                 let (facts, _) = super::harness::blocking_facts(adapter_for(api), body.as_bytes());

@@ -94,6 +94,29 @@ pub(crate) fn parse_top(body: &[u8]) -> Result<Top<'_>, BridgeError> {
     })
 }
 
+/// The client tool names of a request (`name`, or Chat's `function.name`).
+pub(crate) fn client_tool_names(body: &[u8]) -> std::collections::BTreeSet<String> {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        tools: Option<Vec<&'a RawValue>>,
+    }
+    let tools = serde_json::from_slice::<Top<'_>>(body)
+        .ok()
+        .and_then(|t| t.tools)
+        .unwrap_or_default();
+    tools
+        .into_iter()
+        .filter_map(|t| {
+            let v: serde_json::Value = serde_json::from_str(t.get()).ok()?;
+            v["function"]["name"]
+                .as_str()
+                .or_else(|| v["name"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,7 @@
 //! | `initiator_id` | `interceptions_total`, `prompts_total`, `tokens_total` | the host's [`Actor`](crate::Actor) | once per interception, when it ends |
 //! | `name` | `non_injected_tool_selections_total` | the tools the client declares and the model picks | once per tool selection |
 //! | `type` | `tokens_total` | the keys of the upstream's usage object | once per token usage and key |
+//! | `reason` | `policy_denials_total` | the host's [`DenyKind::Other`](crate::policy::DenyKind::Other) reasons (the built-in ones are `model`, `budget`, `rate_limit`) | once per denial |
 //! | `method` | `passthrough_total` | the request line | once per passthrough request; only `GET`, `HEAD`, `POST`, `PUT`, `DELETE`, `CONNECT`, `OPTIONS`, `TRACE` and `PATCH` are reported by name |
 //!
 //! Each value reported as `other` is counted in
@@ -88,6 +89,8 @@ struct Inner {
     tool_name: LabelSet,
     usage_type: LabelSet,
     method: LabelSet,
+    reason: LabelSet,
+    policy_denials_total: IntCounterVec,
     interceptions_total: IntCounterVec,
     interceptions_inflight: IntGaugeVec,
     interceptions_duration: HistogramVec,
@@ -220,6 +223,13 @@ impl MetricsBuilder {
             tool_name: LabelSet::new("name", max, &overflow),
             usage_type: LabelSet::new("type", max, &overflow),
             method: LabelSet::methods(&overflow),
+            reason: LabelSet::new("reason", max, &overflow),
+            policy_denials_total: counter(
+                r,
+                "policy_denials_total",
+                "Requests the policy refused before anything was sent upstream.",
+                &["provider", "model", "reason"],
+            )?,
             interceptions_total: counter(
                 r,
                 "interceptions_total",
@@ -407,6 +417,32 @@ impl Metrics {
             .get_metric_with_label_values(&[&l.provider, route])
         {
             h.observe(overhead.as_secs_f64());
+        }
+    }
+
+    /// A request the policy refused: `policy_denials_total` and `interceptions_total`
+    /// with status `denied`.
+    pub(crate) fn denied(&self, l: &Labels, reason: &str, route: &str) {
+        let m = &self.inner;
+        let model = m.model.counted(&l.model);
+        let reason = m.reason.counted(reason);
+        if let Ok(c) =
+            m.policy_denials_total
+                .get_metric_with_label_values(&[&l.provider, model, reason])
+        {
+            c.inc();
+        }
+        let values = self.who(&[
+            ("provider", &l.provider),
+            ("model", model),
+            ("status", "denied"),
+            ("route", route),
+            ("method", "POST"),
+            ("initiator_id", self.initiator(&l.initiator, true)),
+            ("client", &l.client),
+        ]);
+        if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
+            c.inc();
         }
     }
 

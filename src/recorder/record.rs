@@ -84,15 +84,18 @@ pub enum Outcome {
     Failed,
     /// The client went away, or shutdown cancelled the interception.
     Cancelled,
+    /// The policy refused the request before anything was sent upstream.
+    Denied,
 }
 
 impl Outcome {
-    /// `"completed"`, `"failed"` or `"cancelled"`.
+    /// `"completed"`, `"failed"`, `"cancelled"` or `"denied"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Denied => "denied",
         }
     }
 }
@@ -374,6 +377,7 @@ mod tests {
     #[test]
     fn enum_strings_match_the_schema() {
         assert_eq!(Outcome::Cancelled.as_str(), "cancelled");
+        assert_eq!(Outcome::Denied.as_str(), "denied");
         assert_eq!(
             ThoughtSource::ReasoningSummary.as_str(),
             "reasoning_summary"

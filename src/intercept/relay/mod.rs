@@ -70,6 +70,10 @@ pub(crate) async fn drive(
             error = error.as_deref().unwrap_or(""),
             "interception cancelled"
         ),
+        Outcome::Denied => tracing::info!(
+            error = error.as_deref().unwrap_or(""),
+            "interception denied"
+        ),
     }
     ctx.sink.end(outcome, error).await;
     (outcome, ctx.waited)

@@ -6,18 +6,16 @@
 mod decide;
 mod view;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub(crate) use self::decide::{Decision, Ending, NotExecuted, decide, limit_result};
 pub(crate) use self::view::{McpView, Rewrite, ViewLoop};
 use super::facts::Fact;
-use super::request::RequestInfo;
+use super::request::{RequestInfo, client_tool_names};
 use crate::BoxFuture;
 use crate::mcp::{InjectedTool, ToolOutcome};
 
@@ -55,26 +53,52 @@ pub(crate) struct Offer {
     pub(crate) executor: Arc<dyn ToolExecutor>,
 }
 
-/// The injected tools of one interception (a snapshot, sorted by id).
+/// The injected tools of one interception (a snapshot, sorted by id), and those the
+/// policy refused this request ([`Allow::mcp_tools`](crate::policy::Allow)): not injected,
+/// and a call the model still makes to one is answered as not executed, never run.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Tools(pub(crate) Vec<InjectedTool>);
+pub(crate) struct Tools(pub(crate) Vec<InjectedTool>, Vec<InjectedTool>);
+
+/// The invocation error (and the model's tool result) of a call to a tool the policy
+/// refused this request.
+pub(crate) const REFUSED: &str = "not executed: the tool is not allowed for this request by policy";
+
+fn find<'a>(list: &'a [InjectedTool], id: &str) -> Option<&'a InjectedTool> {
+    list.binary_search_by(|t| t.id.as_str().cmp(id))
+        .ok()
+        .map(|i| &list[i])
+}
 
 impl Tools {
-    /// The tool with this injected id.
-    pub(crate) fn get(&self, id: &str) -> Option<&InjectedTool> {
-        self.0
-            .binary_search_by(|t| t.id.as_str().cmp(id))
-            .ok()
-            .map(|i| &self.0[i])
+    /// Injected tools (sorted by id), none refused.
+    pub(crate) fn new(tools: Vec<InjectedTool>) -> Self {
+        Self(tools, Vec::new())
     }
-    /// Whether `name` is an injected id.
+
+    /// The injected tool with this id.
+    pub(crate) fn get(&self, id: &str) -> Option<&InjectedTool> {
+        find(&self.0, id)
+    }
+
+    /// The refused tool with this id.
+    pub(crate) fn refused(&self, id: &str) -> Option<&InjectedTool> {
+        find(&self.1, id)
+    }
+
+    /// Whether `name` is the id of an injected or a refused tool (its calls are the
+    /// bridge's, never the client's).
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.get(name).is_some() || self.refused(name).is_some()
     }
 }
 
-/// The injected tools a request gets: the snapshot minus ids a client tool already uses.
-pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools {
+/// The injected tools a request gets: the snapshot minus ids a client tool already uses,
+/// split by the policy's filter on original names into injected and refused.
+pub(crate) fn tools_for_request(
+    body: &[u8],
+    snapshot: &[InjectedTool],
+    filter: Option<&crate::policy::ToolFilter>,
+) -> Tools {
     let client = client_tool_names(body);
     let mut list: Vec<InjectedTool> = snapshot
         .iter()
@@ -88,7 +112,13 @@ pub(crate) fn tools_for_request(body: &[u8], snapshot: &[InjectedTool]) -> Tools
         .cloned()
         .collect();
     list.sort_by(|a, b| a.id.cmp(&b.id));
-    Tools(list)
+    match filter {
+        None => Tools::new(list),
+        Some(f) => {
+            let (allowed, refused) = list.into_iter().partition(|t| f.allows(&t.name));
+            Tools(allowed, refused)
+        }
+    }
 }
 
 /// Loop bounds.
@@ -196,6 +226,9 @@ pub(crate) async fn execute<R>(
     let mut out = Vec::with_capacity(turn.calls.len());
     for call in &turn.calls {
         let Some(tool) = tools.get(&call.tool_id) else {
+            if let Some(tool) = tools.refused(&call.tool_id) {
+                out.push(refuse(tool, turn, call, REFUSED, facts));
+            }
             continue;
         };
         let (outcome, executed, input) = match call.arguments() {
@@ -270,23 +303,36 @@ pub(crate) fn not_executed(
 ) -> Vec<Executed> {
     turn.calls
         .iter()
-        .filter_map(|call| {
-            let tool = tools.get(&call.tool_id)?;
-            facts.push(Fact::InjectedTool {
-                response_id: turn.response_id.clone(),
-                name: tool.name.clone(),
-                call_id: call.call_id.clone(),
-                server_url: tool.server_url.clone(),
-                input: super::facts::json_text(&call.raw_input),
-                error: Some(reason.as_str().to_owned()),
-                executed: false,
-            });
-            Some(Executed {
-                call: call.clone(),
-                outcome: ToolOutcome::failed(reason.as_str().to_owned()),
-            })
+        .filter_map(|call| match tools.get(&call.tool_id) {
+            Some(tool) => Some(refuse(tool, turn, call, reason.as_str(), facts)),
+            None => tools
+                .refused(&call.tool_id)
+                .map(|tool| refuse(tool, turn, call, REFUSED, facts)),
         })
         .collect()
+}
+
+/// A call answered with `why` and recorded as not executed.
+fn refuse(
+    tool: &InjectedTool,
+    turn: &Turn,
+    call: &ToolCall,
+    why: &str,
+    facts: &mut Vec<Fact>,
+) -> Executed {
+    facts.push(Fact::InjectedTool {
+        response_id: turn.response_id.clone(),
+        name: tool.name.clone(),
+        call_id: call.call_id.clone(),
+        server_url: tool.server_url.clone(),
+        input: super::facts::json_text(&call.raw_input),
+        error: Some(why.to_owned()),
+        executed: false,
+    });
+    Executed {
+        call: call.clone(),
+        outcome: ToolOutcome::failed(why.to_owned()),
+    }
 }
 
 /// The state of one interception's tool loop.
@@ -368,29 +414,6 @@ impl LoopState {
         self.turns.extend(results);
         self.iteration = self.iteration.saturating_add(1);
     }
-}
-
-/// The client tool names of a request (`name`, or Chat's `function.name`).
-pub(crate) fn client_tool_names(body: &[u8]) -> BTreeSet<String> {
-    #[derive(serde::Deserialize)]
-    struct Top<'a> {
-        #[serde(borrow)]
-        tools: Option<Vec<&'a RawValue>>,
-    }
-    let tools = serde_json::from_slice::<Top<'_>>(body)
-        .ok()
-        .and_then(|t| t.tools)
-        .unwrap_or_default();
-    tools
-        .into_iter()
-        .filter_map(|t| {
-            let v: Value = serde_json::from_str(t.get()).ok()?;
-            v["function"]["name"]
-                .as_str()
-                .or_else(|| v["name"].as_str())
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 /// Integer usage fields summed over iterations (nested objects summed member-wise).

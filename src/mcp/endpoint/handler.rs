@@ -22,6 +22,7 @@ use crate::mcp::result::{Block, ToolOutcome};
 use crate::mcp::tools::InjectedTool;
 use crate::metrics::Labels;
 use crate::pipeline::Shared;
+use crate::policy::{Decision, Denial, PolicyRequest, ToolFilter};
 use crate::provider::{Api, CredentialKind, ProviderKind};
 use crate::recorder::{Interception, InterceptionEnded, Outcome, Record, RecordId, ToolUsage};
 
@@ -29,6 +30,9 @@ use crate::recorder::{Interception, InterceptionEnded, Outcome, Record, RecordId
 const PROVIDER_NAME: &str = "mcp";
 /// The invocation error of a call of a tool the actor does not have.
 const NOT_AVAILABLE: &str = "tool not available to this actor";
+/// The invocation error of a call of a tool the policy's tool filter refuses (as in the
+/// bridge's tool loop).
+const REFUSED: &str = "not executed: the tool is not allowed for this request by policy";
 
 /// What every session of the endpoint shares.
 pub(crate) struct EndpointCtx {
@@ -91,6 +95,23 @@ impl Handler {
         self.ctx.registry.tools_for(actor, None).await
     }
 
+    /// Asks the host's policy about `actor` using the endpoint (provider kind and API
+    /// `mcp`, no model): `Ok(filter)` with the policy's tool filter (original names), or
+    /// the denial.
+    async fn policy(&self, actor: &Actor, client: &str) -> Result<Option<ToolFilter>, Denial> {
+        let Some(policy) = &self.ctx.shared.policy else {
+            return Ok(None);
+        };
+        let mut ask = PolicyRequest::new(actor, PROVIDER_NAME, "");
+        ask.provider_kind = ProviderKind::Mcp;
+        ask.api = Api::Mcp;
+        ask.client = client;
+        match policy.check(&ask).await {
+            Decision::Allow(allow) => Ok(allow.mcp_tools),
+            Decision::Deny(denial) => Err(denial),
+        }
+    }
+
     /// Executes and records one call.
     async fn call(
         &self,
@@ -102,9 +123,20 @@ impl Handler {
         let head = Head::of(&context.extensions);
         let headers = head.headers.cloned().unwrap_or_default();
         let client = Client::detect(&headers);
+        let policy = self.policy(actor, client.label()).await;
         let tools = self.tools(actor).await;
         let id_asked = request.name.to_string();
-        let tool = tools.get(&id_asked).cloned();
+        let listed = tools.get(&id_asked).cloned();
+        // Why the call is not executed, if it is not.
+        let refusal = match (&policy, &listed) {
+            (Err(denial), _) => Some((Outcome::Denied, denial.message.clone())),
+            (Ok(_), None) => Some((Outcome::Failed, NOT_AVAILABLE.to_owned())),
+            (Ok(Some(filter)), Some(t)) if !filter.allows(&t.name) => {
+                Some((Outcome::Failed, REFUSED.to_owned()))
+            }
+            (Ok(_), Some(_)) => None,
+        };
+        let tool = listed.filter(|_| refusal.is_none());
         let arguments: Map<String, Value> = request.arguments.unwrap_or_default();
         let id = RecordId::new();
         let interception = Interception {
@@ -141,7 +173,10 @@ impl Handler {
         }
         let sink = queue.sink(id);
         let (outcome, executed) = match &tool {
-            None => (ToolOutcome::failed(NOT_AVAILABLE), false),
+            None => (
+                ToolOutcome::failed(refusal.as_ref().map_or(NOT_AVAILABLE, |(_, why)| why)),
+                false,
+            ),
             Some(tool) => {
                 let call = tools.call(tool, arguments.clone());
                 let outcome = tokio::select! {
@@ -166,11 +201,9 @@ impl Handler {
             id: RecordId::new(),
             interception_id: id,
             provider_response_id: None,
-            tool: tool
-                .as_ref()
-                .map_or_else(|| id_asked.clone(), |t| t.name.clone()),
+            tool: listed_name(&tools, &id_asked),
             tool_call_id: request_id(&context),
-            server_url: tool.as_ref().map(|t| t.server_url.clone()),
+            server_url: tools.get(&id_asked).map(|t| t.server_url.clone()),
             input: limits.tool_input(Value::Object(arguments).to_string()),
             injected: true,
             provider_executed: false,
@@ -178,10 +211,13 @@ impl Handler {
             created_at: SystemTime::now(),
         }))
         .await;
-        let (end, error) = match &outcome.result {
-            Ok(_) => (Outcome::Completed, None),
-            Err(reason) if reason == "cancelled" => (Outcome::Cancelled, Some(reason.clone())),
-            Err(reason) => (Outcome::Failed, Some(reason.clone())),
+        let (end, error) = match (&refusal, &outcome.result) {
+            (Some((end, why)), _) => (*end, Some(why.clone())),
+            (None, Ok(_)) => (Outcome::Completed, None),
+            (None, Err(reason)) if reason == "cancelled" => {
+                (Outcome::Cancelled, Some(reason.clone()))
+            }
+            (None, Err(reason)) => (Outcome::Failed, Some(reason.clone())),
         };
         sink.end(InterceptionEnded {
             id,
@@ -190,9 +226,9 @@ impl Handler {
             error,
         })
         .await;
-        if tool.is_none() {
+        if let Some((_, why)) = refusal {
             return Err(ErrorData::invalid_params(
-                format!("{NOT_AVAILABLE}: {id_asked}"),
+                format!("{why}: {id_asked}"),
                 None,
             ));
         }
@@ -281,9 +317,20 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let actor = self.actor(&context.extensions)?;
+        let head = Head::of(&context.extensions);
+        let client = Client::detect(head.headers.unwrap_or(&http::HeaderMap::new()));
+        let filter = match self.policy(actor, client.label()).await {
+            Ok(filter) => filter,
+            Err(denial) => return Err(ErrorData::invalid_request(denial.message, None)),
+        };
         let tools = self.tools(actor).await;
         Ok(ListToolsResult::with_all_items(
-            tools.tools().iter().filter_map(mcp_tool).collect(),
+            tools
+                .tools()
+                .iter()
+                .filter(|t| filter.as_ref().is_none_or(|f| f.allows(&t.name)))
+                .filter_map(mcp_tool)
+                .collect(),
         ))
     }
 
@@ -347,6 +394,13 @@ fn result(outcome: &ToolOutcome, max_bytes: usize) -> CallToolResult {
         result.structured_content.clone_from(&r.structured_content);
     }
     result
+}
+
+/// The recorded tool name: the original name of a tool of the actor, else the id asked for.
+fn listed_name(tools: &ActorTools, id: &str) -> String {
+    tools
+        .get(id)
+        .map_or_else(|| id.to_owned(), |t| t.name.clone())
 }
 
 /// The JSON-RPC request id as text (the record's `tool_call_id`).

@@ -11,6 +11,8 @@
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod spend;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(test)]

@@ -116,6 +116,13 @@ impl PostgresRecorder {
     }
 }
 
+impl PostgresRecorder {
+    /// The pool the spend read (`spend.rs`) uses.
+    pub(super) fn read_pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
 #[cfg(test)]
 impl PostgresRecorder {
     /// The recorder's pool, for tests.

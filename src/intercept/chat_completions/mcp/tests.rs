@@ -5,7 +5,7 @@ use crate::sse::Decoder;
 use serde_json::value::RawValue;
 
 fn tools() -> Tools {
-    Tools(vec![InjectedTool {
+    Tools::new(vec![InjectedTool {
         id: "bmcp_coder_list_workspaces".into(),
         name: "list_workspaces".into(),
         server: "coder".into(),

@@ -19,7 +19,7 @@ fn tool(id: &str, name: &str, description: Option<&str>) -> InjectedTool {
 }
 
 fn tools() -> Tools {
-    Tools(vec![tool(
+    Tools::new(vec![tool(
         "bmcp_coder_list_workspaces",
         "list_workspaces",
         Some("List workspaces"),
@@ -95,7 +95,7 @@ fn no_tools_means_no_edit_and_turns_are_appended() {
 #[test]
 fn client_tools_with_an_injected_id_keep_that_tool_out() {
     let snapshot = vec![tool("bmcp_a_x", "x", None), tool("bmcp_a_y", "y", None)];
-    let t = tools_for_request(br#"{"tools":[{"name":"bmcp_a_x"}]}"#, &snapshot);
+    let t = tools_for_request(br#"{"tools":[{"name":"bmcp_a_x"}]}"#, &snapshot, None);
     assert_eq!(
         t.0.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         vec!["bmcp_a_y"]

@@ -4,7 +4,7 @@ use crate::intercept::observer::StreamObserver;
 use crate::sse::Decoder;
 
 fn tools() -> Tools {
-    Tools(vec![InjectedTool {
+    Tools::new(vec![InjectedTool {
         id: "bmcp_coder_list_workspaces".into(),
         name: "list_workspaces".into(),
         server: "coder".into(),

@@ -160,6 +160,13 @@ impl SqliteRecorder {
     }
 }
 
+impl SqliteRecorder {
+    /// The pool the spend read (`../spend.rs`) uses.
+    pub(in crate::recorder::sql) fn read_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
 #[cfg(test)]
 impl SqliteRecorder {
     /// The recorder's own pool, for tests that inspect an in-memory database.

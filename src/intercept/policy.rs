@@ -1,0 +1,96 @@
+//! The policy stage (issue 12): asked once per bridged request, after the body is parsed
+//! and the client detected, before the interception is recorded and anything goes
+//! upstream. A denial is answered at once in the provider's error shape, recorded as an
+//! interception ended `denied` (no prompt), and counted.
+
+use std::sync::Arc;
+
+use http::Response;
+
+use super::Bridged;
+use super::emit::Emitter;
+use crate::body::Body;
+use crate::error::{BridgeError, Flavor};
+use crate::metrics::Labels;
+use crate::pipeline::Shared;
+use crate::policy::{Decision, Denial, Policy, PolicyRequest, ToolFilter};
+use crate::recorder::{Interception, Outcome};
+use crate::upstream::route_label;
+
+/// What the stage decided.
+#[derive(Debug, Default)]
+pub(crate) enum Verdict {
+    /// Go upstream with every injected tool.
+    #[default]
+    Allow,
+    /// Go upstream with the injected tools the filter allows.
+    Narrow(ToolFilter),
+    /// Do not go upstream.
+    Deny(Denial),
+}
+
+/// Asks the policy about `req`.
+pub(crate) async fn check(
+    policy: &Arc<dyn Policy>,
+    req: &Bridged,
+    client: &str,
+    session_id: Option<&str>,
+) -> Verdict {
+    let client_tools: Vec<String> = super::request::client_tool_names(&req.body)
+        .into_iter()
+        .collect();
+    let mut ask = PolicyRequest::new(&req.actor, req.provider.name(), &req.info.model);
+    ask.provider_kind = req.provider.kind();
+    ask.api = req.api;
+    ask.streaming = req.info.streaming;
+    ask.client = client;
+    ask.session_id = session_id;
+    ask.credential_kind = req.credential.kind();
+    ask.body_len = req.body.len();
+    ask.client_tools = &client_tools;
+    match policy.check(&ask).await {
+        Decision::Allow(a) => match a.mcp_tools {
+            Some(f) => Verdict::Narrow(f),
+            None => Verdict::Allow,
+        },
+        Decision::Deny(d) => Verdict::Deny(d),
+    }
+}
+
+/// Answers a denied request: records the interception (awaited, as for every
+/// interception) and its end `denied`, counts it, and returns the error response. Nothing
+/// goes upstream.
+pub(crate) async fn deny(
+    shared: &Shared,
+    req: &Bridged,
+    interception: Interception,
+    denial: &Denial,
+) -> Response<Body> {
+    let id = interception.id;
+    let flavor = Flavor::from(req.provider.kind());
+    tracing::info!(
+        reason = denial.kind.reason(),
+        message = %denial.message,
+        "request denied by policy"
+    );
+    let client = interception.client.clone();
+    if let Err(e) = shared.queue.record_interception(interception).await {
+        // The denial stands: nothing is sent upstream either way.
+        tracing::error!(error = %e, "record_interception of a denied request failed");
+    } else {
+        Emitter::new(shared.queue.sink(id), id, None, None)
+            .end(Outcome::Denied, Some(denial.message.clone()))
+            .await;
+    }
+    if let Some(m) = &shared.metrics {
+        let labels = Labels {
+            provider: req.provider.name().to_owned(),
+            model: req.info.model.clone(),
+            initiator: req.actor.id().to_owned(),
+            client,
+        };
+        let route = route_label(req.provider.as_ref(), &req.endpoint);
+        m.denied(&labels, denial.kind.reason(), &route);
+    }
+    BridgeError::denied(denial).into_response(flavor, Some(id))
+}
