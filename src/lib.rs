@@ -15,7 +15,10 @@
 //!   `x-aibridge-interception-id`;
 //! - records, per actor, the interception, its token usage, the user prompt, tool calls and
 //!   model thoughts through an async [`Recorder`] (SQLite and PostgreSQL recorders ship
-//!   behind features).
+//!   behind features), each token usage with its cost in US dollars;
+//! - governs, when the host sets a [`policy::Policy`]: model access, token and dollar
+//!   budgets, rate limits and MCP tool narrowing, decided before anything goes upstream,
+//!   with provider-shaped denials that are recorded (outcome `denied`) and counted.
 //!
 //! ```text
 //! client ──> host (auth, Actor) ──> RequestBridge ──> route ──> interceptor ──> upstream

@@ -381,22 +381,46 @@ async fn two_gateway_processes_writing_concurrently_lose_nothing() {
             ])
         );
     }
-    // The same query through psql, as documented.
+    // The same query through psql, as documented: the token columns, then the cost
+    // (NULL, printed empty, when the model has no price) and the tokens it leaves out.
+    let rows = psql_usage_query(&server, &url, "tokens_by_user.sql");
+    let total = per * (input + output);
+    let tokens: Vec<String> = rows
+        .iter()
+        .map(|r| r.splitn(8, '|').take(7).collect::<Vec<_>>().join("|"))
+        .collect();
     assert_eq!(
-        psql_usage_query(&server, &url, "tokens_by_user.sql"),
-        ["actor-a", "actor-b"].map(|u| {
-            format!(
-                "{u}|{per}|{}|{}|0|0|{}",
-                per * input,
-                per * output,
-                per * (input + output)
-            )
-        })
+        tokens,
+        ["actor-a", "actor-b"]
+            .map(|u| { format!("{u}|{per}|{}|{}|0|0|{total}", per * input, per * output) })
     );
+    for r in &rows {
+        let cols: Vec<&str> = r.split('|').collect();
+        assert_eq!(cols.len(), 9, "{r}");
+        match cols[7] {
+            "" => assert_eq!(cols[8], total.to_string(), "unpriced: {r}"),
+            cost => {
+                assert!(cost.parse::<f64>().is_ok_and(|c| c > 0.0), "{r}");
+                assert_eq!(cols[8], "0", "priced: {r}");
+            }
+        }
+    }
     assert_eq!(
         psql_usage_query(&server, &url, "overview.sql"),
-        [format!("{n}|2|0|0|0")]
+        [format!("{n}|2|0|0|0|0")]
     );
+    // The per-day query, with the session in UTC as documented: one day (or two, when
+    // the run crosses midnight UTC) holding every token.
+    let days = psql_usage_query(&server, &url, "daily.sql");
+    let day_tokens: i64 = days
+        .iter()
+        .map(|r| {
+            let cols: Vec<&str> = r.split('|').collect();
+            assert_eq!(cols[0].len(), 10, "{r}");
+            cols[1].parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(day_tokens, 2 * total);
 
     assert_eq!(a.terminate(), Some(0), "{}", a.logs());
     assert_eq!(b.terminate(), Some(0), "{}", b.logs());

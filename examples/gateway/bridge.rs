@@ -1,12 +1,16 @@
 //! The bridge the gateway serves: three providers, the recorder of
-//! `AIBRIDGE_DATABASE_URL`, metrics and the MCP servers.
+//! `AIBRIDGE_DATABASE_URL`, metrics, the MCP servers and the policy of `AIBRIDGE_POLICY`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use aibridge::RequestBridge;
 use aibridge::provider::{Anthropic, Copilot, CredentialPolicy, OpenAi, Secret};
 
+use aibridge::policy::SpendSource;
+
 use crate::config::{Config, redact, without_userinfo};
+use crate::policy::{GatewayPolicy, Loaded};
 
 pub(crate) fn policy(key: Option<&String>) -> CredentialPolicy {
     if key.is_some() {
@@ -16,10 +20,13 @@ pub(crate) fn policy(key: Option<&String>) -> CredentialPolicy {
     }
 }
 
+/// The bridge, and the policy it consults when `AIBRIDGE_POLICY` names a file (`policy`,
+/// already read and checked).
 pub(crate) async fn build_bridge(
     cfg: &Config,
     registry: &prometheus::Registry,
-) -> Result<RequestBridge, ExitCode> {
+    policy: Option<Loaded>,
+) -> Result<(RequestBridge, Option<Arc<GatewayPolicy>>), ExitCode> {
     let mut anthropic = match &cfg.anthropic_key {
         Some(k) => Anthropic::new(Secret::new(k.clone())),
         None => Anthropic::without_key(),
@@ -57,9 +64,13 @@ pub(crate) async fn build_bridge(
         }
         builder = builder.mcp(mcp);
     }
-    let builder = if cfg.database_url.starts_with("sqlite:") {
+    // The recorder is also the policy's spend source: every replica's records.
+    let (builder, spend): (_, Arc<dyn SpendSource>) = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
-            Ok(r) => builder.recorder(r),
+            Ok(r) => {
+                let r = Arc::new(r);
+                (builder.recorder(Arc::clone(&r)), r)
+            }
             Err(e) => {
                 eprintln!(
                     "aibridge gateway: database {}: {e}",
@@ -71,19 +82,36 @@ pub(crate) async fn build_bridge(
     } else {
         connect_postgres(builder, &cfg.database_url).await?
     };
-    builder.build().map_err(|e| {
+    let (builder, policy) = match (policy, &cfg.policy) {
+        (Some(loaded), Some(path)) => {
+            let prices = loaded.prices.clone();
+            let p = GatewayPolicy::new(path.clone(), loaded, Some(spend)).map_err(|e| {
+                eprintln!("aibridge gateway: AIBRIDGE_POLICY={e}");
+                ExitCode::from(2)
+            })?;
+            tracing::info!(path = %path.display(), "policy loaded");
+            let p = Arc::new(p);
+            (builder.policy_arc(p.policy()).prices(prices), Some(p))
+        }
+        _ => (builder, None),
+    };
+    let bridge = builder.build().map_err(|e| {
         eprintln!("aibridge gateway: {e}");
         ExitCode::from(2)
-    })
+    })?;
+    Ok((bridge, policy))
 }
 
 #[cfg(feature = "postgres")]
 async fn connect_postgres(
     builder: aibridge::bridge::Builder,
     url: &str,
-) -> Result<aibridge::bridge::Builder, ExitCode> {
+) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
     match aibridge::recorder::PostgresRecorder::connect(url).await {
-        Ok(r) => Ok(builder.recorder(r)),
+        Ok(r) => {
+            let r = Arc::new(r);
+            Ok((builder.recorder(Arc::clone(&r)), r))
+        }
         Err(e) => {
             eprintln!("aibridge gateway: database {}: {e}", redact(url));
             Err(ExitCode::from(1))
@@ -95,7 +123,7 @@ async fn connect_postgres(
 async fn connect_postgres(
     _: aibridge::bridge::Builder,
     url: &str,
-) -> Result<aibridge::bridge::Builder, ExitCode> {
+) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
     eprintln!(
         "aibridge gateway: database {}: built without the postgres feature",
         redact(url)

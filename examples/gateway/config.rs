@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::server::Limits;
@@ -43,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) mcp_max_sessions: usize,
     /// Header-read and idle timeouts, connection limit.
     pub(crate) limits: Limits,
+    /// The policy file (`AIBRIDGE_POLICY`), if any.
+    pub(crate) policy: Option<PathBuf>,
 }
 
 // === impl Config ===
@@ -132,6 +135,7 @@ impl Config {
                 idle_timeout: duration("AIBRIDGE_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)?,
                 max_connections,
             },
+            policy: get("AIBRIDGE_POLICY").map(PathBuf::from),
         })
     }
 }

@@ -34,6 +34,8 @@ mod auth;
 mod bridge;
 mod config;
 mod conn;
+mod policy;
+mod policy_file;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -56,8 +58,22 @@ const MCP_READY_WAIT: Duration = Duration::from_secs(3);
 
 /// The bridge and the application serving it, ready to be bound.
 async fn prepare(cfg: &Config) -> Result<(RequestBridge, axum::Router), ExitCode> {
+    // The policy file first: a bad one stops the gateway before anything else starts.
+    let loaded = match &cfg.policy {
+        None => None,
+        Some(path) => match policy::load(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("aibridge gateway: AIBRIDGE_POLICY={e}");
+                return Err(ExitCode::from(2));
+            }
+        },
+    };
     let registry = prometheus::Registry::new();
-    let bridge = build_bridge(cfg, &registry).await?;
+    let (bridge, policy) = build_bridge(cfg, &registry, loaded).await?;
+    if let Some(p) = &policy {
+        policy::spawn_reloader(Arc::clone(p));
+    }
     if !cfg.mcp_servers.is_empty() {
         // Give every MCP server its first connection attempt before announcing the address,
         // so the first request already gets their tools. Bounded: a server that is slow to
@@ -82,6 +98,7 @@ async fn prepare(cfg: &Config) -> Result<(RequestBridge, axum::Router), ExitCode
         metrics_token: cfg.metrics_token.as_deref().map(Arc::from),
         registry,
         report,
+        policy,
     };
     Ok((bridge.clone(), routes::app(bridge, state)))
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::auth::{actor_for, auth, authenticate, basic_password, has_bearer, unauthorized};
+use crate::policy::GatewayPolicy;
 use crate::usage;
 
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub(crate) struct AppState {
     pub(crate) registry: prometheus::Registry,
     /// The usage report's read-only pool, or why there is none.
     pub(crate) report: Result<Arc<usage::ReportDb>, Arc<str>>,
+    /// The policy of `AIBRIDGE_POLICY`, for the budgets on the usage page.
+    pub(crate) policy: Option<Arc<GatewayPolicy>>,
 }
 
 /// The whole application: the bridge under `/api/v2/aibridge`, its MCP endpoint for
@@ -122,7 +125,12 @@ async fn usage_page(
             usage::error_page(days, &format!("The usage report is not available: {why}.")),
         ),
         Ok(db) => match usage::Report::load(db, days, std::time::SystemTime::now()).await {
-            Ok(report) => (StatusCode::OK, report.render()),
+            Ok(report) => (
+                StatusCode::OK,
+                report
+                    .with_budgets(state.policy.as_deref().and_then(GatewayPolicy::budget_rows))
+                    .render(),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "usage report: query failed");
                 (

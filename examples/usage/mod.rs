@@ -1,7 +1,9 @@
 //! The usage report of the example gateway: `GET /usage` serves one self-contained,
 //! server-rendered HTML page (inline CSS and SVG, no scripts, no external assets) with the
-//! tokens per user, per model and per client, the top client sessions and the tool calls
-//! (injected vs client) of a chosen period.
+//! tokens and their cost per user, per model and per client, a per-day chart of tokens and
+//! cost, the top client sessions, the tool calls (injected vs client), the requests the
+//! policy denied and, when a policy with budgets is loaded, each actor's spend against its
+//! budget (the `governance` module) of a chosen period.
 //!
 //! The report reads the recorder's database through a pool of its own that can only read:
 //! SQLite connections are opened read-only, PostgreSQL sessions run with
@@ -12,7 +14,10 @@
 //! Query string: `days` = `1`, `7` (default), `30` or `90`; anything else is a 400.
 //! Authentication is done by the caller (see `usage_page` in `gateway.rs`).
 
+mod governance;
 mod queries;
+
+pub(crate) use governance::{BudgetRow, Limit};
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -72,6 +77,8 @@ impl ReportDb {
             .application_name("aibridge-usage-report")
             .options([
                 ("default_transaction_read_only", "on"),
+                // The day of `queries::DAILY` is the UTC day.
+                ("TimeZone", "UTC"),
                 ("statement_timeout", "15000"),
             ]);
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -138,6 +145,10 @@ pub(crate) struct Report {
     by_client: Vec<TokenRow>,
     sessions: Vec<SessionRow>,
     tools: Vec<ToolRow>,
+    daily: Vec<governance::DayRow>,
+    denials: Vec<governance::DenialRow>,
+    /// `None`: no policy with budgets is loaded (the section is left out).
+    budgets: Option<Vec<BudgetRow>>,
 }
 
 #[derive(Default)]
@@ -147,6 +158,7 @@ struct Overview {
     sessions: i64,
     failed: i64,
     in_flight: i64,
+    denied: i64,
 }
 
 struct TokenRow {
@@ -157,6 +169,10 @@ struct TokenRow {
     cache_read: i64,
     cache_write: i64,
     total: i64,
+    /// The priced records' cost; `None` when none is priced.
+    cost_usd: Option<f64>,
+    /// Tokens of records without a price (not in `cost_usd`).
+    unpriced: i64,
 }
 
 struct SessionRow {
@@ -188,6 +204,7 @@ macro_rules! run_queries {
             sessions: o.try_get("sessions")?,
             failed: o.try_get("failed")?,
             in_flight: o.try_get("in_flight")?,
+            denied: o.try_get("denied")?,
         };
         let mut tokens = Vec::new();
         for sql in [
@@ -206,6 +223,8 @@ macro_rules! run_queries {
                     cache_read: r.try_get("cache_read_tokens")?,
                     cache_write: r.try_get("cache_write_tokens")?,
                     total: r.try_get("total_tokens")?,
+                    cost_usd: r.try_get("cost_usd")?,
+                    unpriced: r.try_get("unpriced_tokens")?,
                 });
             }
             tokens.push(out);
@@ -237,10 +256,37 @@ macro_rules! run_queries {
                 errors: r.try_get("errors")?,
             });
         }
+        let rows = sqlx::query(queries::DAILY)
+            .bind($since)
+            .fetch_all(&mut *$conn)
+            .await?;
+        let mut daily = Vec::with_capacity(rows.len());
+        for r in &rows {
+            daily.push(governance::DayRow {
+                day: r.try_get("day")?,
+                tokens: r.try_get("total_tokens")?,
+                cost_usd: r.try_get("cost_usd")?,
+                unpriced: r.try_get("unpriced_tokens")?,
+            });
+        }
+        let rows = sqlx::query(queries::DENIALS)
+            .bind($since)
+            .fetch_all(&mut *$conn)
+            .await?;
+        let mut denials = Vec::with_capacity(rows.len());
+        for r in &rows {
+            denials.push(governance::DenialRow {
+                user: r.try_get("initiator_id")?,
+                reason: r.try_get("reason")?,
+                denials: r.try_get("denials")?,
+            });
+        }
         let by_client = tokens.pop().unwrap_or_default();
         let by_model = tokens.pop().unwrap_or_default();
         let by_user = tokens.pop().unwrap_or_default();
-        (overview, by_user, by_model, by_client, sessions, tools)
+        (
+            overview, by_user, by_model, by_client, sessions, tools, daily, denials,
+        )
     }};
 }
 
@@ -252,7 +298,7 @@ impl Report {
         now: SystemTime,
     ) -> Result<Self, sqlx::Error> {
         let since = now - Duration::from_secs(u64::from(days) * 86_400);
-        let (overview, by_user, by_model, by_client, sessions, tools) = match db {
+        let (overview, by_user, by_model, by_client, sessions, tools, daily, denials) = match db {
             ReportDb::Sqlite(pool) => {
                 // A read transaction: one WAL snapshot for every query.
                 let mut tx = pool.begin().await?;
@@ -283,7 +329,17 @@ impl Report {
             by_client,
             sessions,
             tools,
+            daily: governance::fill_days(&daily, since, now),
+            denials,
+            budgets: None,
         })
+    }
+
+    /// Adds the budgets section: each actor's spend against its budget (`rows` from the
+    /// loaded policy; `None` leaves the section out).
+    pub(crate) fn with_budgets(mut self, rows: Option<Vec<BudgetRow>>) -> Self {
+        self.budgets = rows;
+        self
     }
 }
 
@@ -451,7 +507,8 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 footer{color:var(--muted);font-size:12px;text-align:center}
 .s-input{fill:#4e79a7;background:#4e79a7}.s-output{fill:#f28e2b;background:#f28e2b}
 .s-cread{fill:#76b7b2;background:#76b7b2}.s-cwrite{fill:#e15759;background:#e15759}
-.s-total{fill:#4e79a7;background:#4e79a7}
+.s-total{fill:#4e79a7;background:#4e79a7}.s-cost{background:#e15759}
+polyline.cost-line{stroke:#e15759}svg.gauge{vertical-align:middle}svg.gauge .track{fill:var(--line)}
 .k-injected{fill:#b07aa1;background:#b07aa1}.k-client{fill:#59a14f;background:#59a14f}
 .k-provider{fill:#edc948;background:#edc948}
 "#;
@@ -544,7 +601,7 @@ const TOKEN_SEGMENTS: [(&str, &str); 4] = [
 fn token_section(out: &mut String, id: &str, title: &str, column: &str, rows: &[TokenRow]) {
     let _ = write!(
         out,
-        r#"<section id="{id}"><h2>{title}</h2><p class="note">Input is uncached input; total = input + output + cache read + cache write.</p>"#
+        r#"<section id="{id}"><h2>{title}</h2><p class="note">Input is uncached input; total = input + output + cache read + cache write. Cost is in US dollars at the prices of the record time; tokens of models without a price are never counted as $0: such a cost reads <em>unpriced</em> or <em>$x + unpriced</em>.</p>"#
     );
     if rows.is_empty() {
         out.push_str(r#"<p class="empty">No token usage recorded in this period.</p></section>"#);
@@ -567,9 +624,10 @@ fn token_section(out: &mut String, id: &str, title: &str, column: &str, rows: &[
     chart_note(out, rows.len());
     let _ = write!(
         out,
-        r#"<div class="scroll"><table id="tokens-by-{id}"><thead><tr><th>{column}</th><th class="num">Requests</th><th class="num">Input</th><th class="num">Output</th><th class="num">Cache read</th><th class="num">Cache write</th><th class="num">Total</th></tr></thead><tbody>"#
+        r#"<div class="scroll"><table id="tokens-by-{id}"><thead><tr><th>{column}</th><th class="num">Requests</th><th class="num">Input</th><th class="num">Output</th><th class="num">Cache read</th><th class="num">Cache write</th><th class="num">Total</th><th class="num">Cost (USD)</th></tr></thead><tbody>"#
     );
     let mut sum = [0i64; 6];
+    let (mut cost, mut unpriced) = (None::<f64>, 0i64);
     for r in rows {
         let values = [
             r.requests,
@@ -588,13 +646,28 @@ fn token_section(out: &mut String, id: &str, title: &str, column: &str, rows: &[
             *s += v;
             let _ = write!(out, r#"<td class="num">{}</td>"#, num(v));
         }
+        cost_cell(out, r.cost_usd, r.unpriced);
+        if let Some(c) = r.cost_usd {
+            cost = Some(cost.unwrap_or(0.0) + c);
+        }
+        unpriced += r.unpriced;
         out.push_str("</tr>");
     }
     out.push_str("</tbody><tfoot><tr><th>Total</th>");
     for v in sum {
         let _ = write!(out, r#"<td class="num">{}</td>"#, num(v));
     }
+    cost_cell(out, cost, unpriced);
     out.push_str("</tr></tfoot></table></div></section>");
+}
+
+fn cost_cell(out: &mut String, cost: Option<f64>, unpriced: i64) {
+    let _ = write!(
+        out,
+        r#"<td class="num"{}>{}</td>"#,
+        governance::cost_title(unpriced),
+        governance::usd(cost, unpriced)
+    );
 }
 
 fn sessions_section(out: &mut String, rows: &[SessionRow]) {
@@ -740,17 +813,26 @@ impl Report {
         );
         period_nav(&mut out, self.days);
         let tokens: i64 = self.by_user.iter().map(|r| r.total).sum();
+        let cost = self
+            .by_user
+            .iter()
+            .filter_map(|r| r.cost_usd)
+            .reduce(|a, b| a + b);
+        let unpriced: i64 = self.by_user.iter().map(|r| r.unpriced).sum();
         let tool_calls: i64 = self.tools.iter().map(|r| r.calls).sum();
         let o = &self.overview;
         let _ = write!(
             out,
-            r#"<dl class="cards" id="overview"><div><dt>Interceptions</dt><dd id="ov-interceptions">{}</dd></div><div><dt>Users</dt><dd id="ov-users">{}</dd></div><div><dt>Sessions</dt><dd id="ov-sessions">{}</dd></div><div><dt>Tokens</dt><dd id="ov-tokens">{}</dd></div><div><dt>Tool calls</dt><dd id="ov-tool-calls">{}</dd></div><div><dt>Failed</dt><dd id="ov-failed">{}</dd></div></dl>"#,
+            r#"<dl class="cards" id="overview"><div><dt>Interceptions</dt><dd id="ov-interceptions">{}</dd></div><div><dt>Users</dt><dd id="ov-users">{}</dd></div><div><dt>Sessions</dt><dd id="ov-sessions">{}</dd></div><div><dt>Tokens</dt><dd id="ov-tokens">{}</dd></div><div><dt>Tool calls</dt><dd id="ov-tool-calls">{}</dd></div><div><dt>Failed</dt><dd id="ov-failed">{}</dd></div><div><dt>Denied</dt><dd id="ov-denied">{}</dd></div><div><dt>Cost</dt><dd id="ov-cost"{}>{}</dd></div></dl>"#,
             num(o.interceptions),
             num(o.users),
             num(o.sessions),
             num(tokens),
             num(tool_calls),
             num(o.failed),
+            num(o.denied),
+            governance::cost_title(unpriced),
+            governance::usd(cost, unpriced),
         );
         if o.in_flight > 0 {
             let (n, verb) = if o.in_flight == 1 {
@@ -764,6 +846,10 @@ impl Report {
                 num(o.in_flight)
             );
         }
+        if let Some(budgets) = &self.budgets {
+            governance::budgets_section(&mut out, budgets);
+        }
+        governance::daily_section(&mut out, &self.daily);
         token_section(&mut out, "user", "Tokens per user", "User", &self.by_user);
         token_section(
             &mut out,
@@ -781,6 +867,7 @@ impl Report {
         );
         sessions_section(&mut out, &self.sessions);
         tools_section(&mut out, &self.tools);
+        governance::denials_section(&mut out, &self.denials);
         out.push_str(
             r#"<footer>Times are UTC. The SQL behind this page is documented in <code>docs/usage-queries.md</code>.</footer></main></body></html>"#,
         );

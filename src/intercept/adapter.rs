@@ -80,9 +80,12 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
     #[cfg(feature = "mcp")]
     fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes;
 
-    /// What a streaming client gets while tools run (D11).
+    /// What a streaming client gets while tools run (D11): an SSE comment unless the API
+    /// has its own keep-alive event.
     #[cfg(feature = "mcp")]
-    fn keep_alive(&self) -> Bytes;
+    fn keep_alive(&self) -> Bytes {
+        crate::sse::comment("keep-alive")
+    }
 
     /// The stream parser of a tool loop: the plain parser wrapped in the API's view.
     #[cfg(feature = "mcp")]
@@ -146,3 +149,47 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
         Some(self.upstream_body(lp.info(), body))
     }
 }
+
+/// The [`Adapter`] methods that every API implements the same way: by calling the function
+/// of the same name in its own module (`parse_request`, `blocking_facts`) and in its `mcp`
+/// module (`request_body`, `final_blocking`). Expanded inside each `impl Adapter` as
+/// `module_delegates!(super)`, `super` being that API's module.
+macro_rules! module_delegates {
+    ($api:ident) => {
+        fn parse_request(
+            &self,
+            body: &[u8],
+        ) -> Result<crate::intercept::request::RequestInfo, crate::error::BridgeError> {
+            $api::parse_request(body)
+        }
+
+        fn blocking_facts(
+            &self,
+            body: &[u8],
+            facts: &mut Vec<crate::intercept::facts::Fact>,
+        ) -> Result<(), String> {
+            $api::blocking_facts(body, facts)
+        }
+
+        #[cfg(feature = "mcp")]
+        fn request_body(
+            &self,
+            original: &[u8],
+            tools: Option<&crate::intercept::tool_loop::Tools>,
+            turns: &[String],
+        ) -> Option<bytes::Bytes> {
+            $api::mcp::request_body(original, tools, turns)
+        }
+
+        #[cfg(feature = "mcp")]
+        fn final_blocking(
+            &self,
+            body: &bytes::Bytes,
+            sum: Option<&crate::intercept::tool_loop::UsageSum>,
+            tools: &crate::intercept::tool_loop::Tools,
+        ) -> bytes::Bytes {
+            $api::mcp::final_blocking(body, sum, tools)
+        }
+    };
+}
+pub(crate) use module_delegates;

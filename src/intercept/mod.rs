@@ -46,7 +46,6 @@ use crate::body::Body;
 use crate::breaker::Key;
 use crate::clients::Client;
 use crate::error::{BridgeError, Flavor};
-use crate::metrics::Labels;
 use crate::pipeline::Shared;
 use crate::provider::{Api, Credential, Provider};
 use crate::recorder::{Interception, RecordId};
@@ -192,16 +191,12 @@ async fn intercept(
         Mode::Bridged(&req.actor),
     );
     let route = route_label(req.provider.as_ref(), &req.endpoint);
-    let labels = Labels {
-        provider: req.provider.name().to_owned(),
-        model: req.info.model.clone(),
-        initiator: req.actor.id().to_owned(),
-        client,
-    };
     let metrics = shared.metrics.clone();
-    if let Some(m) = &metrics {
-        m.interception_started(&labels.provider, &labels.model, &route);
-    }
+    let labels = metrics.as_ref().map(|m| {
+        let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
+        m.interception_started(&labels, &route);
+        labels
+    });
     let adapter = adapter_for(req.api);
     // Requests that get no tools pay for two checks and nothing else: the actor's tool set
     // is only asked for when the skip predicate and the API's shapes allow injection.
@@ -247,18 +242,20 @@ async fn intercept(
         shared.queue.sink(id),
         id,
         req.info.prompt,
-        metrics.clone().map(|m| (m, labels.clone())),
+        metrics.clone().zip(labels.clone()),
     )
     .with_account(emit::Account {
         prices: shared.prices.clone(),
         policy: shared.policy.clone(),
-        actor: labels.initiator.clone(),
-        model: labels.model.clone(),
+        // The raw actor and model, not the bounded metric labels: the policy's ledger
+        // must never count an actor's spend under `other`.
+        actor: req.actor.id().to_owned(),
+        model: req.info.model.clone(),
     });
     let breaker_key = Key {
-        provider: labels.provider.clone(),
+        provider: req.provider.name().to_owned(),
         endpoint: route.clone(),
-        model: labels.model.clone(),
+        model: req.info.model.clone(),
     };
     let ctx = relay::Ctx::new(
         shared.clone(),
@@ -278,12 +275,12 @@ async fn intercept(
     let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
     let start = req.start;
     let (outcome, waited) = relay::drive(ctx, head_tx).await;
-    if let Some(m) = &metrics {
+    if let (Some(m), Some(labels)) = (&metrics, &labels) {
         let total = start.elapsed();
         // The awaited `record_interception` counts: the client waits for it too.
         let overhead = total.saturating_sub(waited);
         m.interception_ended(
-            &labels,
+            labels,
             outcome.as_str(),
             true,
             total,

@@ -1,6 +1,8 @@
 //! What the OpenAI APIs (Chat Completions and Responses) share: JSON scalars, the error
 //! object's text, tool arguments as JSON, and (feature `mcp`) the tool injection edits.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -131,5 +133,30 @@ pub(crate) fn function_members(t: &crate::mcp::InjectedTool) -> String {
     format!(
         r#""name":{name}{description},"parameters":{},"strict":false"#,
         t.input_schema.get()
+    )
+}
+
+/// A `{"type","text"}` part: Chat's array `content`, Responses' input content, reasoning
+/// summaries and output content.
+#[derive(Deserialize)]
+pub(crate) struct TextPart<'a> {
+    #[serde(borrow, rename = "type")]
+    pub(crate) kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) text: Option<&'a RawValue>,
+}
+
+/// The string texts of the parts of type `kind` in the JSON array `content`, in order
+/// (parts that are not objects, or whose text is not a string, are skipped); `None` when
+/// `content` is not an array.
+pub(crate) fn text_parts(content: &RawValue, kind: &str) -> Option<Vec<String>> {
+    let parts = serde_json::from_str::<Vec<&RawValue>>(content.get()).ok()?;
+    Some(
+        parts
+            .iter()
+            .filter_map(|p| serde_json::from_str::<TextPart<'_>>(p.get()).ok())
+            .filter(|p| p.kind.as_deref() == Some(kind))
+            .filter_map(|p| p.text.and_then(string_of))
+            .collect(),
     )
 }

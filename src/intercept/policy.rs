@@ -11,7 +11,6 @@ use super::Bridged;
 use super::emit::Emitter;
 use crate::body::Body;
 use crate::error::{BridgeError, Flavor};
-use crate::metrics::Labels;
 use crate::pipeline::Shared;
 use crate::policy::{Decision, Denial, Policy, PolicyRequest, ToolFilter};
 use crate::recorder::{Interception, Outcome};
@@ -83,12 +82,8 @@ pub(crate) async fn deny(
             .await;
     }
     if let Some(m) = &shared.metrics {
-        let labels = Labels {
-            provider: req.provider.name().to_owned(),
-            model: req.info.model.clone(),
-            initiator: req.actor.id().to_owned(),
-            client,
-        };
+        // Bounded like every interception's labels (metrics.md, cardinality).
+        let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
         let route = route_label(req.provider.as_ref(), &req.endpoint);
         m.denied(&labels, denial.kind.reason(), &route);
     }

@@ -350,21 +350,35 @@ impl Metrics {
             .collect()
     }
 
-    /// The reported actor id (`""` when the label is off: [`who`](Self::who) drops it).
-    fn initiator<'a>(&self, id: &'a str, counted: bool) -> &'a str {
-        match &self.inner.initiator_id {
-            Some(set) if counted => set.counted(id),
-            Some(set) => set.get(id),
-            None => "",
+    /// The label values of one interception, resolved once: the model and the actor id
+    /// as reported (the value itself, or [`OTHER`] beyond the bound; the actor id `""`
+    /// when its label is off, which [`who`](Self::who) drops). The one place an
+    /// interception's label overflows are counted.
+    pub(crate) fn labels(
+        &self,
+        provider: &str,
+        model: &str,
+        initiator: &str,
+        client: String,
+    ) -> Labels {
+        let m = &self.inner;
+        Labels {
+            provider: provider.to_owned(),
+            model: m.model.counted(model).to_owned(),
+            initiator: m
+                .initiator_id
+                .as_ref()
+                .map_or("", |set| set.counted(initiator))
+                .to_owned(),
+            client,
         }
     }
 
-    pub(crate) fn interception_started(&self, provider: &str, model: &str, route: &str) {
-        let model = self.inner.model.get(model);
+    pub(crate) fn interception_started(&self, l: &Labels, route: &str) {
         if let Ok(g) = self
             .inner
             .interceptions_inflight
-            .get_metric_with_label_values(&[provider, model, route])
+            .get_metric_with_label_values(&[&l.provider, &l.model, route])
         {
             g.inc();
         }
@@ -385,15 +399,14 @@ impl Metrics {
         method: &str,
     ) {
         let m = &self.inner;
-        // Once per interception: the place its overflows are counted.
-        let model = m.model.counted(&l.model);
+        let model = l.model.as_str();
         let values = self.who(&[
             ("provider", &l.provider),
             ("model", model),
             ("status", status),
             ("route", route),
             ("method", method),
-            ("initiator_id", self.initiator(&l.initiator, true)),
+            ("initiator_id", &l.initiator),
             ("client", &l.client),
         ]);
         if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
@@ -424,7 +437,8 @@ impl Metrics {
     /// with status `denied`.
     pub(crate) fn denied(&self, l: &Labels, reason: &str, route: &str) {
         let m = &self.inner;
-        let model = m.model.counted(&l.model);
+        // `l` is already bounded (`Metrics::labels`).
+        let model = l.model.as_str();
         let reason = m.reason.counted(reason);
         if let Ok(c) =
             m.policy_denials_total
@@ -438,7 +452,7 @@ impl Metrics {
             ("status", "denied"),
             ("route", route),
             ("method", "POST"),
-            ("initiator_id", self.initiator(&l.initiator, true)),
+            ("initiator_id", &l.initiator),
             ("client", &l.client),
         ]);
         if let Ok(c) = m.interceptions_total.get_metric_with_label_values(&values) {
@@ -460,8 +474,8 @@ impl Metrics {
     pub(crate) fn prompt(&self, l: &Labels) {
         let values = self.who(&[
             ("provider", &l.provider),
-            ("model", self.inner.model.get(&l.model)),
-            ("initiator_id", self.initiator(&l.initiator, false)),
+            ("model", &l.model),
+            ("initiator_id", &l.initiator),
             ("client", &l.client),
         ]);
         if let Ok(c) = self
@@ -474,8 +488,8 @@ impl Metrics {
     }
 
     pub(crate) fn tokens(&self, l: &Labels, usage: &TokenUsage) {
-        let model = self.inner.model.get(&l.model);
-        let initiator = self.initiator(&l.initiator, false);
+        let model = l.model.as_str();
+        let initiator = l.initiator.as_str();
         let main = [
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -502,11 +516,10 @@ impl Metrics {
     }
 
     pub(crate) fn injected_tool(&self, l: &Labels, server: &str, name: &str) {
-        let model = self.inner.model.get(&l.model);
         if let Ok(c) = self
             .inner
             .injected_tool_invocations_total
-            .get_metric_with_label_values(&[&l.provider, model, server, name])
+            .get_metric_with_label_values(&[&l.provider, &l.model, server, name])
         {
             c.inc();
         }
@@ -525,12 +538,11 @@ impl Metrics {
     }
 
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
-        let model = self.inner.model.get(&l.model);
         let name = self.inner.tool_name.counted(name);
         if let Ok(c) = self
             .inner
             .non_injected_tool_selections_total
-            .get_metric_with_label_values(&[&l.provider, model, name])
+            .get_metric_with_label_values(&[&l.provider, &l.model, name])
         {
             c.inc();
         }
@@ -588,7 +600,8 @@ impl Metrics {
     }
 }
 
-/// The label values every interception metric shares.
+/// The label values every interception metric shares, as reported (made by
+/// [`Metrics::labels`]: the model and actor id already bounded).
 #[derive(Debug, Clone)]
 pub(crate) struct Labels {
     pub(crate) provider: String,

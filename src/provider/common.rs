@@ -172,4 +172,23 @@ macro_rules! impl_provider {
     };
 }
 
-pub(crate) use {common_setters, impl_provider, key_setters};
+/// The route table of a provider speaking the OpenAI wire formats: the two bridged APIs
+/// and the `/models` passthroughs every such provider has, followed by the provider's
+/// own passthrough routes.
+macro_rules! openai_routes {
+    ($($extra:expr),* $(,)?) => {
+        &[
+            Route::new(
+                "/chat/completions",
+                Match::Exact,
+                RouteKind::Bridged(Api::ChatCompletions),
+            ),
+            Route::new("/responses", Match::Exact, RouteKind::Bridged(Api::Responses)),
+            Route::new("/models", Match::Exact, RouteKind::Passthrough),
+            Route::new("/models/", Match::Subtree, RouteKind::Passthrough),
+            $($extra),*
+        ]
+    };
+}
+
+pub(crate) use {common_setters, impl_provider, key_setters, openai_routes};

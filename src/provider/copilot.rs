@@ -1,21 +1,9 @@
 //! The GitHub Copilot provider (OpenAI wire formats, the client's own token only).
 
-use super::common::{Common, common_setters, impl_provider};
+use super::common::{Common, common_setters, impl_provider, openai_routes};
 use super::{Api, CredentialPolicy, Match, ProviderKind, Route, RouteKind};
 
-const ROUTES: &[Route] = &[
-    Route::new(
-        "/chat/completions",
-        Match::Exact,
-        RouteKind::Bridged(Api::ChatCompletions),
-    ),
-    Route::new(
-        "/responses",
-        Match::Exact,
-        RouteKind::Bridged(Api::Responses),
-    ),
-    Route::new("/models", Match::Exact, RouteKind::Passthrough),
-    Route::new("/models/", Match::Subtree, RouteKind::Passthrough),
+const ROUTES: &[Route] = openai_routes![
     Route::new("/agents/", Match::Subtree, RouteKind::Passthrough),
     Route::new("/mcp/", Match::Subtree, RouteKind::Passthrough),
     Route::new("/.well-known/", Match::Subtree, RouteKind::Passthrough),

@@ -1,21 +1,9 @@
 //! The OpenAI provider (Chat Completions and Responses).
 
-use super::common::{Common, common_setters, impl_provider, key_setters};
+use super::common::{Common, common_setters, impl_provider, key_setters, openai_routes};
 use super::{Api, CredentialPolicy, Match, ProviderKind, Route, RouteKind, Secret};
 
-const ROUTES: &[Route] = &[
-    Route::new(
-        "/chat/completions",
-        Match::Exact,
-        RouteKind::Bridged(Api::ChatCompletions),
-    ),
-    Route::new(
-        "/responses",
-        Match::Exact,
-        RouteKind::Bridged(Api::Responses),
-    ),
-    Route::new("/models", Match::Exact, RouteKind::Passthrough),
-    Route::new("/models/", Match::Subtree, RouteKind::Passthrough),
+const ROUTES: &[Route] = openai_routes![
     Route::new("/conversations", Match::Exact, RouteKind::Passthrough),
     Route::new("/conversations/", Match::Subtree, RouteKind::Passthrough),
     Route::new("/responses/", Match::Subtree, RouteKind::Passthrough),

@@ -40,21 +40,22 @@ XSS_SESSION = "sess-<img src=x onerror=alert(1)>"
 XSS_TOOL = "<svg onload=alert(2)>"
 
 # (user, model, client, session, age in hours, outcome, token rows (input, output,
-#  cache read, cache write), tool calls (tool, injected, provider_executed, error)).
+#  cache read, cache write[, cost_usd]; no cost = NULL, an unpriced model), tool calls (tool,
+#  injected, provider_executed, error)).
 # Ages put rows inside 24 h, 7 days, 30 days and 90 days. Totals are all distinct so the
 # order of the rows is fully determined.
 SEED = [
     ("alice", "claude-sonnet-4-5", "Claude Code", "sess-a1", 1, "completed",
-     [(1200, 340, 50000, 2000), (300, 80, 51000, 0)],
+     [(1200, 340, 50000, 2000, 0.75), (300, 80, 51000, 0, 0.3)],
      [("Read", False, False, None), ("Bash", False, False, None)]),
     ("alice", "claude-sonnet-4-5", "Claude Code", "sess-a1", 2, "completed",
      [(10, 20, 0, 0)],
      [("coder_list_workspaces", True, False, None)]),
     ("alice", "gpt-5-codex", "Codex", "sess-a2", 30, "failed",
-     [(5000, 1000, 0, 0)],
+     [(5000, 1000, 0, 0, 2.5)],
      [("shell", False, False, None)]),
     ("bob", "gpt-5-codex", "Codex", "sess-b1", 50, "completed",
-     [(700, 7000, 1234567, 0)],
+     [(700, 7000, 1234567, 0, 1234.567891)],
      [("shell", False, False, None), ("shell", False, False, None),
       ("coder_list_templates", True, False, "context deadline exceeded")]),
     ("bob", "claude-haiku-4-5", "Unknown", None, 100, "completed",
@@ -64,15 +65,36 @@ SEED = [
      [(1, 2, 3, 4)],
      [(XSS_TOOL, False, False, None)]),
     ("carol", "claude-sonnet-4-5", "Claude Code", "sess-c1", 24 * 10, "completed",
-     [(999, 998, 0, 0)],
+     [(999, 998, 0, 0, 0.001)],
      [("Read", False, False, None)]),
     ("dave", "gpt-4o", "Unknown", None, 24 * 45, "cancelled",
-     [(5, 6, 7, 8)],
+     [(5, 6, 7, 8, 0.02)],
      []),
     ("alice", "claude-sonnet-4-5", "Claude Code", "sess-a3", 0.5, None, [], []),  # in flight
     ("erin", "claude-opus-4-1", "Claude Code", "sess-e1", 24 * 200, "completed",  # too old
-     [(1, 1, 1, 1)],
+     [(1, 1, 1, 1, 100.0)],
      [("Read", False, False, None)]),
+]
+
+# Requests the policy denied: (user, model, age in hours, error as the bridge records it).
+DENIED = [
+    ("bob", "claude-opus-4-1", 3,
+     'aibridge: model "claude-opus-4-1" is not allowed for "bob"'),
+    ("bob", "claude-opus-4-1", 4,
+     'aibridge: model "claude-opus-4-1" is not allowed for "bob"'),
+    ("alice", "claude-sonnet-4-5", 6,
+     "aibridge: token budget of 100000 per day exhausted (100007 used); "
+     "resets at 2026-12-08T00:00:00Z"),
+    ("alice", "gpt-5-codex", 40,
+     "aibridge: USD budget of 50.00 per month exhausted (50.20 spent); "
+     "resets at 2027-01-01T00:00:00Z"),
+    ("carol", "local-llm", 60,
+     'aibridge: model "local-llm" has no price, so it cannot be used under a USD budget '
+     "of 5.00 per day"),
+    ("carol", "claude-sonnet-4-5", 0.2,
+     "aibridge: rate limit of 120 requests per minute exceeded; retry in 1 s"),
+    ("dave", "gpt-4o", 24 * 20, "office hours are over"),
+    ("erin", "gpt-4o", 24 * 200, "office hours are over"),  # too old
 ]
 
 
@@ -98,14 +120,15 @@ def seed(db_path, now):
                 (iid, user, model, client, session, ts(started),
                  None if outcome is None else ts(started + datetime.timedelta(seconds=9)),
                  outcome))
-            for k, (inp, out, cr, cw) in enumerate(tokens):
+            for k, t in enumerate(tokens):
+                (inp, out, cr, cw), cost = t[:4], (t[4] if len(t) > 4 else None)
                 conn.execute(
                     "INSERT INTO aibridge_token_usages (id, interception_id,"
                     " provider_response_id, input_tokens, output_tokens, cache_read_input_tokens,"
-                    " cache_write_input_tokens, extra, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?)",
+                    " cache_write_input_tokens, extra, created_at, cost_usd)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
                     (str(uuid.uuid4()), iid, "msg_%d_%d" % (n, k), inp, out, cr, cw,
-                     ts(started + datetime.timedelta(seconds=1 + k))))
+                     ts(started + datetime.timedelta(seconds=1 + k)), cost))
             for k, (tool, injected, provider_executed, error) in enumerate(tools):
                 conn.execute(
                     "INSERT INTO aibridge_tool_usages (id, interception_id, provider_response_id,"
@@ -115,9 +138,88 @@ def seed(db_path, now):
                      "https://coder.example.com/mcp" if injected else None,
                      int(injected), int(provider_executed), error,
                      ts(started + datetime.timedelta(seconds=2 + k))))
+        for (user, model, age, error) in DENIED:
+            started = now - datetime.timedelta(hours=age)
+            conn.execute(
+                "INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name,"
+                " api, model, streaming, client, user_agent, credential_kind, metadata,"
+                " started_at, ended_at, outcome, error)"
+                " VALUES (?, ?, 'anthropic', 'anthropic', 'messages', ?, 0, 'Unknown',"
+                " 'seed/1.0', 'centralized', '{}', ?, ?, 'denied', ?)",
+                (str(uuid.uuid4()), user, model, ts(started), ts(started), error))
         conn.commit()
     finally:
         conn.close()
+
+
+def usd(cost, unpriced):
+    """A cost as the page shows it: unpriced tokens are never counted as $0."""
+    def dollars(c):
+        if 0 < c < 0.005:
+            return "<$0.01"
+        return "${:,.2f}".format(c)
+    if cost is None:
+        return "unpriced" if unpriced else dollars(0.0)
+    return dollars(cost) + (" + unpriced" if unpriced else "")
+
+
+def denial_reason(error):
+    """The reason the page derives from a denial message (docs/usage-queries.md)."""
+    if error.startswith("aibridge: rate limit of "):
+        return "rate_limit"
+    if re.match(r'aibridge: model ".*" is not allowed for ".*"', error):
+        return "model"
+    if re.match(r"aibridge: (token|USD) budget of ", error) or re.match(
+            r'aibridge: model ".*" has no price', error):
+        return "budget"
+    return "other"
+
+
+def expected_denials(days):
+    counts = {}
+    for (user, _model, age, error) in DENIED:
+        if age < days * 24:
+            key = (user, denial_reason(error))
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(([u, r, n] for (u, r), n in counts.items()), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def expected_costs(days):
+    """{dim: {label: (cost or None, unpriced tokens)}}, and per UTC day
+    {YYYY-MM-DD: (tokens, cost or None, unpriced tokens)}, for the last `days` days."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    per = {"user": {}, "model": {}, "client": {}}
+    daily = {}
+    for (user, model, client, _s, age, _o, tokens, _c) in SEED:
+        if age >= days * 24:
+            continue
+        started = now - datetime.timedelta(hours=age)
+        for k, t in enumerate(tokens):
+            n = sum(t[:4])
+            cost = t[4] if len(t) > 4 else None
+            day = (started + datetime.timedelta(seconds=1 + k)).strftime("%Y-%m-%d")
+            for acc in [per["user"].setdefault(user, [None, 0]),
+                        per["model"].setdefault(model, [None, 0]),
+                        per["client"].setdefault(client, [None, 0])]:
+                if cost is None:
+                    acc[1] += n
+                else:
+                    acc[0] = (acc[0] or 0.0) + cost
+            d = daily.setdefault(day, [0, None, 0])
+            d[0] += n
+            if cost is None:
+                d[2] += n
+            else:
+                d[1] = (d[1] or 0.0) + cost
+    return per, daily
+
+
+def expected_days(days):
+    """The UTC days the per-day chart covers: from the period start to today."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    first = (now - datetime.timedelta(days=days)).date()
+    return [(first + datetime.timedelta(days=i)).strftime("%Y-%m-%d")
+            for i in range((now.date() - first).days + 1)]
 
 
 def expected(days):
@@ -131,13 +233,13 @@ def expected(days):
             if tokens:
                 acc = per[dim].setdefault(key, [0, 0, 0, 0, 0, 0])
                 acc[0] += 1
-                for (inp, out, cr, cw) in tokens:
+                for (inp, out, cr, cw) in (t[:4] for t in tokens):
                     for i, v in enumerate((inp, out, cr, cw, inp + out + cr + cw)):
                         acc[1 + i] += v
         if session is not None:
             acc = sessions.setdefault((session, user, client), [0, 0])
             acc[0] += 1
-            acc[1] += sum(sum(t) for t in tokens)
+            acc[1] += sum(sum(t[:4]) for t in tokens)
         for (tool, injected, provider_executed, error) in calls:
             kind = "injected" if injected else "provider" if provider_executed else "client"
             acc = tools.setdefault((tool, kind), [0, 0])
@@ -151,13 +253,15 @@ def expected(days):
                           key=lambda r: (-r[4], -r[3], r[0], r[1], r[2]))[:20]
     tool_rows = sorted((list(k) + v for k, v in tools.items()),
                        key=lambda r: (-r[2], r[0], r[1]))
+    denied = [d for d in DENIED if d[2] < days * 24]
     overview = {
-        "interceptions": len(rows),
-        "users": len({r[0] for r in rows}),
+        "interceptions": len(rows) + len(denied),
+        "users": len({r[0] for r in rows} | {d[0] for d in denied}),
         "sessions": len({r[3] for r in rows if r[3] is not None}),
-        "tokens": sum(sum(sum(t) for t in r[6]) for r in rows),
+        "tokens": sum(sum(sum(t[:4]) for t in r[6]) for r in rows),
         "tool-calls": sum(len(r[7]) for r in rows),
         "failed": sum(1 for r in rows if r[5] == "failed"),
+        "denied": len(denied),
     }
     return token_tables, session_rows, tool_rows, overview
 
@@ -312,16 +416,24 @@ def get(url, headers=None):
 
 def check_report(page, days):
     token_tables, session_rows, tool_rows, overview = expected(days)
+    costs, daily = expected_costs(days)
     for dim in ("user", "model", "client"):
         table = page.tables.get("tokens-by-" + dim)
         assert table is not None, "no tokens-by-%s table" % dim
         assert table["head"] == [[{"user": "User", "model": "Model", "client": "Client"}[dim],
                                   "Requests", "Input", "Output", "Cache read", "Cache write",
-                                  "Total"]]
-        got = [numbers(r, 1) for r in table["body"]]
+                                  "Total", "Cost (USD)"]]
+        got = [numbers(r[:-1], 1) for r in table["body"]]
         assert got == token_tables[dim], "tokens per %s (days=%d)" % (dim, days)
         want_foot = ["Total"] + [sum(r[i] for r in token_tables[dim]) for i in range(1, 7)]
-        assert [numbers(r, 1) for r in table["foot"]] == [want_foot], dim
+        assert [numbers(r[:-1], 1) for r in table["foot"]] == [want_foot], dim
+        # The cost next to the tokens: unpriced tokens are never summed as $0.
+        want_costs = [usd(*costs[dim][r[0]]) for r in token_tables[dim]]
+        assert [r[-1] for r in table["body"]] == want_costs, "cost per %s (days=%d)" % (dim, days)
+        priced = [c for (c, _) in costs[dim].values() if c is not None]
+        foot_cost = usd(sum(priced) if priced else None,
+                        sum(u for (_, u) in costs[dim].values()))
+        assert table["foot"][0][-1] == foot_cost, dim
     got = [numbers(r, 3) for r in page.tables["top-sessions"]["body"]]
     assert got == session_rows, "top sessions (days=%d)" % days
     got = [numbers(r, 2) for r in page.tables["tool-calls"]["body"]]
@@ -333,8 +445,29 @@ def check_report(page, days):
         "Provider", str(kinds["provider"])]
     for key, value in overview.items():
         assert number(page.by_id["ov-" + key]) == value, "overview %s (days=%d)" % (key, days)
-    # One chart per section, one bar per row.
+    priced = [c for (c, _) in costs["user"].values() if c is not None]
+    assert page.by_id["ov-cost"] == usd(sum(priced) if priced else None,
+                                        sum(u for (_, u) in costs["user"].values()))
+    # Tokens and cost per day: every day of the period, zero where nothing was recorded.
+    days_shown = expected_days(days)
+    want_daily = []
+    for day in days_shown:
+        tokens, cost, unpriced = daily.get(day, (0, None, 0))
+        want_daily.append([day, tokens, usd(cost, unpriced)])
+    got_daily = [[r[0], number(r[1]), r[2]] for r in page.tables["daily-table"]["body"]]
+    assert got_daily == want_daily, "per day (days=%d)" % days
+    # Denials per user and reason.
+    want_denials = expected_denials(days)
+    if want_denials:
+        got = [numbers(r, 2) for r in page.tables["denials-table"]["body"]]
+        assert got == want_denials, "denials (days=%d)" % days
+    else:
+        assert "denials-table" not in page.tables
+    # No policy is loaded: no budgets section.
+    assert "budgets-table" not in page.tables and "budgets" not in page.by_id
+    # One chart per section, one bar per row (per day for the daily chart).
     assert [(c["label"], c["bars"]) for c in page.charts] == [
+        ("Tokens and cost per day", len(days_shown)),
         ("Tokens per user", len(token_tables["user"])),
         ("Tokens per model", len(token_tables["model"])),
         ("Tokens per client", len(token_tables["client"])),
@@ -375,7 +508,7 @@ def test_user_controlled_text_is_escaped(seeded):
     assert "script" not in page.tags
     assert "img" not in page.tags
     assert "b" not in page.tags
-    assert page.tags.count("svg") == 5
+    assert page.tags.count("svg") == 6
     assert not {a for a in page.attr_names if a.startswith("on")}, page.attr_names
 
 
@@ -384,8 +517,10 @@ def test_empty_database(fake_upstream, tmp_path):
         status, headers, _ = get(gw.url + "/usage", {"authorization": "Bearer " + GATEWAY_TOKEN})
         assert status == 200
         page = Page(dump_dom(authed(gw.url + "/usage")))
-        for key in ("interceptions", "users", "sessions", "tokens", "tool-calls", "failed"):
+        for key in ("interceptions", "users", "sessions", "tokens", "tool-calls", "failed",
+                    "denied"):
             assert page.by_id["ov-" + key] == "0", key
+        assert page.by_id["ov-cost"] == "$0.00"
         assert "ov-in-flight" not in page.by_id
         assert not page.tables, "no tables without data"
         assert not page.charts, "no charts without data"
@@ -393,8 +528,10 @@ def test_empty_database(fake_upstream, tmp_path):
             "No token usage recorded in this period.",
             "No token usage recorded in this period.",
             "No token usage recorded in this period.",
+            "No token usage recorded in this period.",
             "No client sessions in this period.",
             "No tool calls recorded in this period.",
+            "No denied requests in this period.",
         ]
 
 
@@ -445,7 +582,7 @@ def test_recorded_request_shows_up(gateway, anthropic_client, db):
     usage = raw.http_response.json()["usage"]
     db.wait_ended(raw.headers["x-aibridge-interception-id"])
     page = Page(dump_dom(authed(gateway.url + "/usage?days=1")))
-    models = {r[0]: numbers(r, 1) for r in page.tables["tokens-by-model"]["body"]}
+    models = {r[0]: numbers(r[:-1], 1) for r in page.tables["tokens-by-model"]["body"]}
     want_total = (usage["input_tokens"] + usage["output_tokens"]
                   + (usage.get("cache_read_input_tokens") or 0)
                   + (usage.get("cache_creation_input_tokens") or 0))
@@ -460,7 +597,7 @@ def test_recorded_request_shows_up(gateway, anthropic_client, db):
         " SUM(t.cache_write_input_tokens) AS cw FROM aibridge_token_usages t"
         " JOIN aibridge_interceptions x ON x.id = t.interception_id"
         " WHERE x.initiator_id = ?", (ACTOR,))[0]
-    users = {r[0]: numbers(r, 1) for r in page.tables["tokens-by-user"]["body"]}
+    users = {r[0]: numbers(r[:-1], 1) for r in page.tables["tokens-by-user"]["body"]}
     assert users[ACTOR] == [ACTOR, sums["requests"], sums["i"], sums["o"], sums["cr"],
                             sums["cw"], sums["i"] + sums["o"] + sums["cr"] + sums["cw"]]
 
@@ -469,7 +606,7 @@ def test_recorded_request_shows_up(gateway, anthropic_client, db):
 
 def sql_files():
     files = sorted(SQL_DIR.glob("*.sql"))
-    assert len(files) == 6, files
+    assert len(files) == 8, files
     return files
 
 
@@ -492,14 +629,27 @@ def test_queries_run_in_plain_sqlite(seeded):
                    for f in sql_files()}
     finally:
         conn.close()
+    costs, daily = expected_costs(7)
     for dim in ("user", "model", "client"):
-        assert [list(r) for r in results["tokens_by_" + dim]] == token_tables[dim], dim
+        assert [list(r)[:7] for r in results["tokens_by_" + dim]] == token_tables[dim], dim
+        for r in results["tokens_by_" + dim]:
+            want_cost, want_unpriced = costs[dim][r[0]]
+            assert r[8] == want_unpriced, (dim, r)
+            assert (r[7] is None) == (want_cost is None), (dim, r)
+            if want_cost is not None:
+                assert r[7] == pytest.approx(want_cost), (dim, r)
+    assert [r[0] for r in results["daily"]] == sorted(daily), results["daily"]
+    for (day, tokens, cost, unpriced) in results["daily"]:
+        want_tokens, want_cost, want_unpriced = daily[day]
+        assert (tokens, unpriced) == (want_tokens, want_unpriced), day
+        assert cost == (None if want_cost is None else pytest.approx(want_cost)), day
+    assert [list(r) for r in results["denials"]] == expected_denials(7)
     assert [list(r) for r in results["top_sessions"]] == session_rows
     assert [list(r) for r in results["tool_calls"]] == tool_rows
-    (interceptions, users, sessions, failed, in_flight), = results["overview"]
-    assert (interceptions, users, sessions, failed, in_flight) == (
+    (interceptions, users, sessions, failed, in_flight, denied), = results["overview"]
+    assert (interceptions, users, sessions, failed, in_flight, denied) == (
         overview["interceptions"], overview["users"], overview["sessions"],
-        overview["failed"], 1)
+        overview["failed"], 1, overview["denied"])
 
 
 def test_sqlite3_shell_instructions(seeded):

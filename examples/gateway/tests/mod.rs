@@ -3,6 +3,7 @@
 //! the same variables. Every wait is bounded; none is a sleep.
 
 mod metrics_token;
+mod policy;
 mod server;
 
 use std::collections::HashMap;

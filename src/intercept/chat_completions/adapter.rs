@@ -6,22 +6,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ChatStream;
-use crate::error::BridgeError;
-use crate::intercept::adapter::Adapter;
-use crate::intercept::facts::Fact;
+use crate::intercept::adapter::{Adapter, module_delegates};
 use crate::intercept::observer::StreamObserver;
 use crate::intercept::request::RequestInfo;
 #[cfg(feature = "mcp")]
-use crate::intercept::tool_loop::{BlockingTurn, Executed, Tools, UsageSum};
+use crate::intercept::tool_loop::{BlockingTurn, Executed, Tools};
 
 /// OpenAI Chat Completions (openai-chat.md).
 #[derive(Debug)]
 pub(crate) struct ChatCompletions;
 
 impl Adapter for ChatCompletions {
-    fn parse_request(&self, body: &[u8]) -> Result<RequestInfo, BridgeError> {
-        super::parse_request(body)
-    }
+    module_delegates!(super);
 
     fn upstream_body(&self, info: &RequestInfo, body: Bytes) -> Bytes {
         super::upstream_body(info, body)
@@ -29,20 +25,6 @@ impl Adapter for ChatCompletions {
 
     fn observer(&self, info: &RequestInfo) -> Box<dyn StreamObserver> {
         Box::new(ChatStream::new(info))
-    }
-
-    fn blocking_facts(&self, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-        super::blocking_facts(body, facts)
-    }
-
-    #[cfg(feature = "mcp")]
-    fn request_body(
-        &self,
-        original: &[u8],
-        tools: Option<&Tools>,
-        turns: &[String],
-    ) -> Option<Bytes> {
-        super::mcp::request_body(original, tools, turns)
     }
 
     #[cfg(feature = "mcp")]
@@ -58,16 +40,6 @@ impl Adapter for ChatCompletions {
     #[cfg(feature = "mcp")]
     fn blocking_turn(&self, _original: &[u8], body: &[u8], tools: &Tools) -> Option<BlockingTurn> {
         super::mcp::blocking_turn(body, tools)
-    }
-
-    #[cfg(feature = "mcp")]
-    fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes {
-        super::mcp::final_blocking(body, sum, tools)
-    }
-
-    #[cfg(feature = "mcp")]
-    fn keep_alive(&self) -> Bytes {
-        crate::sse::comment("keep-alive")
     }
 
     #[cfg(feature = "mcp")]

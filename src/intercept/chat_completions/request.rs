@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::error::BridgeError;
-use crate::intercept::openai::string_of;
+use crate::intercept::openai::{string_of, text_parts};
 use crate::intercept::request::{RequestInfo, parse_top};
 
 /// One entry of the request's `messages`, as far as classification needs it.
@@ -20,15 +20,6 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
     #[serde(borrow)]
     tool_call_id: Option<&'a RawValue>,
-}
-
-/// One part of an array `content`.
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
 }
 
 /// A member's raw value, `null` included; `Default` is "absent". (An `Option<&RawValue>`
@@ -92,13 +83,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<RequestInfo, BridgeError> {
 /// The prompt of a user message's `content` (S1 for Chat).
 fn prompt_of(content: &RawValue) -> Option<String> {
     let text = if content.get().starts_with('[') {
-        let parts = serde_json::from_str::<Vec<&RawValue>>(content.get()).ok()?;
-        parts
-            .iter()
-            .rev()
-            .filter_map(|p| serde_json::from_str::<Part<'_>>(p.get()).ok())
-            .filter(|p| p.kind.as_deref() == Some("text"))
-            .find_map(|p| p.text.and_then(string_of))?
+        text_parts(content, "text")?.pop()?
     } else {
         string_of(content)?
     };

@@ -3,48 +3,27 @@
 #[cfg(feature = "mcp")]
 use std::sync::Arc;
 
-#[cfg(feature = "mcp")]
-use bytes::Bytes;
-
 use super::ResponsesStream;
-use crate::error::BridgeError;
-use crate::intercept::adapter::Adapter;
-use crate::intercept::facts::Fact;
+use crate::intercept::adapter::{Adapter, module_delegates};
 use crate::intercept::observer::StreamObserver;
 use crate::intercept::request::RequestInfo;
 #[cfg(feature = "mcp")]
-use crate::intercept::tool_loop::{BlockingTurn, Executed, Tools, UsageSum};
+use crate::intercept::tool_loop::{BlockingTurn, Executed, Tools};
 
 /// OpenAI Responses (openai-responses.md).
 #[derive(Debug)]
 pub(crate) struct Responses;
 
 impl Adapter for Responses {
-    fn parse_request(&self, body: &[u8]) -> Result<RequestInfo, BridgeError> {
-        super::parse_request(body)
-    }
+    module_delegates!(super);
 
     fn observer(&self, _info: &RequestInfo) -> Box<dyn StreamObserver> {
         Box::new(ResponsesStream::new())
     }
 
-    fn blocking_facts(&self, body: &[u8], facts: &mut Vec<Fact>) -> Result<(), String> {
-        super::blocking_facts(body, facts)
-    }
-
     #[cfg(feature = "mcp")]
     fn injectable(&self, body: &[u8]) -> bool {
         super::mcp::injectable(body)
-    }
-
-    #[cfg(feature = "mcp")]
-    fn request_body(
-        &self,
-        original: &[u8],
-        tools: Option<&Tools>,
-        turns: &[String],
-    ) -> Option<Bytes> {
-        super::mcp::request_body(original, tools, turns)
     }
 
     #[cfg(feature = "mcp")]
@@ -60,16 +39,6 @@ impl Adapter for Responses {
     #[cfg(feature = "mcp")]
     fn blocking_turn(&self, original: &[u8], body: &[u8], tools: &Tools) -> Option<BlockingTurn> {
         super::mcp::blocking_turn(body, tools, super::mcp::store_false(original))
-    }
-
-    #[cfg(feature = "mcp")]
-    fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes {
-        super::mcp::final_blocking(body, sum, tools)
-    }
-
-    #[cfg(feature = "mcp")]
-    fn keep_alive(&self) -> Bytes {
-        crate::sse::comment("keep-alive")
     }
 
     #[cfg(feature = "mcp")]

@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 
 use super::facts::{Fact, FrameAction, StreamStatus, Usage, json_text};
 use super::observer::StreamObserver;
-use super::openai::{ErrorFields, arguments_json, blocking_body, error_text, int_of, string_of};
+use super::openai::{
+    ErrorFields, TextPart, arguments_json, blocking_body, error_text, int_of, string_of, text_parts,
+};
 use super::request::{RequestInfo, parse_top};
 use crate::error::{BridgeError, json_string};
 use crate::recorder::ThoughtSource;
@@ -29,15 +31,6 @@ struct InputItem<'a> {
     content: Option<&'a RawValue>,
     #[serde(borrow)]
     call_id: Option<&'a RawValue>,
-}
-
-/// A `{"type","text"}` part (input content, reasoning summaries, output content).
-#[derive(Deserialize)]
-struct TextPart<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
 }
 
 /// Classifies a Responses request (openai-responses.md "Request intake"); refuses
@@ -84,13 +77,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<RequestInfo, BridgeError> {
 /// `\n`.
 fn prompt_of(content: &RawValue) -> Option<String> {
     let text = if content.get().starts_with('[') {
-        let parts = serde_json::from_str::<Vec<&RawValue>>(content.get()).ok()?;
-        let texts: Vec<String> = parts
-            .iter()
-            .filter_map(|p| serde_json::from_str::<TextPart<'_>>(p.get()).ok())
-            .filter(|p| p.kind.as_deref() == Some("input_text"))
-            .filter_map(|p| p.text.and_then(string_of))
-            .collect();
+        let texts = text_parts(content, "input_text")?;
         if texts.is_empty() {
             return None;
         }

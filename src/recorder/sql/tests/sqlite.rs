@@ -620,3 +620,46 @@ async fn a_version_1_database_upgrades_in_place() {
     let new = db.row("aibridge_token_usages", t.id).await.unwrap();
     assert_eq!(new["cost_usd"], Cell::Real(0.012_345));
 }
+
+/// The `SpendSource` read: per actor, the sums of the token usage created at or after
+/// `since` (older records and other actors apart; records without a price add no dollars).
+#[tokio::test]
+async fn spend_since_sums_token_usage_per_actor_from_a_time() {
+    use crate::policy::{ActorSpend, SpendSource};
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let alice = full_interception(); // user-42
+    let bob = super::minimal_interception(); // user-7
+    rec.record_interception(&alice).await.unwrap();
+    rec.record_interception(&bob).await.unwrap();
+    let t = super::token_usage(alice.id); // created at T0 + 1 s
+    let since = t.created_at;
+    let mut old = super::token_usage(alice.id);
+    old.created_at = since - std::time::Duration::from_micros(1);
+    let mut unpriced = super::token_usage(alice.id);
+    unpriced.cost_usd = None;
+    unpriced.created_at = since + std::time::Duration::from_secs(60);
+    let mut other = super::token_usage(bob.id);
+    other.input_tokens = 5;
+    for u in [&t, &old, &unpriced, &other] {
+        rec.record_token_usage(u).await.unwrap();
+    }
+    let mut rows = rec.spend_since(since).await.unwrap();
+    rows.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(
+        rows,
+        vec![
+            ActorSpend::new(
+                "user-42",
+                [2 * 1_200, 2 * 345, 2 * 9_000_000_000, 2 * 7],
+                0.012_345
+            ),
+            ActorSpend::new("user-7", [5, 345, 9_000_000_000, 7], 0.012_345),
+        ]
+    );
+    assert!(
+        rec.spend_since(unpriced.created_at + std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
