@@ -93,6 +93,19 @@ pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, Bridge
     adapter_for(api).parse_request(body)
 }
 
+/// What the policy stage needs of the request.
+fn asked(req: &Bridged) -> policy::Asked<'_> {
+    policy::Asked {
+        actor: &req.actor,
+        provider: req.provider.as_ref(),
+        api: req.api,
+        endpoint: &req.endpoint,
+        info: &req.info,
+        body: &req.body,
+        credential_kind: req.credential.kind(),
+    }
+}
+
 /// Records the interception and runs it (routing.md steps 9–15).
 ///
 /// Everything from `record_interception` on runs in the interception's own task, which the
@@ -107,7 +120,7 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
     // The policy stage: without a policy, one `Option` check.
     let verdict = match &shared.policy {
         None => policy::Verdict::Allow,
-        Some(p) => policy::check(p, &req, client.label(), session.as_deref()).await,
+        Some(p) => policy::check(p, &asked(&req), client.label(), session.as_deref()).await,
     };
     let id = RecordId::new();
     let interception = Interception {
@@ -168,7 +181,7 @@ async fn intercept(
         policy::Verdict::Allow => None,
         policy::Verdict::Narrow(f) => Some(f),
         policy::Verdict::Deny(d) => {
-            let resp = policy::deny(&shared, &req, interception, &d).await;
+            let resp = policy::deny(&shared, &asked(&req), interception, &d).await;
             let _ = head_tx.send(resp);
             return;
         }
@@ -248,8 +261,12 @@ async fn intercept(
         prices: shared.prices.clone(),
         policy: shared.policy.clone(),
         // The raw actor and model, not the bounded metric labels: the policy's ledger
-        // must never count an actor's spend under `other`.
-        actor: req.actor.id().to_owned(),
+        // must never count an actor's spend under `other`. Only a policy needs the actor
+        // (no allocation without one).
+        actor: match &shared.policy {
+            Some(_) => req.actor.id().to_owned(),
+            None => String::new(),
+        },
         model: req.info.model.clone(),
     });
     let breaker_key = Key {

@@ -7,14 +7,28 @@ use std::sync::Arc;
 
 use http::Response;
 
-use super::Bridged;
 use super::emit::Emitter;
+use super::request::RequestInfo;
+use crate::Actor;
 use crate::body::Body;
 use crate::error::{BridgeError, Flavor};
 use crate::pipeline::Shared;
 use crate::policy::{Decision, Denial, Policy, PolicyRequest, ToolFilter};
+use crate::provider::{Api, CredentialKind, Provider};
 use crate::recorder::{Interception, Outcome};
 use crate::upstream::route_label;
+
+/// What the stage needs of a bridged request.
+#[derive(Debug)]
+pub(crate) struct Asked<'a> {
+    pub(crate) actor: &'a Actor,
+    pub(crate) provider: &'a dyn Provider,
+    pub(crate) api: Api,
+    pub(crate) endpoint: &'a str,
+    pub(crate) info: &'a RequestInfo,
+    pub(crate) body: &'a [u8],
+    pub(crate) credential_kind: CredentialKind,
+}
 
 /// What the stage decided.
 #[derive(Debug, Default)]
@@ -31,20 +45,20 @@ pub(crate) enum Verdict {
 /// Asks the policy about `req`.
 pub(crate) async fn check(
     policy: &Arc<dyn Policy>,
-    req: &Bridged,
+    req: &Asked<'_>,
     client: &str,
     session_id: Option<&str>,
 ) -> Verdict {
-    let client_tools: Vec<String> = super::request::client_tool_names(&req.body)
+    let client_tools: Vec<String> = super::request::client_tool_names(req.body)
         .into_iter()
         .collect();
-    let mut ask = PolicyRequest::new(&req.actor, req.provider.name(), &req.info.model);
+    let mut ask = PolicyRequest::new(req.actor, req.provider.name(), &req.info.model);
     ask.provider_kind = req.provider.kind();
     ask.api = req.api;
     ask.streaming = req.info.streaming;
     ask.client = client;
     ask.session_id = session_id;
-    ask.credential_kind = req.credential.kind();
+    ask.credential_kind = req.credential_kind;
     ask.body_len = req.body.len();
     ask.client_tools = &client_tools;
     match policy.check(&ask).await {
@@ -61,7 +75,7 @@ pub(crate) async fn check(
 /// goes upstream.
 pub(crate) async fn deny(
     shared: &Shared,
-    req: &Bridged,
+    req: &Asked<'_>,
     interception: Interception,
     denial: &Denial,
 ) -> Response<Body> {
@@ -84,7 +98,7 @@ pub(crate) async fn deny(
     if let Some(m) = &shared.metrics {
         // Bounded like every interception's labels (metrics.md, cardinality).
         let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
-        let route = route_label(req.provider.as_ref(), &req.endpoint);
+        let route = route_label(req.provider, req.endpoint);
         m.denied(&labels, denial.kind.reason(), &route);
     }
     BridgeError::denied(denial).into_response(flavor, Some(id))
