@@ -34,6 +34,7 @@ mod auth;
 mod bridge;
 mod config;
 mod conn;
+mod mcp_headers;
 mod policy;
 mod policy_file;
 mod routes;

@@ -20,7 +20,6 @@ use crate::mcp::per_actor::ActorTools;
 use crate::mcp::registry::McpRegistry;
 use crate::mcp::result::{Block, ToolOutcome};
 use crate::mcp::tools::InjectedTool;
-use crate::metrics::Labels;
 use crate::pipeline::Shared;
 use crate::policy::{Decision, Denial, PolicyRequest, ToolFilter};
 use crate::provider::{Api, CredentialKind, ProviderKind};
@@ -187,12 +186,7 @@ impl Handler {
             }
         };
         if executed && let (Some(m), Some(tool)) = (&self.ctx.shared.metrics, &tool) {
-            let labels = Labels {
-                provider: PROVIDER_NAME.to_owned(),
-                model: String::new(),
-                initiator: actor.id().to_owned(),
-                client: client.label().to_owned(),
-            };
+            let labels = m.labels(PROVIDER_NAME, "", actor.id(), client.label().to_owned());
             m.injected_tool(&labels, &tool.server_url, &tool.name);
         }
         let invocation_error = outcome.invocation_error();
