@@ -523,3 +523,29 @@ async fn the_policys_tool_filter_and_denials_apply_to_the_endpoint() {
     alice.cancel().await.unwrap();
     mallory.cancel().await.unwrap();
 }
+
+/// Claude Code 2.1 talks the stateless protocol (2026-07-28): no `initialize` on the
+/// handler that answers; the request's own actor is used.
+#[tokio::test]
+async fn a_stateless_request_uses_the_requests_actor() {
+    let e = env(|c| c).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(&e.url)
+        .header("authorization", "Bearer gw-alice")
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    assert!(body.contains(TOOL_ID), "{body}");
+    assert!(!body.contains("another actor"), "{body}");
+}
