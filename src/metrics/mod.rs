@@ -98,6 +98,7 @@ struct Inner {
     prompts_total: IntCounterVec,
     tokens_total: IntCounterVec,
     injected_tool_invocations_total: IntCounterVec,
+    #[cfg(feature = "mcp")]
     mcp_actor_unavailable_total: IntCounterVec,
     non_injected_tool_selections_total: IntCounterVec,
     circuit_breaker_state: GaugeVec,
@@ -276,6 +277,7 @@ impl MetricsBuilder {
                 "Injected MCP tool calls executed by the bridge.",
                 &["provider", "model", "server", "name"],
             )?,
+            #[cfg(feature = "mcp")]
             mcp_actor_unavailable_total: counter(
                 r,
                 "mcp_actor_unavailable_total",
@@ -527,6 +529,7 @@ impl Metrics {
 
     /// An actor got no tools from `server` (configured name): `reason` is `refused` (the
     /// host's credential stage) or `failed` (the actor's session could not be used).
+    #[cfg(feature = "mcp")]
     pub(crate) fn mcp_actor_unavailable(&self, server: &str, reason: &str) {
         if let Ok(c) = self
             .inner
