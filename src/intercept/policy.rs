@@ -96,7 +96,6 @@ pub(crate) async fn deny(
             .await;
     }
     if let Some(m) = &shared.metrics {
-        // Bounded like every interception's labels (metrics.md, cardinality).
         let labels = m.labels(req.provider.name(), &req.info.model, req.actor.id(), client);
         let route = route_label(req.provider, req.endpoint);
         m.denied(&labels, denial.kind.reason(), &route);

@@ -436,10 +436,9 @@ impl Metrics {
     }
 
     /// A request the policy refused: `policy_denials_total` and `interceptions_total`
-    /// with status `denied`.
+    /// with status `denied` (`l` from [`labels`](Self::labels): already bounded).
     pub(crate) fn denied(&self, l: &Labels, reason: &str, route: &str) {
         let m = &self.inner;
-        // `l` is already bounded (`Metrics::labels`).
         let model = l.model.as_str();
         let reason = m.reason.counted(reason);
         if let Ok(c) =

@@ -74,7 +74,8 @@ impl Compiled {
     ) -> Option<Denial> {
         let budget = self.budget?;
         let window = budget.window();
-        let resets = rfc3339(window.end(now));
+        // Formatted only for a denial: the allowed path allocates nothing here.
+        let resets = || rfc3339(window.end(now));
         let per = window.as_str();
         match budget {
             Budget::Usd { limit, .. } => {
@@ -91,8 +92,9 @@ impl Compiled {
                     Denial::new(
                         DenyKind::Budget,
                         format!(
-                            "aibridge: USD budget of {limit:.2} per {per} exhausted ({:.2} spent); resets at {resets}",
-                            spent.usd
+                            "aibridge: USD budget of {limit:.2} per {per} exhausted ({:.2} spent); resets at {}",
+                            spent.usd,
+                            resets()
                         ),
                     )
                 })
@@ -103,8 +105,9 @@ impl Compiled {
                     Denial::new(
                         DenyKind::Budget,
                         format!(
-                            "aibridge: token budget of {limit} per {per} exhausted ({} used); resets at {resets}",
-                            spent.tokens
+                            "aibridge: token budget of {limit} per {per} exhausted ({} used); resets at {}",
+                            spent.tokens,
+                            resets()
                         ),
                     )
                 })
