@@ -260,9 +260,7 @@ async fn intercept(
     .with_account(emit::Account {
         prices: shared.prices.clone(),
         policy: shared.policy.clone(),
-        // The raw actor and model, not the bounded metric labels: the policy's ledger
-        // must never count an actor's spend under `other`. Only a policy needs the actor
-        // (no allocation without one).
+        // Only a policy needs the actor (no allocation without one).
         actor: match &shared.policy {
             Some(_) => req.actor.id().to_owned(),
             None => String::new(),
