@@ -205,6 +205,14 @@ impl Admitted {
     /// admitted) changes nothing.
     pub(crate) fn report(mut self, report: Report, metrics: Option<&Metrics>) {
         self.released = true;
+        self.note(report, metrics);
+    }
+
+    /// Reports the outcome of one upstream call of an interception that goes on calling
+    /// (a tool loop's earlier iterations; resilience.md: every upstream call of an admitted
+    /// interception reports its outcome), keeping the admission. The same generation rule
+    /// as [`report`](Self::report) applies.
+    pub(crate) fn note(&self, report: Report, metrics: Option<&Metrics>) {
         let now = Instant::now();
         let cfg = &self.config;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -397,6 +405,32 @@ mod tests {
         );
         admitted.next().unwrap().report(Report::Success, None);
         assert!(b.admit(key("m"), &c, None).is_ok());
+    }
+
+    /// A tool loop's calls each report: notes count like reports, and the admission is
+    /// released once, by the final report.
+    #[tokio::test(start_paused = true)]
+    async fn every_call_of_an_interception_reports() {
+        let b = Breakers::default();
+        let c = cfg(2, 2);
+        let loop_call = b.admit(key("m"), &c, None).unwrap();
+        loop_call.note(Report::Failure, None);
+        loop_call.note(Report::Failure, None);
+        assert!(
+            b.admit(key("m"), &c, None).is_err(),
+            "two failing calls of one interception trip it"
+        );
+        // A late final report of the earlier generation changes nothing.
+        loop_call.report(Report::Success, None);
+        assert!(b.admit(key("m"), &c, None).is_err());
+        tokio::time::advance(Duration::from_millis(50)).await;
+        let probe = b.admit(key("m"), &c, None).unwrap();
+        probe.note(Report::Success, None);
+        probe.report(Report::Success, None);
+        assert!(
+            b.admit(key("m"), &c, None).is_ok(),
+            "two successful calls of one half-open probe close it"
+        );
     }
 
     #[tokio::test(start_paused = true)]

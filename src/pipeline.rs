@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::breaker::Breakers;
 use crate::metrics::Metrics;
 use crate::recorder::queue::RecordQueue;
+use crate::recorder::response_ids::ResponseIdMap;
 use crate::upstream::UpstreamTimeouts;
 
 /// Default of `Builder::client_write_timeout`.
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) policy: Option<Arc<dyn crate::policy::Policy>>,
     /// The price table of `TokenUsage::cost_usd`.
     pub(crate) prices: Arc<crate::policy::Prices>,
+    /// Presented Responses ids → last upstream ids (S20).
+    pub(crate) response_ids: ResponseIdMap,
     /// Where the tool loop takes its tools from (the MCP registry), when configured.
     #[cfg(feature = "mcp")]
     pub(crate) tool_source: Option<Arc<dyn crate::intercept::ToolSource>>,
@@ -70,6 +73,7 @@ impl Shared {
             breakers: Breakers::default(),
             policy: None,
             prices: Arc::new(crate::policy::Prices::builtin()),
+            response_ids: ResponseIdMap::default(),
             #[cfg(feature = "mcp")]
             tool_source: None,
             cancel: watch::Sender::new(false),

@@ -224,6 +224,19 @@ fn add_actor_headers(out: &mut HeaderMap, actor: &Actor) {
     }
 }
 
+/// An upstream URL as spans show it (D17): no userinfo, query or fragment (a base URL may
+/// carry credentials, a query may carry a key).
+pub(crate) fn url_for_span(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return String::new();
+    };
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.into()
+}
+
 /// Whether a bridged response header is relayed to the client (routing.md, S18).
 pub(crate) fn relayed_response_header(name: &HeaderName) -> bool {
     let n = name.as_str();
@@ -386,5 +399,14 @@ mod tests {
             u("http://u", "/conversations", Some("limit=10")),
             "http://u/conversations?limit=10"
         );
+    }
+
+    #[test]
+    fn span_urls_carry_no_credentials_or_query() {
+        assert_eq!(
+            url_for_span("https://user:pa55@api.example.com/v1/messages?key=sk-1#f"),
+            "https://api.example.com/v1/messages"
+        );
+        assert_eq!(url_for_span("not a url"), "");
     }
 }

@@ -447,8 +447,10 @@ async fn reference(api: Api, stream: bool) {
     assert_eq!(view.stop, final_stop(api));
     assert_contains(&view.usage, &api.summed_usage(&usages), "usage");
     let want_id = match (api, stream) {
-        // Anthropic streams keep the first message_start, Chat chunks keep their ids.
-        (Api::Messages | Api::Chat, true) => msg_id(api, 1),
+        // Anthropic streams keep the first message_start, Chat chunks keep their ids;
+        // Responses shows one lifecycle, the first upstream id, streamed or not (S20,
+        // revised by issue 16).
+        (Api::Messages | Api::Chat, true) | (Api::Responses, _) => msg_id(api, 1),
         _ => msg_id(api, 2),
     };
     assert_eq!(view.id, want_id);
@@ -682,6 +684,96 @@ async fn haiku_models_get_no_injected_tools_blocking_and_streaming() {
         );
     }
     assert!(e.mcp.calls().is_empty());
+}
+
+#[tokio::test]
+async fn haiku_on_chat_and_responses_gets_the_injected_tools() {
+    // The default predicate skips only Messages: Copilot's `claude-haiku-4.5` through
+    // Chat Completions or Responses gets the tools.
+    let e = env(&[TOOL], |c| c).await;
+    for api in [Api::Chat, Api::Responses] {
+        let t = turn(&msg_id(api, 1), Some(T2), vec![], reference_usage(api)[0]);
+        e.upstream.push(api.answer(false, &t));
+        let body = api.request_with(false, PROMPT, "claude-haiku-4.5");
+        send_req(&e, api, &body).await;
+        let sent = e.upstream.requests().last().unwrap().json();
+        assert!(
+            tool_names(api, &sent).contains(&TOOL_ID.to_owned()),
+            "{api:?}: {sent}"
+        );
+    }
+}
+
+/// Every upstream call of a tool loop reports to the breaker: an overload error event
+/// opening the second call's stream (after the first call's content was relayed) trips a
+/// breaker of threshold 1, and a half-open probe whose loop made two successful calls
+/// closes a breaker that needs two successes.
+#[tokio::test]
+async fn the_breaker_hears_every_call_of_the_loop() {
+    use aibridge::provider::{CircuitBreakerConfig, RetryConfig};
+    let api = Api::Messages;
+    let upstream = MockUpstream::start().await;
+    let mcp = McpTestServer::start(&[TOOL]).await;
+    let reg = Registry::new();
+    let metrics = Metrics::new(&reg).unwrap();
+    let open = Duration::from_millis(50);
+    let cfg = CircuitBreakerConfig::default()
+        .with_failure_threshold(1)
+        .with_open_timeout(open)
+        .with_half_open_max_requests(2);
+    let config = McpConfig::new().server(McpServer::new("coder", mcp.url()));
+    let (bridge, rec) = bridge_with(|b| {
+        let p = anthropic(&upstream.base_url())
+            .with_retry(RetryConfig::default().with_max_retries(0))
+            .with_circuit_breaker(cfg);
+        b.provider(p).metrics(metrics).mcp(config)
+    });
+    bounded("mcp_ready", bridge.mcp_ready()).await;
+    let e = Env {
+        upstream,
+        mcp,
+        bridge,
+        rec,
+        reg,
+    };
+    let u = reference_usage(api);
+    let c1 = call("call_01", TOOL_ID, ARGS);
+    e.upstream
+        .push(api.answer(true, &turn("msg_1", Some(T1), vec![c1], u[0])));
+    e.upstream.push(support::MockResponse::sse(
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    ));
+    let resp = send_req(&e, api, &api.request(true, PROMPT)).await;
+    assert!(resp.text().contains("overloaded_error"), "{}", resp.text());
+    assert_eq!(e.upstream.request_count(), 2);
+    let state = || {
+        prom::value(
+            &e.reg,
+            "circuit_breaker_state",
+            &[
+                ("provider", "anthropic"),
+                ("endpoint", "/v1/messages"),
+                ("model", api.model()),
+            ],
+        )
+    };
+    assert_eq!(state(), 1.0, "the second call's overload opened it");
+    let rejected = bounded(
+        "the rejection",
+        send(&e.bridge, post(api.path(), api.request(false, PROMPT))),
+    )
+    .await;
+    assert_eq!(rejected.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e.upstream.request_count(), 2, "rejected before any call");
+    // Half-open after the open timeout (time passing, not synchronisation).
+    tokio::time::sleep(open).await;
+    let c1 = call("call_01", TOOL_ID, ARGS);
+    e.upstream
+        .push(api.answer(false, &turn("msg_2", Some(T1), vec![c1], u[0])));
+    e.upstream
+        .push(api.answer(false, &turn("msg_3", Some(T2), vec![], u[1])));
+    send_req(&e, api, &api.request(false, PROMPT)).await;
+    assert_eq!(state(), 0.0, "two successful calls of the probe closed it");
 }
 
 // === a client tool and an injected tool in the same answer ===
@@ -1440,6 +1532,23 @@ async fn upstream_error_in_the_second_iteration() {
                 }
                 assert!(last.data.contains(message), "{}", last.data);
                 assert!(text.contains(T1[..T1.len() / 2].trim()), "{text}");
+                // The upstream's own error type (or code) and message, not a generic one.
+                let ev = last.json();
+                match api {
+                    Api::Messages => {
+                        assert_eq!(ev["error"]["type"], "invalid_request_error", "{ev}");
+                        assert_eq!(ev["error"]["message"], message);
+                    }
+                    Api::Chat => {
+                        assert_eq!(ev["error"]["type"], "invalid_request_error", "{ev}");
+                        assert_eq!(ev["error"]["code"], "context_length_exceeded", "{ev}");
+                        assert_eq!(ev["error"]["message"], message);
+                    }
+                    Api::Responses => {
+                        assert_eq!(ev["code"], "context_length_exceeded", "{ev}");
+                        assert_eq!(ev["message"], message);
+                    }
+                }
             } else {
                 assert_eq!(resp.status, StatusCode::BAD_REQUEST);
                 assert_eq!(resp.json(), error);

@@ -637,3 +637,33 @@ async fn a_response_head_timeout_is_a_504_and_not_retried() {
     ended(&rec, 1).await;
     assert_eq!(rec.interceptions_ended()[0].outcome, Outcome::Failed);
 }
+
+/// The response timeout covers a blocking body: an upstream that sends the head and part
+/// of the body, then stalls, gets a 504 once the timeout from the send has passed.
+#[tokio::test]
+async fn a_blocking_body_that_stalls_after_the_head_is_a_504() {
+    let upstream = MockUpstream::start().await;
+    let (resp, ctl) = MockResponse::streamed(200, "application/json");
+    upstream.push(resp);
+    let timeouts = UpstreamTimeouts::default().with_response(Duration::from_millis(300));
+    let (bridge, rec) = bridge_with(|b| {
+        let p = anthropic(&upstream.base_url()).with_retry(fast_retries(0));
+        b.provider(p).upstream_timeouts(timeouts)
+    });
+    // Part of the body; the controller stays alive, so the body stays open.
+    ctl.send(r#"{"id":"msg_1","type":"message","#)
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        send(&bridge, Messages.request("m")),
+    )
+    .await;
+    let resp = resp.expect("the body timeout must end the request");
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert_eq!(resp.json()["error"]["type"], "api_error");
+    ended(&rec, 1).await;
+    let end = &rec.interceptions_ended()[0];
+    assert_eq!(end.outcome, Outcome::Failed);
+    drop(ctl);
+}

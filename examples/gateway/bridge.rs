@@ -76,8 +76,14 @@ pub(crate) async fn build_bridge(
     let (builder, spend): (_, Arc<dyn SpendSource>) = if cfg.database_url.starts_with("sqlite:") {
         match aibridge::recorder::SqliteRecorder::connect(&cfg.database_url).await {
             Ok(r) => {
+                // The recorder also resolves presented Responses ids (S20) from its rows.
                 let r = Arc::new(r);
-                (builder.recorder(Arc::clone(&r)), r)
+                (
+                    builder
+                        .recorder(Arc::clone(&r))
+                        .response_ids(Arc::clone(&r)),
+                    r,
+                )
             }
             Err(e) => {
                 eprintln!(
@@ -117,8 +123,14 @@ async fn connect_postgres(
 ) -> Result<(aibridge::bridge::Builder, Arc<dyn SpendSource>), ExitCode> {
     match aibridge::recorder::PostgresRecorder::connect(url).await {
         Ok(r) => {
+            // Replicas sharing the database resolve each other's presented Responses ids.
             let r = Arc::new(r);
-            Ok((builder.recorder(Arc::clone(&r)), r))
+            Ok((
+                builder
+                    .recorder(Arc::clone(&r))
+                    .response_ids(Arc::clone(&r)),
+                r,
+            ))
         }
         Err(e) => {
             eprintln!("aibridge gateway: database {}: {e}", redact(url));

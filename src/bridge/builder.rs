@@ -13,7 +13,8 @@ use crate::policy::{Policy, Prices};
 use crate::provider::{CredentialPolicy, Provider, ProviderKind};
 use crate::recorder::limits::RecordLimits;
 use crate::recorder::queue::RecordQueue;
-use crate::recorder::{RecordQueueConfig, Recorder};
+use crate::recorder::response_ids::ResponseIdMap;
+use crate::recorder::{RecordQueueConfig, Recorder, ResponseIds};
 use crate::upstream::UpstreamTimeouts;
 
 /// Default maximum request body: 32 MiB.
@@ -126,6 +127,7 @@ pub struct Builder {
     metrics: Option<Metrics>,
     policy: Option<Arc<dyn Policy>>,
     prices: Option<Prices>,
+    response_ids: Option<Arc<dyn ResponseIds>>,
     #[cfg(feature = "mcp")]
     mcp: Option<crate::mcp::McpConfig>,
 }
@@ -163,6 +165,7 @@ impl Default for Builder {
             metrics: None,
             policy: None,
             prices: None,
+            response_ids: None,
             #[cfg(feature = "mcp")]
             mcp: None,
         }
@@ -192,6 +195,18 @@ impl Builder {
     /// Sets the recorder (required; use `NoopRecorder` to record nothing).
     pub fn recorder(mut self, recorder: impl Recorder) -> Self {
         self.recorder = Some(Arc::new(recorder));
+        self
+    }
+
+    /// Where presented Responses ids are resolved when this process does not know them
+    /// (openai-responses.md S20): a tool loop shows the client its first upstream response
+    /// id, and a later `previous_response_id` (or `/v1/responses/{id}` call) naming it is
+    /// sent upstream as that interception's last upstream id. `SqliteRecorder` and
+    /// `PostgresRecorder` answer from their token-usage rows, so replicas sharing a
+    /// database, and restarts, resolve each other's ids. Without a store the bridge uses
+    /// its in-process cache only.
+    pub fn response_ids(mut self, store: impl ResponseIds) -> Self {
+        self.response_ids = Some(Arc::new(store));
         self
     }
 
@@ -422,6 +437,7 @@ impl Builder {
         shared.client_write_stall = self.client_write_timeout;
         shared.policy = self.policy;
         shared.prices = Arc::new(self.prices.unwrap_or_default());
+        shared.response_ids = ResponseIdMap::new(self.response_ids);
         let mut inner = Inner::new(
             &self.providers,
             self.path_prefix,

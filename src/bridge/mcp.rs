@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::intercept::{LoopConfig, Offer, ToolExecutor, ToolSource};
 use crate::mcp::{ActorTools, AllowTool, InjectedTool, McpConfig, McpRegistry, ToolOutcome};
+use crate::provider::Api;
 use crate::{Actor, BoxFuture};
 
 /// The MCP registry plus the configuration it was started with.
@@ -36,8 +37,8 @@ impl ToolSource for McpSource {
         })
     }
 
-    fn should_inject(&self, model: &str) -> bool {
-        self.config.should_inject(model)
+    fn should_inject(&self, api: Api, model: &str) -> bool {
+        self.config.should_inject(api, model)
     }
 
     fn loop_config(&self) -> LoopConfig {

@@ -80,6 +80,34 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
     #[cfg(feature = "mcp")]
     fn final_blocking(&self, body: &Bytes, sum: Option<&UsageSum>, tools: &Tools) -> Bytes;
 
+    /// Whether a tool loop shows the client its first upstream response id, which later
+    /// requests may name (S20: Responses).
+    fn presents_first_id(&self) -> bool {
+        false
+    }
+
+    /// The response id a request continues from (`previous_response_id`), if any.
+    #[cfg(feature = "mcp")]
+    fn previous_response_id(&self, body: &[u8]) -> Option<String> {
+        let _ = body;
+        None
+    }
+
+    /// The request `body` continuing from `id` instead (S20), if it can be edited.
+    #[cfg(feature = "mcp")]
+    fn continue_from(&self, body: &[u8], id: &str) -> Option<Bytes> {
+        let _ = (body, id);
+        None
+    }
+
+    /// The final blocking body of a loop, with the response id the client is shown: the
+    /// first upstream response's (S20; Responses only, the other APIs keep the body).
+    #[cfg(feature = "mcp")]
+    fn present_id(&self, body: Bytes, first_id: &str) -> Bytes {
+        let _ = first_id;
+        body
+    }
+
     /// What a streaming client gets while tools run (D11): an SSE comment unless the API
     /// has its own keep-alive event.
     #[cfg(feature = "mcp")]

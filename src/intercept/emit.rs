@@ -25,6 +25,10 @@ pub(crate) struct Emitter {
     /// Set once an upstream call was attempted (S14).
     pub(crate) attempted: bool,
     metrics: Option<(Metrics, Labels)>,
+    /// The first and the last upstream response id with token usage (S20).
+    response_ids: Option<(String, String)>,
+    /// Input and output tokens over the interception's calls (span attributes).
+    tokens: (u64, u64),
     /// Prices the token usage and tells the policy about it.
     account: Option<Account>,
 }
@@ -62,6 +66,8 @@ impl Emitter {
             limits,
             attempted: false,
             metrics,
+            response_ids: None,
+            tokens: (0, 0),
             account: None,
         }
     }
@@ -70,6 +76,17 @@ impl Emitter {
     pub(crate) fn with_account(mut self, account: Account) -> Self {
         self.account = Some(account);
         self
+    }
+
+    /// The first and the last upstream response id of the interception's calls (each
+    /// call's token usage names its response), once there is one.
+    pub(crate) fn response_ids(&self) -> Option<&(String, String)> {
+        self.response_ids.as_ref()
+    }
+
+    /// Input and output tokens over the interception's calls so far.
+    pub(crate) fn tokens(&self) -> (u64, u64) {
+        self.tokens
     }
 
     /// Metrics are driven by the records themselves, when they are created.
@@ -112,6 +129,14 @@ impl Emitter {
                 })
             }
             Fact::Usage { response_id, usage } => {
+                self.tokens.0 = self.tokens.0.saturating_add(usage.input);
+                self.tokens.1 = self.tokens.1.saturating_add(usage.output);
+                if let Some(rid) = &response_id {
+                    match &mut self.response_ids {
+                        Some((_, last)) => last.clone_from(rid),
+                        None => self.response_ids = Some((rid.clone(), rid.clone())),
+                    }
+                }
                 let mut t = TokenUsage {
                     id,
                     interception_id,

@@ -38,6 +38,8 @@ use tokio::sync::oneshot;
 
 use self::adapter::Adapter;
 pub(crate) use self::observer::StreamObserver;
+#[cfg(feature = "mcp")]
+pub(crate) use self::observer::UpstreamError;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
 pub(crate) use self::tool_loop::{LoopConfig, Offer, ToolExecutor, ToolSource};
@@ -153,6 +155,12 @@ pub(crate) async fn run(shared: Arc<Shared>, req: Bridged) -> Response<Body> {
         streaming = req.info.streaming,
         initiator_id = %req.actor.id(),
         client = client.label(),
+        outcome = tracing::field::Empty,
+        gen_ai.system = req.provider.kind().as_str(),
+        gen_ai.request.model = %req.info.model,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
     );
     let (head_tx, head_rx) = oneshot::channel();
     // The task counts as running until its records are queued, so shutdown drains them.
@@ -211,11 +219,29 @@ async fn intercept(
         labels
     });
     let adapter = adapter_for(req.api);
+    // S20: a `previous_response_id` naming an id a tool loop presented continues from the
+    // last upstream response of that interception.
+    #[cfg(feature = "mcp")]
+    let mut req = req;
+    #[cfg(feature = "mcp")]
+    if let Some(presented) = adapter.previous_response_id(&req.body)
+        && let Some(last) = shared.response_ids.resolve(&presented).await
+        && let Some(body) = adapter.continue_from(&req.body, &last)
+    {
+        tracing::debug!(
+            presented,
+            last,
+            "previous_response_id continues from the last upstream response"
+        );
+        req.body = body;
+    }
     // Requests that get no tools pay for two checks and nothing else: the actor's tool set
     // is only asked for when the skip predicate and the API's shapes allow injection.
     #[cfg(feature = "mcp")]
     let tool_loop = match &shared.tool_source {
-        Some(source) if source.should_inject(&req.info.model) && adapter.injectable(&req.body) => {
+        Some(source)
+            if source.should_inject(req.api, &req.info.model) && adapter.injectable(&req.body) =>
+        {
             // The policy's tool filter splits the actor's tools per request
             // (`tools_for_request`): refused tools are not injected and their calls are
             // recorded as not executed.
@@ -272,7 +298,7 @@ async fn intercept(
         endpoint: route.clone(),
         model: req.info.model.clone(),
     };
-    let ctx = relay::Ctx::new(
+    let mut ctx = relay::Ctx::new(
         shared.clone(),
         req.provider.clone(),
         adapter,
@@ -286,10 +312,15 @@ async fn intercept(
         breaker_key,
         req.credential.kind(),
     );
-    #[cfg(feature = "mcp")]
-    let ctx = ctx.with_tool_loop(tool_loop.map(|(lp, _)| lp));
+    ctx.presents_first_id = adapter.presents_first_id();
     let start = req.start;
-    let (outcome, waited) = relay::drive(ctx, head_tx).await;
+    let (outcome, waited) = relay::drive(
+        ctx,
+        #[cfg(feature = "mcp")]
+        tool_loop.map(|(lp, _)| lp),
+        head_tx,
+    )
+    .await;
     if let (Some(m), Some(labels)) = (&metrics, &labels) {
         let total = start.elapsed();
         // The awaited `record_interception` counts: the client waits for it too.

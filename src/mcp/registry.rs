@@ -409,10 +409,23 @@ async fn run_server(shared: Arc<Shared>, index: usize) {
                 }
             }
         };
+        // D17: one span per connection attempt, a root (no request is waiting for it).
+        let span = tracing::info_span!(
+            parent: None,
+            "aibridge.mcp.connect",
+            mcp_server = state.server.name(),
+            mcp_server_url = %state.server.display_url(),
+            tool_count = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let outcome = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => return,
-            outcome = attempt => outcome,
+            outcome = attempt.instrument(span.clone()) => outcome,
+        };
+        match &outcome {
+            Ok((_, tools)) => span.record("tool_count", tools.len()),
+            Err(e) => span.record("error", e.as_str()),
         };
         shared.attempts.send_modify(|n| *n += 1);
         match outcome {

@@ -53,7 +53,17 @@ where
         credential.as_ref(),
         Mode::Passthrough,
     );
-    let url = upstream_url(provider.base_url(), rest, parts.uri.query());
+    let rest = continued(shared, rest).await;
+    let url = upstream_url(provider.base_url(), &rest, parts.uri.query());
+    // D17: the passthrough call's span, a child of the host's request span.
+    let span = tracing::info_span!(
+        "aibridge.passthrough",
+        provider = provider.name(),
+        route = %route.path,
+        method = %parts.method,
+        upstream_url = crate::upstream::url_for_span(&url),
+        status = tracing::field::Empty,
+    );
     // The request body streams through, capped at the limit (no body at all when the
     // client sent none, so a GET stays a GET without a chunked empty body).
     let empty = http_body::Body::is_end_stream(&body);
@@ -67,8 +77,9 @@ where
     }
     // At the shutdown deadline an open passthrough is cut off, before or after its head.
     let cancel = shared.cancel.subscribe();
+    let send = tracing::Instrument::instrument(req.send(), span.clone());
     let sent = tokio::select! {
-        r = req.send() => Some(r),
+        r = send => Some(r),
         () = cancelled(cancel.clone()) => None,
     };
     if let Some(m) = &shared.metrics {
@@ -84,6 +95,7 @@ where
     match sent {
         Ok(resp) => {
             let status = resp.status();
+            span.record("status", status.as_u16());
             let headers = passthrough_response_headers(resp.headers());
             let body = until_cancelled(resp.bytes_stream().map_err(BoxError::from), cancel);
             let mut out = Response::new(Body::new(http_body_util::StreamBody::new(
@@ -106,6 +118,23 @@ where
 }
 
 /// Resolves when the bridge cancels in-flight work (never if the bridge is gone).
+/// `/responses/{id}…` with `{id}` resolved as a presented Responses id (S20): a tool
+/// loop showed the client its first upstream id; the upstream knows the conversation under
+/// the last one.
+async fn continued<'a>(shared: &Shared, rest: &'a str) -> std::borrow::Cow<'a, str> {
+    let Some(tail) = rest.strip_prefix("/responses/") else {
+        return rest.into();
+    };
+    let (id, after) = tail.split_at(tail.find('/').unwrap_or(tail.len()));
+    if id.is_empty() {
+        return rest.into();
+    }
+    match shared.response_ids.resolve(id).await {
+        Some(last) => format!("/responses/{last}{after}").into(),
+        None => rest.into(),
+    }
+}
+
 async fn cancelled(mut rx: watch::Receiver<bool>) {
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;

@@ -45,6 +45,7 @@ mod memory;
 mod permanent;
 pub(crate) mod queue;
 mod record;
+pub(crate) mod response_ids;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
@@ -55,6 +56,7 @@ pub use self::record::{
     Interception, InterceptionEnded, ModelThought, Outcome, ParseRecordIdError, PromptUsage,
     RecordId, RecordKind, ThoughtSource, TokenUsage, ToolUsage,
 };
+pub use self::response_ids::ResponseIds;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -84,6 +84,9 @@ PREFERRED_TOOLS = ["Glob", "LS", "Read", "Grep", "shell", "shell_command",
 LOG_LOCK = threading.Lock()
 COUNTER = {"n": 0}
 ISSUED_RESPONSES = set()  # Responses ids handed out (previous_response_id must be one of them)
+# The conversation stored under each Responses id, as the real API keeps it: the stored
+# conversation of `previous_response_id`, then the request's input, then the output.
+STORED_RESPONSES = {}
 
 
 def mask(value):
@@ -534,11 +537,21 @@ class Handler(BaseHTTPRequestHandler):
         text = None if tool else REPLY_TEXT
         if self._mode() == "mcp":
             mcp_tool = self._mcp_tool(tools)
-            if has_result:
+            # `x-fake-mcp-calls: N`: the fake model calls the injected tool N times in a row.
+            want = int(self.headers.get("x-fake-mcp-calls") or 1)
+            done = sum(1 for i in inp if isinstance(i, dict) and i.get("type") == "function_call_output") \
+                if isinstance(inp, list) else 0
+            if has_result and (done >= want or not mcp_tool):
                 text = mcp_final_text(self._text_of(inp[-1].get("output")))
             elif mcp_tool:
                 tool, text = mcp_tool, MCP_LEAD_TEXT
         prev = body.get("previous_response_id")
+        prior = STORED_RESPONSES.get(prev, []) if prev is not None else []
+        if self._mode() == "recall":
+            # What the stored conversation holds: every tool output in it, in order.
+            outputs = [self._text_of(i.get("output")) for i in prior + (inp if isinstance(inp, list) else [])
+                       if isinstance(i, dict) and i.get("type") == "function_call_output"]
+            text = "recall: " + " | ".join(outputs)
         if prev is not None and prev not in ISSUED_RESPONSES:
             return self._send_json(400, {"error": {
                 "message": "Previous response with id '%s' not found." % prev,
@@ -560,6 +573,9 @@ class Handler(BaseHTTPRequestHandler):
             items.append({"id": new_id("fc_"), "type": "function_call", "status": "completed",
                           "call_id": new_id("call_"), "name": tool,
                           "arguments": json.dumps(args)})
+        with LOG_LOCK:
+            STORED_RESPONSES[rid] = prior + (inp if isinstance(inp, list) else
+                                             [{"role": "user", "content": inp}]) + items
         base = {"id": rid, "object": "response", "created_at": created, "model": model,
                 "status": "completed", "error": None, "incomplete_details": None,
                 "instructions": body.get("instructions"), "metadata": body.get("metadata") or {},

@@ -271,15 +271,14 @@ def test_responses_blocking(gpt, marks, mcp_gateway, mcp_server):
     tokens = check_rows(mcp_gateway.db, raw.headers[INTERCEPTION_HEADER], mcp_server,
                         streaming=False, api="responses")
     assert (response.usage.input_tokens, response.usage.output_tokens) == token_sums(tokens)
-    assert response.id == tokens[1]["provider_response_id"]
+    # One lifecycle (S20, revised): the first upstream id.
+    assert response.id == tokens[0]["provider_response_id"]
 
 
 def test_responses_streaming(gpt, last_response, marks, mcp_gateway, mcp_server):
     """Streamed with `responses.create(stream=True)`: the SDK parses every event into its
-    typed model. NOT with the `responses.stream()` helper: its accumulator (openai 3.57)
-    raises "Lifecycle response identity changed." because the terminal event carries the
-    last upstream response's id while `response.created` carried the first one's, as the
-    spec prescribes (openai-responses.md S20). Reported as a spec/SDK conflict."""
+    typed model. Every event carries the first upstream response's id (S20, revised), so
+    the `responses.stream()` helper's accumulator accepts the stream too."""
     stream = gpt.responses.create(
         model=GPT, input=[{"role": "user", "content": [{"type": "input_text", "text": PROMPT}]}],
         stream=True, extra_headers=MCP_MODE)
@@ -306,8 +305,33 @@ def test_responses_streaming(gpt, last_response, marks, mcp_gateway, mcp_server)
                         streaming=True, api="responses")
     assert (final.usage.input_tokens, final.usage.output_tokens) == token_sums(tokens)
     assert events[0].response.id == tokens[0]["provider_response_id"]
-    # The terminal event carries the last response's id (S20).
-    assert final.id == tokens[1]["provider_response_id"]
+    # One lifecycle (S20, revised): the terminal event carries the first response's id.
+    assert final.id == tokens[0]["provider_response_id"]
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_responses_stream_helper_and_previous_response_id(gpt, marks, mcp_gateway, mcp_server,
+                                                          iterations):
+    """The `responses.stream()` helper accepts a stream in which the bridge ran its tool loop
+    (one id from `response.created` to `response.completed`: the first upstream one, S20
+    revised), and a follow-up whose `previous_response_id` is that id reaches the upstream as
+    the loop's LAST upstream id: the fake upstream, which keeps each response's conversation
+    under its id as the real one does, answers from the whole conversation (the tool
+    results are in it only under the last id)."""
+    headers = dict(MCP_MODE, **{"x-fake-mcp-calls": str(iterations)})
+    with gpt.responses.stream(model=GPT, input=PROMPT, extra_headers=headers) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    ids = {event.response.id for event in events if hasattr(event, "response")}
+    assert ids == {final.id}, ids
+    assert final.output_text.endswith(FINAL_TEXT)
+    assert final.tools == []
+    calls = marks.fake_upstream.since(marks.upstream)
+    assert len(calls) == iterations + 1
+    follow = gpt.responses.create(model=GPT, input="what did the tool say?",
+                                  previous_response_id=final.id,
+                                  extra_headers={"x-fake-mode": "recall"})
+    assert follow.output_text == "recall: " + " | ".join([TOOL_RESULT] * iterations)
 
 
 # --------------------------------------------------------------------------- no injection

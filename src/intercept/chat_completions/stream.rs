@@ -276,6 +276,19 @@ impl StreamObserver for ChatStream {
         terminal_event(message)
     }
 
+    #[cfg(feature = "mcp")]
+    fn error_event(&self, error: &crate::intercept::UpstreamError) -> Bytes {
+        let code = error
+            .code
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), json_string);
+        Bytes::from(format!(
+            "data: {{\"error\":{{\"message\":{},\"type\":{},\"param\":null,\"code\":{code}}}}}\n\n",
+            json_string(&error.message),
+            json_string(error.kind.as_deref().unwrap_or("server_error")),
+        ))
+    }
+
     /// Forgets the finished completion (the tool loop continues with a new one).
     #[cfg(feature = "mcp")]
     fn next_iteration(&mut self, _iteration: u32) {

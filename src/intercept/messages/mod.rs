@@ -512,6 +512,11 @@ impl StreamObserver for MessagesStream {
         terminal_event(message)
     }
 
+    #[cfg(feature = "mcp")]
+    fn error_event(&self, error: &crate::intercept::UpstreamError) -> Bytes {
+        error_event(error.kind.as_deref().unwrap_or("api_error"), &error.message)
+    }
+
     /// Forgets the terminal status (the tool loop continues with a new message).
     #[cfg(feature = "mcp")]
     fn next_iteration(&mut self, _iteration: u32) {
@@ -521,6 +526,11 @@ impl StreamObserver for MessagesStream {
 
 /// `event: error` with an Anthropic `api_error` (D7).
 pub(crate) fn terminal_event(message: &str) -> Bytes {
+    error_event("api_error", message)
+}
+
+/// `event: error` with an Anthropic error of type `kind`.
+fn error_event(kind: &str, message: &str) -> Bytes {
     #[derive(serde::Serialize)]
     struct Event<'a> {
         r#type: &'a str,
@@ -534,7 +544,7 @@ pub(crate) fn terminal_event(message: &str) -> Bytes {
     let value = Event {
         r#type: "error",
         error: ErrorObj {
-            r#type: "api_error",
+            r#type: kind,
             message,
         },
     };
@@ -542,7 +552,8 @@ pub(crate) fn terminal_event(message: &str) -> Bytes {
         return b;
     }
     Bytes::from(format!(
-        "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\"message\":{}}}}}\n\n",
+        "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":{},\"message\":{}}}}}\n\n",
+        json_string(kind),
         json_string(message)
     ))
 }

@@ -12,7 +12,8 @@ use super::call::{ReadError, read_all, upstream_error_text};
 #[cfg(feature = "mcp")]
 use super::task::Stop;
 use super::task::{
-    Ctx, End, Head, MAX_BLOCKING_BODY, cancelled, client_gone, failed, response, shutting_down,
+    Ctx, End, Head, MAX_BLOCKING_BODY, cancelled, client_gone, failed, response, secs_ceil,
+    shutting_down,
 };
 #[cfg(feature = "mcp")]
 use super::tools;
@@ -21,7 +22,7 @@ use crate::error::BridgeError;
 #[cfg(feature = "mcp")]
 use crate::intercept::facts::Fact;
 #[cfg(feature = "mcp")]
-use crate::intercept::tool_loop::{Decision, not_executed};
+use crate::intercept::tool_loop::{Decision, LoopState, not_executed};
 #[cfg(feature = "mcp")]
 use crate::recorder::Outcome;
 #[cfg(feature = "mcp")]
@@ -32,6 +33,7 @@ use crate::upstream::relayed_response_headers;
 #[cfg(feature = "mcp")]
 pub(super) async fn blocking_loop(
     ctx: &mut Ctx,
+    mut lp: LoopState,
     head: &mut Head,
     cancel: &mut watch::Receiver<bool>,
     mut status: StatusCode,
@@ -39,9 +41,6 @@ pub(super) async fn blocking_loop(
     mut body: Bytes,
 ) -> End {
     loop {
-        let Some(mut lp) = ctx.tool_loop.take() else {
-            return failed("aibridge: internal error");
-        };
         let mut facts = Vec::new();
         let parsed = ctx.adapter.blocking_facts(&body, &mut facts);
         facts.retain(|f| !matches!(f, Fact::Tool { name, .. } if lp.tools.contains(name)));
@@ -62,7 +61,10 @@ pub(super) async fn blocking_loop(
                     sum.add(&t.usage);
                     sum
                 });
-                let out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
+                let mut out = ctx.adapter.final_blocking(&body, sum.as_ref(), &lp.tools);
+                if let Some(first) = lp.first_id.as_deref() {
+                    out = ctx.adapter.present_id(out, first);
+                }
                 if !head.send(response(status, headers, Body::from(out), ctx.id)) {
                     return client_gone();
                 }
@@ -76,15 +78,17 @@ pub(super) async fn blocking_loop(
         // before the tools run, so a client that leaves meanwhile does not lose them.
         ctx.sink.facts(&mut facts).await;
         lp.sum.add(&turn.usage);
+        if lp.first_id.is_none() {
+            lp.first_id.clone_from(&turn.turn.response_id);
+        }
         let abort = async {
             tokio::select! {
                 () = head.closed() => Stop::ClientGone,
                 () = cancelled(cancel) => Stop::Shutdown,
             }
         };
-        let next = tools::step(ctx, &mut lp, turn.turn, decision, &mut facts, abort).await;
-        ctx.tool_loop = Some(lp);
-        ctx.body = match next {
+        let next = tools::step(ctx, lp, turn.turn, decision, &mut facts, abort).await;
+        (lp, ctx.body) = match next {
             Ok(next) => next,
             Err(Stop::ClientGone) => return client_gone(),
             Err(Stop::Shutdown) => {
@@ -93,6 +97,7 @@ pub(super) async fn blocking_loop(
             }
             Err(_) => return failed("aibridge: internal error"),
         };
+        ctx.call_finished();
         let mut resp = match call(ctx, head, cancel).await {
             Call::Done(end) => return end,
             Call::Stopped(Stop::ClientGone) => return client_gone(),
@@ -120,22 +125,31 @@ pub(super) async fn read_answer(
     cancel: &mut watch::Receiver<bool>,
 ) -> Result<Bytes, End> {
     let waiting = Instant::now();
+    // The response timeout runs from the call's send to the body's last byte.
+    let response = ctx.shared.timeouts.response;
+    let deadline = tokio::time::Instant::from_std(ctx.call_started + response);
     let read = tokio::select! {
         () = head.closed() => return Err(client_gone()),
         () = cancelled(cancel) => {
             head.send(BridgeError::shutting_down().into_response(ctx.flavor, Some(ctx.id)));
             return Err(shutting_down());
         }
-        r = read_all(resp, MAX_BLOCKING_BODY) => r,
+        r = tokio::time::timeout_at(deadline, read_all(resp, MAX_BLOCKING_BODY)) => r,
     };
     ctx.waited += waiting.elapsed();
     let e = match read {
-        Ok(b) => return Ok(b),
-        Err(ReadError::TooLarge) => BridgeError::upstream_too_large(MAX_BLOCKING_BODY),
-        Err(ReadError::Io(err)) => {
-            tracing::warn!(error = %err, "upstream body failed");
-            BridgeError::upstream_unreachable("connection reset")
+        Err(_) => {
+            ctx.breaker_failure = true;
+            BridgeError::upstream_timeout(secs_ceil(response))
         }
+        Ok(read) => match read {
+            Ok(b) => return Ok(b),
+            Err(ReadError::TooLarge) => BridgeError::upstream_too_large(MAX_BLOCKING_BODY),
+            Err(ReadError::Io(err)) => {
+                tracing::warn!(error = %err, "upstream body failed");
+                BridgeError::upstream_unreachable("connection reset")
+            }
+        },
     };
     let msg = e.message.clone();
     head.send(e.into_response(ctx.flavor, Some(ctx.id)));

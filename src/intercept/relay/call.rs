@@ -148,6 +148,8 @@ pub(super) async fn call(
     let mut attempt: u32 = 0;
     loop {
         let waiting = Instant::now();
+        ctx.call_started = waiting;
+        let span = upstream_span(ctx, attempt);
         let send = ctx
             .shared
             .client
@@ -155,6 +157,7 @@ pub(super) async fn call(
             .headers(ctx.headers.clone())
             .body(ctx.body.clone())
             .send();
+        let send = tracing::Instrument::instrument(send, span.clone());
         let sent = tokio::select! {
             () = head.closed() => return Call::Stopped(Stop::ClientGone),
             () = cancelled(cancel) => {
@@ -165,6 +168,11 @@ pub(super) async fn call(
         };
         ctx.waited += waiting.elapsed();
         let can_retry = attempt < retry.max_retries;
+        match &sent {
+            Err(_) => span.record("error_kind", "timeout"),
+            Ok(Err(err)) => span.record("error_kind", crate::upstream::connect_error_kind(err)),
+            Ok(Ok(resp)) => span.record("status", resp.status().as_u16()),
+        };
         let delay = match sent {
             Err(_) => {
                 ctx.breaker_failure = true;
@@ -235,11 +243,20 @@ pub(super) async fn call(
                             );
                             d
                         }
-                        _ => return Call::Answer(resp, Some(Box::new(primed))),
+                        Some(kind) => {
+                            // The call's first event is the overload error: nothing of
+                            // this call was relayed, whatever earlier calls of a tool loop
+                            // relayed (D15).
+                            ctx.breaker_failure = breaker_counts_kind(ctx, kind);
+                            return Call::Answer(resp, Some(Box::new(primed)));
+                        }
+                        None => return Call::Answer(resp, Some(Box::new(primed))),
                     }
                 }
             }
         };
+        span.record("retry_delay_ms", delay.as_millis() as u64);
+        drop(span);
         let waiting = Instant::now();
         tokio::select! {
             () = head.closed() => return Call::Stopped(Stop::ClientGone),
@@ -252,6 +269,22 @@ pub(super) async fn call(
         ctx.waited += waiting.elapsed();
         attempt += 1;
     }
+}
+
+/// The span of one upstream call attempt (D17), a child of the interception's span, with
+/// the OpenTelemetry GenAI attributes that fit. The URL carries no userinfo and no query.
+fn upstream_span(ctx: &Ctx, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "aibridge.upstream",
+        iteration = ctx.iteration,
+        attempt = attempt + 1,
+        url = crate::upstream::url_for_span(&ctx.url),
+        status = tracing::field::Empty,
+        error_kind = tracing::field::Empty,
+        retry_delay_ms = tracing::field::Empty,
+        gen_ai.system = ctx.provider.kind().as_str(),
+        gen_ai.request.model = %ctx.breaker_key.model,
+    )
 }
 
 pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {

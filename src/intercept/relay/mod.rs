@@ -18,8 +18,10 @@ use http::Response;
 use tokio::sync::{oneshot, watch};
 
 use crate::body::Body;
-use crate::breaker::{Admitted, Report};
+use crate::breaker::Admitted;
 use crate::error::BridgeError;
+#[cfg(feature = "mcp")]
+use crate::intercept::tool_loop::LoopState;
 use crate::recorder::Outcome;
 use crate::upstream::relayed_response_headers;
 
@@ -34,9 +36,11 @@ pub(crate) use self::task::MAX_EVENT_SIZE;
 use self::task::{End, Head, Stop, client_gone, failed, response, shutting_down};
 
 /// Runs one interception to its end and records the end. Returns the outcome and the time
-/// spent waiting on external parties.
+/// spent waiting on external parties. The driver owns the tool loop's state (`lp`, when
+/// tools were injected) beside `ctx` and hands it by value to each loop step.
 pub(crate) async fn drive(
     mut ctx: Ctx,
+    #[cfg(feature = "mcp")] lp: Option<LoopState>,
     head_tx: oneshot::Sender<Response<Body>>,
 ) -> (Outcome, Duration) {
     let mut head = Head::new(head_tx);
@@ -44,16 +48,19 @@ pub(crate) async fn drive(
     let (outcome, error) = match admit(&mut ctx, &mut head) {
         Err(end) => end,
         Ok(admitted) => {
-            let end = exchange(&mut ctx, &mut head, &mut cancel).await;
-            if let Some(admitted) = admitted
+            ctx.admitted = admitted;
+            let end = exchange(
+                &mut ctx,
+                #[cfg(feature = "mcp")]
+                lp,
+                &mut head,
+                &mut cancel,
+            )
+            .await;
+            if let Some(admitted) = ctx.admitted.take()
                 && end.0 != Outcome::Cancelled
             {
-                let report = if ctx.breaker_failure {
-                    Report::Failure
-                } else {
-                    Report::Success
-                };
-                admitted.report(report, ctx.shared.metrics.as_ref());
+                admitted.report(ctx.report(), ctx.shared.metrics.as_ref());
             }
             end
         }
@@ -74,6 +81,22 @@ pub(crate) async fn drive(
             error = error.as_deref().unwrap_or(""),
             "interception denied"
         ),
+    }
+    // D17: the interception span's outcome and GenAI attributes (the task runs inside it).
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.as_str());
+    let (input, output) = ctx.sink.tokens();
+    span.record("gen_ai.usage.input_tokens", input);
+    span.record("gen_ai.usage.output_tokens", output);
+    if let Some((first, _)) = ctx.sink.response_ids() {
+        span.record("gen_ai.response.id", first.as_str());
+    }
+    if ctx.presents_first_id
+        && let Some((first, last)) = ctx.sink.response_ids()
+    {
+        ctx.shared
+            .response_ids
+            .remember(first.clone(), last.clone());
     }
     ctx.sink.end(outcome, error).await;
     (outcome, ctx.waited)
@@ -97,7 +120,12 @@ fn admit(ctx: &mut Ctx, head: &mut Head) -> Result<Option<Admitted>, End> {
     }
 }
 
-async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<bool>) -> End {
+async fn exchange(
+    ctx: &mut Ctx,
+    #[cfg(feature = "mcp")] lp: Option<LoopState>,
+    head: &mut Head,
+    cancel: &mut watch::Receiver<bool>,
+) -> End {
     // A client that left while the interception was being recorded: nothing goes upstream.
     if head.is_abandoned() {
         return client_gone();
@@ -112,7 +140,18 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
     let status = resp.status();
     let headers = relayed_response_headers(resp.headers());
     if let Some(primed) = primed {
-        return stream(ctx, resp, status, headers, head, cancel, *primed).await;
+        return stream(
+            ctx,
+            #[cfg(feature = "mcp")]
+            lp,
+            resp,
+            status,
+            headers,
+            head,
+            cancel,
+            *primed,
+        )
+        .await;
     }
     let body = match read_answer(ctx, &mut resp, head, cancel).await {
         Ok(b) => b,
@@ -122,8 +161,8 @@ async fn exchange(ctx: &mut Ctx, head: &mut Head, cancel: &mut watch::Receiver<b
         return relay_error(ctx, status, headers, body, head);
     }
     #[cfg(feature = "mcp")]
-    if ctx.tool_loop.is_some() {
-        return blocking_loop(ctx, head, cancel, status, headers, body).await;
+    if let Some(lp) = lp {
+        return blocking_loop(ctx, lp, head, cancel, status, headers, body).await;
     }
     let mut facts = Vec::new();
     let parsed = ctx.adapter.blocking_facts(&body, &mut facts);

@@ -25,8 +25,12 @@ use super::tools;
 use crate::BoxError;
 use crate::body::Body;
 use crate::error::BridgeError;
+#[cfg(feature = "mcp")]
+use crate::intercept::UpstreamError;
 use crate::intercept::facts::{Fact, StreamStatus};
 use crate::intercept::step;
+#[cfg(feature = "mcp")]
+use crate::intercept::tool_loop::LoopState;
 use crate::recorder::Outcome;
 use crate::sse::Frame;
 
@@ -172,8 +176,16 @@ pub(super) async fn send_out(
     Ok(())
 }
 
+#[cfg_attr(
+    feature = "mcp",
+    expect(
+        clippy::too_many_arguments,
+        reason = "the relay's state and the tool loop's, passed down once"
+    )
+)]
 pub(super) async fn stream(
     ctx: &mut Ctx,
+    #[cfg(feature = "mcp")] mut lp: Option<LoopState>,
     resp: reqwest::Response,
     status: StatusCode,
     headers: HeaderMap,
@@ -222,8 +234,12 @@ pub(super) async fn stream(
         #[cfg(feature = "mcp")]
         {
             ctx.sink.facts(&mut facts).await;
-            match next_iteration(ctx, &mut pending, head, &tx, cancel, &mut facts).await {
-                Ok((next_resp, next_primed)) => {
+            let Some(state) = lp.take() else {
+                break Failure::internal();
+            };
+            match next_iteration(ctx, state, &mut pending, head, &tx, cancel, &mut facts).await {
+                Ok((state, next_resp, next_primed)) => {
+                    lp = Some(state);
                     resp = next_resp;
                     primed = next_primed;
                     continue;
@@ -280,6 +296,11 @@ pub(super) async fn stream(
                 .message();
             let ev = ctx.observer.terminal_event(&msg);
             (failed(msg), ev)
+        }
+        #[cfg(feature = "mcp")]
+        (Stop::Fail(Failure::Answered(error)), _) => {
+            let ev = ctx.observer.error_event(&error);
+            (failed(error.text), ev)
         }
         (Stop::Fail(failure), _) => {
             let msg = failure.message();
@@ -427,17 +448,15 @@ pub(super) async fn relay_one(
 #[cfg(feature = "mcp")]
 pub(super) async fn next_iteration(
     ctx: &mut Ctx,
+    lp: LoopState,
     pending: &mut Option<Response<Body>>,
     head: &mut Head,
     tx: &mpsc::Sender<Bytes>,
     cancel: &mut watch::Receiver<bool>,
     facts: &mut Vec<Fact>,
-) -> Result<(reqwest::Response, Primed), Stop> {
+) -> Result<(LoopState, reqwest::Response, Primed), Stop> {
     ctx.observer.flush(facts);
     let Some((turn, decision)) = ctx.observer.take_turn() else {
-        return Err(Failure::internal());
-    };
-    let Some(mut lp) = ctx.tool_loop.take() else {
         return Err(Failure::internal());
     };
     let keep_alive = ctx.adapter.keep_alive();
@@ -457,11 +476,10 @@ pub(super) async fn next_iteration(
             () = cancelled(cancel) => Stop::Shutdown,
         }
     };
-    let body = tools::step(ctx, &mut lp, turn, decision, facts, abort).await;
-    let iteration = lp.iteration();
-    ctx.tool_loop = Some(lp);
-    ctx.body = body?;
-    ctx.observer.next_iteration(iteration);
+    let (lp, body) = tools::step(ctx, lp, turn, decision, facts, abort).await?;
+    ctx.body = body;
+    ctx.observer.next_iteration(lp.iteration());
+    ctx.call_finished();
     match call(ctx, head, cancel).await {
         Call::Stopped(stop) => Err(stop),
         Call::Done((_, error)) => {
@@ -470,18 +488,22 @@ pub(super) async fn next_iteration(
                 "aibridge: upstream stream failed".to_owned()
             }))))
         }
-        Call::Answer(resp, Some(primed)) => Ok((resp, *primed)),
+        Call::Answer(resp, Some(primed)) => Ok((lp, resp, *primed)),
         Call::Answer(mut resp, None) => {
             let status = resp.status();
             let body = read_all(&mut resp, MAX_BLOCKING_BODY)
                 .await
                 .unwrap_or_default();
-            let reason = if status.is_success() {
-                "invalid upstream response: not an event stream".to_owned()
-            } else {
-                upstream_error_text(ctx.flavor, status, &body)
-            };
-            Err(Stop::Fail(Failure::Upstream(reason)))
+            if status.is_success() {
+                let reason = "invalid upstream response: not an event stream".to_owned();
+                return Err(Stop::Fail(Failure::Upstream(reason)));
+            }
+            // The upstream's own error type and message reach the client in the API's
+            // terminal event; the record keeps the whole text.
+            let text = upstream_error_text(ctx.flavor, status, &body);
+            Err(Stop::Fail(Failure::Answered(UpstreamError::parse(
+                &body, text,
+            ))))
         }
     }
 }

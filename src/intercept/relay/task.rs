@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::body::Body;
-use crate::breaker::Key;
+use crate::breaker::{Admitted, Key, Report};
 use crate::error::{Flavor, set_interception_header};
 use crate::intercept::StreamObserver;
 use crate::intercept::adapter::Adapter;
@@ -44,11 +44,18 @@ pub(crate) struct Ctx {
     pub(crate) credential_kind: CredentialKind,
     /// Time spent waiting on anything external (upstream, client, back-off).
     pub(crate) waited: Duration,
-    /// The final call counted as a breaker failure.
+    /// The current upstream call counts as a breaker failure.
     pub(super) breaker_failure: bool,
-    /// The MCP tool loop, when tools were injected.
-    #[cfg(feature = "mcp")]
-    pub(crate) tool_loop: Option<crate::intercept::tool_loop::LoopState>,
+    /// The breaker admission, while the interception calls the upstream.
+    pub(super) admitted: Option<Admitted>,
+    /// Responses: the interception's first upstream response id is the one the client
+    /// sees, and the bridge remembers which last id it stands for (S20).
+    pub(crate) presents_first_id: bool,
+    /// The upstream call's number within the interception (a tool loop's iteration).
+    pub(super) iteration: u32,
+    /// When the current upstream call was sent (its response timeout covers a blocking
+    /// body too).
+    pub(super) call_started: Instant,
     /// Keep-alives to the streaming client while a tool loop runs tools and waits for the
     /// next iteration's first relayed bytes.
     #[cfg(feature = "mcp")]
@@ -91,23 +98,35 @@ impl Ctx {
             credential_kind,
             waited: Duration::ZERO,
             breaker_failure: false,
-            #[cfg(feature = "mcp")]
-            tool_loop: None,
+            admitted: None,
+            presents_first_id: false,
+            iteration: 1,
+            call_started: start,
             #[cfg(feature = "mcp")]
             keep_alive: None,
         }
     }
 }
 
-#[cfg(feature = "mcp")]
 impl Ctx {
-    /// Runs the interception as a tool loop.
-    pub(crate) fn with_tool_loop(
-        mut self,
-        lp: Option<crate::intercept::tool_loop::LoopState>,
-    ) -> Self {
-        self.tool_loop = lp;
-        self
+    /// Reports a finished upstream call that the interception follows with another (a tool
+    /// loop's next iteration) to the breaker, and starts the next call's count afresh.
+    #[cfg(feature = "mcp")]
+    pub(super) fn call_finished(&mut self) {
+        if let Some(a) = &self.admitted {
+            a.note(self.report(), self.shared.metrics.as_ref());
+        }
+        self.breaker_failure = false;
+        self.iteration += 1;
+    }
+
+    /// The current call's breaker outcome.
+    pub(super) fn report(&self) -> Report {
+        if self.breaker_failure {
+            Report::Failure
+        } else {
+            Report::Success
+        }
     }
 }
 
@@ -230,6 +249,10 @@ pub(super) enum Failure {
         expect(dead_code, reason = "made by the tool loop only")
     )]
     Bridge(String),
+    /// A later upstream call of a tool loop answered an error status: its type and message
+    /// go to the client in the API's terminal event.
+    #[cfg(feature = "mcp")]
+    Answered(crate::intercept::UpstreamError),
 }
 
 impl Failure {
@@ -244,6 +267,8 @@ impl Failure {
         match self {
             Self::Upstream(reason) => format!("aibridge: upstream stream failed: {reason}"),
             Self::Bridge(message) => message,
+            #[cfg(feature = "mcp")]
+            Self::Answered(error) => error.text,
         }
     }
 }

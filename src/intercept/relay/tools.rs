@@ -16,16 +16,17 @@ use crate::intercept::tool_loop::{Decision, LoopState, NotExecuted, Turn, execut
 
 /// Runs one step for `turn` as `decision` says ([`Decision::Execute`] or
 /// [`Decision::LastCall`]); `abort` resolves when the client leaves or the bridge shuts
-/// down, and cancels the running tool call. Returns the next upstream body. On `Err` the
-/// interrupted call's record has been queued.
+/// down, and cancels the running tool call. The step owns the loop state: it returns it,
+/// advanced by the turn, with the next upstream body. On `Err` the loop is over (its state
+/// dropped) and the interrupted call's record has been queued.
 pub(super) async fn step(
     ctx: &mut Ctx,
-    lp: &mut LoopState,
+    mut lp: LoopState,
     turn: Turn,
     decision: Decision,
     facts: &mut Vec<Fact>,
     abort: impl Future<Output = Stop>,
-) -> Result<Bytes, Stop> {
+) -> Result<(LoopState, Bytes), Stop> {
     let last = decision == Decision::LastCall;
     let results = if last {
         not_executed(&lp.tools, &turn, NotExecuted::LimitReached, facts)
@@ -42,7 +43,9 @@ pub(super) async fn step(
         }
     };
     ctx.sink.facts(facts).await;
-    ctx.adapter
-        .advance(lp, turn, &results, last)
-        .ok_or_else(Failure::internal)
+    let next = ctx
+        .adapter
+        .advance(&mut lp, turn, &results, last)
+        .ok_or_else(Failure::internal)?;
+    Ok((lp, next))
 }

@@ -42,6 +42,26 @@ impl Adapter for Responses {
     }
 
     #[cfg(feature = "mcp")]
+    fn presents_first_id(&self) -> bool {
+        true
+    }
+
+    #[cfg(feature = "mcp")]
+    fn previous_response_id(&self, body: &[u8]) -> Option<String> {
+        super::mcp::previous_response_id(body)
+    }
+
+    #[cfg(feature = "mcp")]
+    fn continue_from(&self, body: &[u8], id: &str) -> Option<bytes::Bytes> {
+        super::mcp::continue_from(body, id)
+    }
+
+    #[cfg(feature = "mcp")]
+    fn present_id(&self, body: bytes::Bytes, first_id: &str) -> bytes::Bytes {
+        super::mcp::present_id(&body, first_id).unwrap_or(body)
+    }
+
+    #[cfg(feature = "mcp")]
     fn mcp_view(
         &self,
         _info: &RequestInfo,

@@ -511,6 +511,20 @@ impl StreamObserver for ResponsesStream {
         )
     }
 
+    #[cfg(feature = "mcp")]
+    fn error_event(&self, error: &crate::intercept::UpstreamError) -> Bytes {
+        let code = error
+            .code
+            .as_deref()
+            .or(error.kind.as_deref())
+            .unwrap_or("upstream_stream_error");
+        error_event(
+            code,
+            &error.message,
+            self.last_sequence.map_or(0, |n| n.saturating_add(1)),
+        )
+    }
+
     /// Forgets the terminal status (the tool loop continues with a new response).
     #[cfg(feature = "mcp")]
     fn next_iteration(&mut self, _iteration: u32) {
@@ -521,8 +535,14 @@ impl StreamObserver for ResponsesStream {
 
 /// `event: error` with code `upstream_stream_error` and the next sequence number (D7).
 pub(crate) fn terminal_event(message: &str, sequence_number: u64) -> Bytes {
+    error_event("upstream_stream_error", message, sequence_number)
+}
+
+/// `event: error` with `code` and the next sequence number.
+fn error_event(code: &str, message: &str, sequence_number: u64) -> Bytes {
     Bytes::from(format!(
-        "event: error\ndata: {{\"type\":\"error\",\"code\":\"upstream_stream_error\",\"message\":{},\"param\":null,\"sequence_number\":{sequence_number}}}\n\n",
+        "event: error\ndata: {{\"type\":\"error\",\"code\":{},\"message\":{},\"param\":null,\"sequence_number\":{sequence_number}}}\n\n",
+        json_string(code),
         json_string(message)
     ))
 }

@@ -39,8 +39,9 @@ pub(crate) trait ToolSource: Send + Sync {
         actor: &'a crate::Actor,
         allow: Option<crate::mcp::AllowTool>,
     ) -> BoxFuture<'a, Offer>;
-    /// Whether tools are injected for this model (the skip predicate).
-    fn should_inject(&self, model: &str) -> bool;
+    /// Whether tools are injected into an `api` request for this model (the skip
+    /// predicate).
+    fn should_inject(&self, api: crate::provider::Api, model: &str) -> bool;
     /// The loop bounds.
     fn loop_config(&self) -> LoopConfig;
 }
@@ -346,6 +347,9 @@ pub(crate) struct LoopState {
     iteration: u32,
     /// Usage of the finished iterations (blocking loops).
     pub(crate) sum: UsageSum,
+    /// The first upstream response's id (blocking loops): the id the client is shown
+    /// (openai-responses.md S20).
+    pub(crate) first_id: Option<String>,
 }
 
 impl std::fmt::Debug for LoopState {
@@ -374,6 +378,7 @@ impl LoopState {
             turns: Vec::new(),
             iteration: 1,
             sum: UsageSum::default(),
+            first_id: None,
         }
     }
 

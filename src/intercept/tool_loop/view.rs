@@ -208,6 +208,10 @@ impl<R: Rewrite> StreamObserver for McpView<R> {
         self.inner.terminal_event(message)
     }
 
+    fn error_event(&self, error: &crate::intercept::UpstreamError) -> Bytes {
+        self.inner.error_event(error)
+    }
+
     fn take_turn(&mut self) -> Option<(Turn, Decision)> {
         let decision = self.lp.continuing?;
         Some((self.rewrite.take_turn(), decision))

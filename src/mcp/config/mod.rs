@@ -5,7 +5,7 @@ use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::credentials::McpCredentials;
-use crate::provider::Secret;
+use crate::provider::{Api, Secret};
 
 /// Header names the MCP transport sets itself; a server may not override them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -49,7 +49,7 @@ pub struct McpConfig {
     tool_timeout: Duration,
     max_result_bytes: usize,
     keep_alive_interval: Duration,
-    skip_injection: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    skip_injection: Arc<dyn Fn(Api, &str) -> bool + Send + Sync>,
     credentials: Option<Arc<dyn McpCredentials>>,
     session_idle_timeout: Duration,
     max_sessions: usize,
@@ -115,12 +115,19 @@ pub enum McpConfigError {
     },
 }
 
+/// The default skip: Claude Code's small-model background calls on the Messages API.
+fn default_skip(api: Api, model: &str) -> bool {
+    api == Api::Messages && model.contains("haiku")
+}
+
 // === impl McpConfig ===
 
 impl McpConfig {
     /// An empty configuration with the default bounds: refresh every 5 min, 10 iterations,
-    /// 60 s per tool call, 256 KiB per result, keep-alives every 10 s, no injection for
-    /// models whose name contains `haiku`.
+    /// 60 s per tool call, 256 KiB per result, keep-alives every 10 s, no injection into
+    /// Anthropic Messages requests for models whose name contains `haiku` (Claude Code's
+    /// background calls; Chat Completions and Responses requests for a haiku model, e.g.
+    /// Copilot's `claude-haiku-4.5`, get the tools).
     pub fn new() -> Self {
         Self {
             servers: Vec::new(),
@@ -129,7 +136,7 @@ impl McpConfig {
             tool_timeout: Duration::from_secs(60),
             max_result_bytes: 262_144,
             keep_alive_interval: Duration::from_secs(10),
-            skip_injection: Arc::new(|model: &str| model.contains("haiku")),
+            skip_injection: Arc::new(default_skip),
             credentials: None,
             session_idle_timeout: Duration::from_secs(600),
             max_sessions: 256,
@@ -217,8 +224,10 @@ impl McpConfig {
         self
     }
 
-    /// Skips injection for the models the predicate returns `true` for. The default skips
-    /// models whose name contains `haiku`.
+    /// Skips injection, on every API, for the models the predicate returns `true` for
+    /// (replaces the default, which skips only Anthropic Messages requests for models whose
+    /// name contains `haiku`). [`skip_injection_for`](Self::skip_injection_for) also sees
+    /// the API.
     ///
     /// ```
     /// use aibridge::mcp::McpConfig;
@@ -227,6 +236,26 @@ impl McpConfig {
     /// ```
     #[must_use]
     pub fn skip_injection_when(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.skip_injection = Arc::new(move |_, model| f(model));
+        self
+    }
+
+    /// Skips injection for the requests the predicate returns `true` for, given the
+    /// request's API and model (replaces the default, which is `api == Api::Messages &&
+    /// model.contains("haiku")`).
+    ///
+    /// ```
+    /// use aibridge::mcp::McpConfig;
+    /// use aibridge::provider::Api;
+    /// let config = McpConfig::new()
+    ///     .skip_injection_for(|api, model| api == Api::ChatCompletions && model.ends_with("-mini"));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn skip_injection_for(
+        mut self,
+        f: impl Fn(Api, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.skip_injection = Arc::new(f);
         self
     }
@@ -256,9 +285,9 @@ impl McpConfig {
         Ok(())
     }
 
-    /// Whether tools are injected into requests for `model`.
-    pub(crate) fn should_inject(&self, model: &str) -> bool {
-        !(self.skip_injection)(model)
+    /// Whether tools are injected into an `api` request for `model`.
+    pub(crate) fn should_inject(&self, api: Api, model: &str) -> bool {
+        !(self.skip_injection)(api, model)
     }
 
     /// The configured servers, in configuration order.

@@ -104,10 +104,24 @@ fn zero_limits_are_rejected() {
 #[test]
 fn default_predicate_skips_haiku() {
     let config = McpConfig::new();
-    assert!(!config.should_inject("claude-3-5-haiku-20241022"));
-    assert!(config.should_inject("claude-sonnet-4-5"));
+    assert!(!config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
+    assert!(config.should_inject(Api::Messages, "claude-sonnet-4-5"));
     let config = config.skip_injection_when(|_| false);
-    assert!(config.should_inject("claude-3-5-haiku-20241022"));
+    assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
+}
+
+#[test]
+fn default_predicate_skips_haiku_on_messages_only() {
+    let config = McpConfig::new();
+    assert!(config.should_inject(Api::ChatCompletions, "claude-haiku-4.5"));
+    assert!(config.should_inject(Api::Responses, "claude-haiku-4.5"));
+    assert!(!config.should_inject(Api::Messages, "claude-haiku-4-5-20251001"));
+    // A model-only predicate applies to every API; an API-aware one sees the API.
+    let config = McpConfig::new().skip_injection_when(|m| m.contains("haiku"));
+    assert!(!config.should_inject(Api::Responses, "claude-haiku-4.5"));
+    let config = McpConfig::new().skip_injection_for(|api, _| api == Api::Responses);
+    assert!(!config.should_inject(Api::Responses, "gpt-4.1"));
+    assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
 }
 
 #[test]

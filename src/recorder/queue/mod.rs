@@ -164,7 +164,25 @@ impl RecordQueue {
         let id = rec.id;
         let recorder = self.shared.recorder.clone();
         let mut call = Box::pin(async move { catching(recorder.record_interception(&rec)).await });
-        let r = match tokio::time::timeout(self.shared.config.call_timeout, &mut call).await {
+        // D17: awaited inside the interception's span, so its child.
+        let span = tracing::info_span!(
+            "aibridge.record",
+            kind = RecordKind::Interception.as_str(),
+            record_id = %id,
+            attempt = 1,
+            outcome = tracing::field::Empty,
+        );
+        let timed = tokio::time::timeout(self.shared.config.call_timeout, &mut call);
+        let timed = tracing::Instrument::instrument(timed, span.clone()).await;
+        span.record(
+            "outcome",
+            if matches!(timed, Ok(Ok(()))) {
+                "written"
+            } else {
+                "error"
+            },
+        );
+        let r = match timed {
             Ok(r) => r,
             Err(_) => {
                 let sink = self.sink(id);
@@ -362,8 +380,19 @@ impl Shared {
         let attempts = cfg.max_attempts.max(1);
         let kind = record.kind().as_str();
         for attempt in 1..=attempts {
-            let result =
-                call_recorder(cfg.call_timeout, deliver(self.recorder.as_ref(), record)).await;
+            // D17: queued records are written by the workers, after the interception's
+            // span may have closed: the span is a root that names the record.
+            let span = tracing::info_span!(
+                parent: None,
+                "aibridge.record",
+                kind,
+                record_id = %record.id(),
+                attempt,
+                outcome = tracing::field::Empty,
+            );
+            let call = call_recorder(cfg.call_timeout, deliver(self.recorder.as_ref(), record));
+            let result = tracing::Instrument::instrument(call, span.clone()).await;
+            span.record("outcome", if result.is_ok() { "written" } else { "error" });
             let err = match result {
                 Ok(()) => return Delivery::Written,
                 Err(e) => e,

@@ -11,6 +11,7 @@
 mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod reads;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod spend;
 #[cfg(feature = "sqlite")]

@@ -42,7 +42,7 @@ const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 ///
 /// `Debug` prints the database URL with its password replaced by `***`.
 pub struct PostgresRecorder {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     url: String,
 }
 

@@ -228,6 +228,33 @@ pub(crate) fn final_blocking(body: &Bytes, sum: Option<&UsageSum>, tools: &Tools
     apply(body, edits)
 }
 
+/// The request's `previous_response_id`, if it is a string.
+pub(crate) fn previous_response_id(body: &[u8]) -> Option<String> {
+    let raw = Obj::top(body)?.get("previous_response_id")?;
+    serde_json::from_str::<String>(raw.get()).ok()
+}
+
+/// The request with `previous_response_id` set to `id` (every other byte kept).
+pub(crate) fn continue_from(body: &[u8], id: &str) -> Option<Bytes> {
+    let edit = Obj::top(body)?.set("previous_response_id", &crate::error::json_string(id))?;
+    Some(apply(body, vec![edit]))
+}
+
+/// A response object (`body`) with its `id` replaced by `first_id` (S20), if it had
+/// another one.
+pub(crate) fn present_id(body: &[u8], first_id: &str) -> Option<Bytes> {
+    let top = Obj::top(body)?;
+    let edit = id_edit(&top, first_id)?;
+    Some(apply(body, vec![edit]))
+}
+
+/// The edit that shows `first_id` as the response object's `id`, if it differs.
+fn id_edit(resp: &Obj<'_>, first_id: &str) -> Option<Edit> {
+    let id = resp.get("id")?;
+    let want = crate::error::json_string(first_id);
+    (id.get() != want).then(|| resp.set("id", &want)).flatten()
+}
+
 // === streaming ===
 
 #[derive(Debug, Default)]
@@ -257,6 +284,7 @@ pub(crate) fn view(original: &[u8], tools: Arc<Tools>, max_iterations: u32) -> M
         visible_items: Vec::new(),
         r: ResponseState::default(),
         renumber_from: None,
+        first_id: None,
     };
     McpView::new(ResponsesStream::new(), rewrite, tools, max_iterations)
 }
@@ -271,6 +299,8 @@ pub(crate) struct ResponsesRewrite {
     r: ResponseState,
     /// Once an event was hidden, sequence numbers are rewritten from here on.
     renumber_from: Option<u64>,
+    /// The first upstream response's id: the one id the client sees (S20).
+    first_id: Option<String>,
 }
 
 impl ResponsesRewrite {
@@ -314,6 +344,9 @@ impl Rewrite for ResponsesRewrite {
                 if !lp.first() {
                     return Ok(self.hide(seq));
                 }
+                if self.first_id.is_none() {
+                    self.first_id = v["response"]["id"].as_str().map(str::to_owned);
+                }
                 if let Some(resp) = top.get("response").and_then(|r| Obj::at(&data, r)) {
                     edits.extend(response_edits(&data, &resp, lp.tools(), None, None));
                 }
@@ -350,6 +383,9 @@ impl Rewrite for ResponsesRewrite {
                     lp.usage = u.clone();
                 }
                 self.r.response_id = v["response"]["id"].as_str().map(str::to_owned);
+                if lp.first() && self.first_id.is_none() {
+                    self.first_id.clone_from(&self.r.response_id);
+                }
                 let ending = Ending {
                     injected: !self.r.calls.is_empty(),
                     client_tool: self.r.client_call,
@@ -377,6 +413,12 @@ impl Rewrite for ResponsesRewrite {
                         output.as_deref(),
                         usage.as_ref(),
                     ));
+                    // One lifecycle: the final object carries the first upstream id.
+                    if let Some(first) = &self.first_id
+                        && let Some(e) = id_edit(&resp, first)
+                    {
+                        edits.push(e);
+                    }
                 }
             }
             _ => {

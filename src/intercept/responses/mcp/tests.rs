@@ -129,8 +129,8 @@ fn streaming_loop_is_one_coherent_response() {
     );
     let done = second.last().unwrap();
     assert_eq!(
-        done["response"]["id"], "resp_2",
-        "S20: the last response id"
+        done["response"]["id"], "resp_1",
+        "S20 (revised): one lifecycle, the first upstream id"
     );
     assert_eq!(done["response"]["usage"]["input_tokens"], 12732);
     assert_eq!(done["response"]["usage"]["output_tokens"], 200);
@@ -172,6 +172,11 @@ fn blocking_final_body_strips_injected_tools_and_sums_usage() {
     );
     let out = final_blocking(&last, Some(&sum), &tools());
     let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["id"], "resp_2", "final_blocking keeps the id");
+    let shown: Value = serde_json::from_slice(&present_id(&out, "resp_1").unwrap()).unwrap();
+    assert_eq!(shown["id"], "resp_1", "S20: the first upstream id is shown");
+    assert_eq!(shown["usage"], v["usage"]);
+    assert!(present_id(&out, "resp_2").is_none(), "same id: no edit");
     assert_eq!(v["usage"]["input_tokens"], 13127);
     assert_eq!(v["usage"]["output_tokens"], 306);
     assert_eq!(v["tools"].as_array().unwrap().len(), 1);

@@ -56,14 +56,8 @@ const WRITER_QUEUE: usize = 1024;
 ///
 /// `Debug` prints the database URL (SQLite URLs carry no password).
 pub struct SqliteRecorder {
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "read by the tests; the writer task has its own handle"
-        )
-    )]
-    pool: SqlitePool,
+    /// Read queries (`reads.rs`); writes go through the writer task's own handle.
+    pub(in crate::recorder::sql) pool: SqlitePool,
     url: String,
     /// The queue of the `writer` task.
     jobs: mpsc::Sender<Job>,

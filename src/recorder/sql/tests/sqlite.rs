@@ -663,3 +663,28 @@ async fn spend_since_sums_token_usage_per_actor_from_a_time() {
             .is_empty()
     );
 }
+
+/// S20: the recorder resolves a presented Responses id (the first upstream response of an
+/// interception) to the interception's last one, from its token-usage rows.
+#[tokio::test]
+async fn presented_response_ids_resolve_to_the_last_of_their_interception() {
+    use crate::recorder::ResponseIds;
+    let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
+    let interception = full_interception();
+    rec.record_interception(&interception).await.unwrap();
+    for (n, id) in ["resp_1", "resp_2", "resp_3"].into_iter().enumerate() {
+        let mut t = super::token_usage(interception.id);
+        t.provider_response_id = Some(id.to_owned());
+        t.created_at = super::at(1_700_000_000 + n as u64, 0);
+        rec.record_token_usage(&t).await.unwrap();
+    }
+    assert_eq!(
+        rec.last_upstream_id("resp_1").await.unwrap().as_deref(),
+        Some("resp_3")
+    );
+    assert_eq!(
+        rec.last_upstream_id("resp_3").await.unwrap().as_deref(),
+        Some("resp_3")
+    );
+    assert_eq!(rec.last_upstream_id("resp_unknown").await.unwrap(), None);
+}
