@@ -54,6 +54,8 @@
 //! `name`) take their values from the configuration or from fixed sets.
 
 mod labels;
+#[cfg(feature = "mcp")]
+mod mcp;
 
 pub use labels::{DEFAULT_MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
 
@@ -278,12 +280,7 @@ impl MetricsBuilder {
                 &["provider", "model", "server", "name"],
             )?,
             #[cfg(feature = "mcp")]
-            mcp_actor_unavailable_total: counter(
-                r,
-                "mcp_actor_unavailable_total",
-                "Per-actor MCP credential refusals and failed per-actor sessions (that server's tools left out for the actor).",
-                &["server", "reason"],
-            )?,
+            mcp_actor_unavailable_total: mcp::register(r)?,
             non_injected_tool_selections_total: counter(
                 r,
                 "non_injected_tool_selections_total",
@@ -526,17 +523,9 @@ impl Metrics {
         }
     }
 
-    /// An actor got no tools from `server` (configured name): `reason` is `refused` (the
-    /// host's credential stage) or `failed` (the actor's session could not be used).
     #[cfg(feature = "mcp")]
     pub(crate) fn mcp_actor_unavailable(&self, server: &str, reason: &str) {
-        if let Ok(c) = self
-            .inner
-            .mcp_actor_unavailable_total
-            .get_metric_with_label_values(&[server, reason])
-        {
-            c.inc();
-        }
+        mcp::inc(&self.inner.mcp_actor_unavailable_total, server, reason);
     }
 
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {
