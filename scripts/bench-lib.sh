@@ -72,8 +72,13 @@ start_mcp_server() {
 # GW_CPU; with an MCP URL it injects that server's tools as `bmcp_bench_*`.
 start_gateway() {
   local bin=${1:-$BIN/gateway} name=${2:-gateway} mcp=${3:-}
+  # A policy file (AIBRIDGE_POLICY) for this gateway: BASELINE_POLICY for the "before"
+  # one, GW_POLICY for the others; none when unset.
+  local policy=${GW_POLICY:-}
+  [ "$name" = before ] && policy=${BASELINE_POLICY:-}
   env -i PATH="$PATH" HOME="$HOME" \
     ${mcp:+AIBRIDGE_MCP_SERVERS="bench=$mcp"} \
+    ${policy:+AIBRIDGE_POLICY="$policy"} \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
     AIBRIDGE_DATABASE_URL="${GW_DATABASE_URL:-sqlite://$WORK/$name.db?mode=rwc}" \
     AIBRIDGE_TOKENS=tok-bench:bench \
