@@ -27,7 +27,7 @@ impl From<ProviderKind> for Flavor {
     fn from(kind: ProviderKind) -> Self {
         match kind {
             ProviderKind::Anthropic => Self::Anthropic,
-            ProviderKind::OpenAi | ProviderKind::Copilot => Self::OpenAi,
+            ProviderKind::OpenAi | ProviderKind::Copilot | ProviderKind::Mcp => Self::OpenAi,
         }
     }
 }

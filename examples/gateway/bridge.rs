@@ -57,8 +57,18 @@ pub(crate) async fn build_bridge(
             eprintln!("aibridge gateway: {e}");
             ExitCode::from(2)
         })?;
+    // Per-actor MCP headers come from the policy file; reloads replace them.
+    let mcp_headers = crate::mcp_headers::FileMcpHeaders::default();
+    if let Some(loaded) = &policy {
+        mcp_headers.replace(loaded.mcp_headers.clone());
+    }
     if !cfg.mcp_servers.is_empty() {
-        let mut mcp = aibridge::mcp::McpConfig::new();
+        let mut mcp = aibridge::mcp::McpConfig::new()
+            .session_idle_timeout(cfg.mcp_session_idle)
+            .max_sessions(cfg.mcp_max_sessions);
+        if policy.is_some() {
+            mcp = mcp.credentials(mcp_headers.clone());
+        }
         for (name, url) in &cfg.mcp_servers {
             let mut server = aibridge::mcp::McpServer::new(name.clone(), url.clone());
             if let Some(a) = &cfg.mcp_allow {
@@ -104,7 +114,7 @@ pub(crate) async fn build_bridge(
                 ExitCode::from(2)
             })?;
             tracing::info!(path = %path.display(), "policy loaded");
-            let p = Arc::new(p);
+            let p = Arc::new(p.with_mcp_headers(mcp_headers));
             (builder.policy_arc(p.policy()).prices(prices), Some(p))
         }
         _ => (builder, None),

@@ -38,6 +38,10 @@ pub(crate) struct Config {
     pub(crate) mcp_servers: Vec<(String, http::Uri)>,
     pub(crate) mcp_allow: Option<String>,
     pub(crate) mcp_deny: Option<String>,
+    /// Idle time after which a per-actor MCP session closes.
+    pub(crate) mcp_session_idle: Duration,
+    /// Per-actor MCP sessions open at once.
+    pub(crate) mcp_max_sessions: usize,
     /// Header-read and idle timeouts, connection limit.
     pub(crate) limits: Limits,
     /// `AIBRIDGE_RECORD_INTERCEPTION=queued`: the interception record is queued ahead of
@@ -116,10 +120,18 @@ impl Config {
             }
         };
         let (bedrock, vertex) = crate::cloud::from_lookup(&get)?;
+        let mcp_max_sessions = match get("AIBRIDGE_MCP_MAX_SESSIONS") {
+            None => 256,
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("AIBRIDGE_MCP_MAX_SESSIONS: {v:?} is not a positive integer")
+            })?,
+        };
         Ok(Self {
             queue_interceptions,
             bedrock,
             vertex,
+            mcp_session_idle: duration("AIBRIDGE_MCP_SESSION_IDLE", Duration::from_secs(600))?,
+            mcp_max_sessions,
             listen,
             database_url,
             tokens,

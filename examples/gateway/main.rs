@@ -35,6 +35,7 @@ mod bridge;
 mod cloud;
 mod config;
 mod conn;
+mod mcp_headers;
 mod policy;
 mod policy_file;
 mod routes;

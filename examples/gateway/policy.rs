@@ -44,6 +44,8 @@ pub(crate) struct GatewayPolicy {
     last: tokio::sync::Mutex<Vec<u8>>,
     /// The `[prices]` the bridge was built with (recorded costs).
     started_prices: String,
+    /// The actors' MCP headers the bridge asks (replaced on reload).
+    mcp_headers: crate::mcp_headers::FileMcpHeaders,
 }
 
 /// The parts of a policy file the gateway needs.
@@ -52,6 +54,8 @@ pub(crate) struct Loaded {
     pub(crate) prices: Prices,
     /// The raw `[prices]` section, to tell a price change on reload.
     prices_key: String,
+    /// The actors' own MCP headers.
+    pub(crate) mcp_headers: aibridge::mcp::ActorHeaders,
     text: Vec<u8>,
 }
 
@@ -63,7 +67,10 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, String> {
         std::str::from_utf8(&bytes).map_err(|e| format!("{}: not UTF-8: {e}", path.display()))?;
     let file = policy_file::parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
     let (rules, prices) = convert(&file).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mcp_headers =
+        crate::mcp_headers::from_file(&file).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Loaded {
+        mcp_headers,
         rules,
         prices,
         prices_key: format!("{:?}", file.prices),
@@ -158,7 +165,14 @@ impl GatewayPolicy {
             policy: Arc::new(policy),
             last: tokio::sync::Mutex::new(loaded.text),
             started_prices: loaded.prices_key,
+            mcp_headers: crate::mcp_headers::FileMcpHeaders::default(),
         })
+    }
+
+    /// Reloads also replace these MCP headers (the ones the bridge was built with).
+    pub(crate) fn with_mcp_headers(mut self, headers: crate::mcp_headers::FileMcpHeaders) -> Self {
+        self.mcp_headers = headers;
+        self
     }
 
     /// The policy the bridge consults.
@@ -194,8 +208,10 @@ impl GatewayPolicy {
             }
         };
         let prices_changed = loaded.prices_key != self.started_prices;
+        let mcp_headers = loaded.mcp_headers;
         match self.policy.replace_rules(loaded.rules) {
             Ok(()) => {
+                self.mcp_headers.replace(mcp_headers);
                 tracing::info!(path = %self.path.display(), "policy file: reloaded");
                 if prices_changed {
                     tracing::warn!(

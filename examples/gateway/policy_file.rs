@@ -45,6 +45,9 @@ pub(crate) struct RulesFile {
     pub(crate) mcp_tools: Option<Spanned<Vec<String>>>,
     /// Models without a price under a dollar budget.
     pub(crate) unpriced: Option<UnpricedFile>,
+    /// `[actors."<id>".mcp_headers.<server>]`: the actor's own headers for an MCP server of
+    /// `AIBRIDGE_MCP_SERVERS` (header name = value); read in actor tables only.
+    pub(crate) mcp_headers: Option<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 /// A budget as written: exactly one of `tokens` and `usd` (checked by [`parse`]).

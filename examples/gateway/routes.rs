@@ -26,9 +26,17 @@ pub(crate) struct AppState {
     pub(crate) policy: Option<Arc<GatewayPolicy>>,
 }
 
-/// The whole application: the bridge under `/api/v2/aibridge` and the gateway's own pages.
+/// The whole application: the bridge under `/api/v2/aibridge`, its MCP endpoint for
+/// editors at `/api/v2/aibridge/mcp` (with MCP servers configured and feature
+/// `mcp-server`), both behind the token middleware, and the gateway's own pages.
 pub(crate) fn app(bridge: RequestBridge, state: AppState) -> axum::Router {
-    let bridged = axum::Router::new()
+    let bridged = axum::Router::new();
+    #[cfg(feature = "mcp-server")]
+    let bridged = match bridge.mcp_endpoint() {
+        Some(endpoint) => bridged.route_service("/api/v2/aibridge/mcp", endpoint),
+        None => bridged,
+    };
+    let bridged = bridged
         .nest_service("/api/v2/aibridge", bridge)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth));

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::BoxFuture;
-use crate::intercept::{LoopConfig, ToolExecutor, ToolSource};
-use crate::mcp::{InjectedTool, McpConfig, McpRegistry, ToolOutcome};
+use crate::intercept::{LoopConfig, Offer, ToolExecutor, ToolSource};
+use crate::mcp::{ActorTools, AllowTool, InjectedTool, McpConfig, McpRegistry, ToolOutcome};
 use crate::provider::Api;
+use crate::{Actor, BoxFuture};
 
 /// The MCP registry plus the configuration it was started with.
 #[derive(Debug)]
@@ -16,19 +16,25 @@ pub(crate) struct McpSource {
     pub(crate) config: McpConfig,
 }
 
-impl ToolExecutor for McpSource {
+impl ToolExecutor for ActorTools {
     fn call<'a>(
         &'a self,
         tool: &'a InjectedTool,
         arguments: Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
-        Box::pin(self.registry.call(tool, arguments))
+        Box::pin(ActorTools::call(self, tool, arguments))
     }
 }
 
 impl ToolSource for McpSource {
-    fn snapshot(&self) -> Vec<InjectedTool> {
-        self.registry.snapshot().tools().to_vec()
+    fn tools_for<'a>(&'a self, actor: &'a Actor, allow: Option<AllowTool>) -> BoxFuture<'a, Offer> {
+        Box::pin(async move {
+            let tools = self.registry.tools_for(actor, allow.as_ref()).await;
+            Offer {
+                tools: tools.tools().to_vec(),
+                executor: Arc::new(tools),
+            }
+        })
     }
 
     fn should_inject(&self, api: Api, model: &str) -> bool {

@@ -147,6 +147,19 @@ impl RequestBridge {
         }
     }
 
+    /// The MCP endpoint for editors (feature `mcp-server`): the actors' injected tool sets
+    /// served over MCP streamable HTTP, to be mounted next to the bridge (e.g. at
+    /// `/api/v2/aibridge/mcp`) behind the same authentication. `None` without MCP
+    /// configured. Every call returns a handle on the same endpoint state; its MCP sessions
+    /// live in the returned service, so create it once and clone it.
+    #[cfg(feature = "mcp-server")]
+    pub fn mcp_endpoint(&self) -> Option<crate::mcp::McpEndpoint> {
+        self.inner
+            .mcp
+            .as_ref()
+            .map(|r| crate::mcp::McpEndpoint::new(r.clone(), self.inner.shared.clone()))
+    }
+
     /// The tools currently injectable, sorted by id.
     pub fn mcp_tools(&self) -> Vec<crate::mcp::McpToolInfo> {
         self.inner
@@ -170,7 +183,7 @@ impl Inner {
         let mut shared = shared;
         #[cfg(feature = "mcp")]
         let mcp = mcp.map(|config| {
-            let registry = crate::mcp::McpRegistry::start(config.clone());
+            let registry = crate::mcp::McpRegistry::start(config.clone(), shared.metrics.clone());
             shared.tool_source = Some(Arc::new(mcp::McpSource {
                 registry: registry.clone(),
                 config,

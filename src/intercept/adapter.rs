@@ -18,8 +18,7 @@ use super::observer::StreamObserver;
 use super::request::RequestInfo;
 #[cfg(feature = "mcp")]
 use super::tool_loop::{
-    BlockingTurn, Executed, LoopState, ToolExecutor, ToolSource, Tools, Turn, UsageSum,
-    tools_for_request,
+    BlockingTurn, Executed, LoopConfig, LoopState, Offer, Tools, Turn, UsageSum, tools_for_request,
 };
 use crate::error::BridgeError;
 
@@ -126,29 +125,26 @@ pub(crate) trait Adapter: Send + Sync + std::fmt::Debug {
         max_iterations: u32,
     ) -> Box<dyn StreamObserver>;
 
-    /// Decides on injection (mcp.md "When injection happens"): the loop's state and the
-    /// first upstream body, or `None` (no MCP edit at all).
+    /// Starts the loop with the actor's `offer` (the caller checked the skip predicate and
+    /// [`injectable`](Self::injectable)): the loop's state and the first upstream body, or
+    /// `None` (no MCP edit at all).
     #[cfg(feature = "mcp")]
     fn start_loop(
         &self,
-        source: &Arc<dyn ToolSource>,
-        api: crate::provider::Api,
+        offer: Offer,
+        config: LoopConfig,
         info: &RequestInfo,
         body: &Bytes,
         filter: Option<&crate::policy::ToolFilter>,
     ) -> Option<(LoopState, Bytes)> {
-        if !source.should_inject(api, &info.model) || !self.injectable(body) {
-            return None;
-        }
-        let tools = tools_for_request(body, &source.snapshot(), filter);
+        let tools = tools_for_request(body, &offer.tools, filter);
         if tools.0.is_empty() {
             return None;
         }
-        let executor: Arc<dyn ToolExecutor> = source.clone();
         let lp = LoopState::new(
             Arc::new(tools),
-            executor,
-            source.loop_config(),
+            offer.executor,
+            config,
             body.clone(),
             info.clone(),
         );

@@ -42,7 +42,7 @@ pub(crate) use self::observer::StreamObserver;
 pub(crate) use self::observer::UpstreamError;
 pub(crate) use self::request::RequestInfo;
 #[cfg(feature = "mcp")]
-pub(crate) use self::tool_loop::{LoopConfig, ToolExecutor, ToolSource};
+pub(crate) use self::tool_loop::{LoopConfig, Offer, ToolExecutor, ToolSource};
 use crate::Actor;
 use crate::body::Body;
 use crate::breaker::Key;
@@ -76,6 +76,8 @@ pub(crate) fn adapter_for(api: Api) -> &'static dyn Adapter {
         Api::Messages => &messages::Messages,
         Api::ChatCompletions => &chat_completions::ChatCompletions,
         Api::Responses => &responses::Responses,
+        // Not a bridged API: `parse_request` refuses it, so no interception gets here.
+        Api::Mcp => &chat_completions::ChatCompletions,
     }
 }
 
@@ -85,6 +87,11 @@ pub(crate) fn adapter_for(api: Api) -> &'static dyn Adapter {
     reason = "BridgeError is the engine's request error type"
 )]
 pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<RequestInfo, BridgeError> {
+    if api == Api::Mcp {
+        return Err(BridgeError::bad_body(
+            "the mcp API is served by the MCP endpoint, not a provider route",
+        ));
+    }
     adapter_for(api).parse_request(body)
 }
 
@@ -264,10 +271,27 @@ async fn intercept(
         );
         req.body = body;
     }
+    // Requests that get no tools pay for two checks and nothing else: the actor's tool set
+    // is only asked for when the skip predicate and the API's shapes allow injection.
     #[cfg(feature = "mcp")]
-    let tool_loop = shared.tool_source.as_ref().and_then(|source| {
-        adapter.start_loop(source, req.api, &req.info, &req.body, filter.as_ref())
-    });
+    let tool_loop = match &shared.tool_source {
+        Some(source)
+            if source.should_inject(req.api, &req.info.model) && adapter.injectable(&req.body) =>
+        {
+            // The policy's tool filter splits the actor's tools per request
+            // (`tools_for_request`): refused tools are not injected and their calls are
+            // recorded as not executed.
+            let offer = source.tools_for(&req.actor, None).await;
+            adapter.start_loop(
+                offer,
+                source.loop_config(),
+                &req.info,
+                &req.body,
+                filter.as_ref(),
+            )
+        }
+        _ => None,
+    };
     #[cfg(feature = "mcp")]
     let (body, observer) = match &tool_loop {
         Some((lp, body)) => {

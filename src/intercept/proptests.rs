@@ -816,7 +816,7 @@ fn deep_nesting_never_overflows_the_stack() {
                     Api::ChatCompletions => {
                         include_bytes!("../../tests/fixtures/sse/openai_chat.sse")
                     }
-                    Api::Responses => {
+                    Api::Responses | Api::Mcp => {
                         include_bytes!("../../tests/fixtures/sse/openai_responses.sse")
                     }
                 }))

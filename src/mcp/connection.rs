@@ -22,6 +22,10 @@ pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `tools/list` pages followed at most.
 const MAX_PAGES: usize = 100;
+/// First reconnection delay; doubles per failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest reconnection delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Same-origin 307/308 redirects followed at most.
 const MAX_REDIRECTS: usize = 10;
 
@@ -43,24 +47,38 @@ impl SseRetryPolicy for OneSseRetry {
 pub(super) type Session = RunningService<RoleClient, Handler>;
 
 /// The client side of the session: announces `aibridge` and turns
-/// `notifications/tools/list_changed` into a wake-up of the server's task.
-#[derive(Debug, Clone)]
+/// `notifications/tools/list_changed` into a wake-up of the session's owner.
+#[derive(Clone)]
 pub(super) struct Handler {
-    list_changed: Arc<Notify>,
+    on_list_changed: Arc<dyn Fn() + Send + Sync>,
 }
 
 // === impl Handler ===
 
 impl Handler {
+    /// Wakes the server task through `list_changed`.
     pub(super) fn new(list_changed: Arc<Notify>) -> Self {
-        Self { list_changed }
+        Self::with(move || list_changed.notify_one())
+    }
+
+    /// Runs `f` on every `notifications/tools/list_changed`.
+    pub(super) fn with(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            on_list_changed: Arc::new(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
     }
 }
 
 impl ClientHandler for Handler {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::debug!("MCP server announced a tool list change");
-        self.list_changed.notify_one();
+        (self.on_list_changed)();
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -198,4 +216,25 @@ pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+/// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
+pub(super) fn backoff(failures: u32) -> Duration {
+    crate::backoff::delay(
+        BACKOFF_BASE,
+        BACKOFF_MAX,
+        failures.saturating_sub(1),
+        crate::backoff::Jitter::None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
 }

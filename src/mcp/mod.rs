@@ -15,8 +15,14 @@
 //! # let _ = config;
 //! ```
 
+mod call;
 mod config;
 mod connection;
+mod credentials;
+#[cfg(feature = "mcp-server")]
+mod endpoint;
+mod per_actor;
+mod pool;
 mod registry;
 mod result;
 mod tools;
@@ -27,7 +33,15 @@ mod test_server;
 mod tests;
 
 pub use self::config::{McpConfig, McpConfigError, McpServer};
-pub(crate) use self::{registry::McpRegistry, result::ToolOutcome, tools::InjectedTool};
+pub use self::credentials::{ActorHeaders, McpCredential, McpCredentials};
+#[cfg(feature = "mcp-server")]
+pub use self::endpoint::McpEndpoint;
+pub(crate) use self::{
+    per_actor::{ActorTools, AllowTool},
+    registry::McpRegistry,
+    result::ToolOutcome,
+    tools::InjectedTool,
+};
 
 /// A tool the bridge currently injects (see `RequestBridge::mcp_tools`).
 #[derive(Debug, Clone)]

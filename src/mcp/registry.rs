@@ -1,15 +1,12 @@
 //! The MCP registry: one background task per server keeps a session and its tool list;
 //! the merged, filtered tool set is published as an immutable snapshot.
 
-use std::{
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, Mutex, PoisonError,
+    atomic::{AtomicBool, Ordering},
 };
 
-use rmcp::{Peer, RoleClient, ServiceError, model::CallToolRequestParams};
+use rmcp::{Peer, RoleClient};
 use serde_json::{Map, Value};
 use tokio::{
     sync::{Notify, watch},
@@ -19,21 +16,21 @@ use tokio::{
 use tracing::Instrument;
 
 use super::{
-    McpToolInfo,
+    McpToolInfo, call,
     config::{McpConfig, McpServer},
-    connection::{self, Handler, Session},
-    result::{ToolOutcome, ToolResult},
+    connection::{self, Handler, Session, backoff},
+    pool::Pool,
+    result::ToolOutcome,
     tools::{InjectedTool, ToolFilter, ToolSet, injectable},
 };
-
-/// First reconnection delay; doubles per failure.
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Longest reconnection delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The MCP servers, their sessions and the current injectable tool set.
 pub(crate) struct McpRegistry {
     shared: Arc<Shared>,
+    /// The per-credential sessions (only with per-actor credentials configured).
+    pub(super) pool: Option<Arc<Pool>>,
+    /// Counts failures of the per-actor credential stage, when the host registered metrics.
+    pub(super) metrics: Option<crate::metrics::Metrics>,
     /// `None` until the tasks are spawned (deferred when `start` ran outside a runtime).
     tasks: Mutex<Option<Vec<JoinHandle<()>>>>,
     started: AtomicBool,
@@ -48,6 +45,9 @@ struct Shared {
     pending: watch::Sender<usize>,
     /// Connection attempts finished so far, all servers (observable by tests).
     attempts: watch::Sender<u64>,
+    /// Bumped whenever a tool list may have changed (shared snapshot or a per-credential
+    /// session's `list_changed`): the MCP endpoint re-lists its sessions' tools.
+    changed: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -78,7 +78,7 @@ impl McpRegistry {
     /// Spawns one background task per server (connect, list, refresh, reconnect with
     /// backoff 1 s·2ⁿ ≤ 60 s) and returns at once. Outside a Tokio runtime the tasks are
     /// spawned by the first later call made inside one.
-    pub(crate) fn start(config: McpConfig) -> Arc<Self> {
+    pub(crate) fn start(config: McpConfig, metrics: Option<crate::metrics::Metrics>) -> Arc<Self> {
         let servers: Vec<ServerState> = config
             .servers()
             .iter()
@@ -98,13 +98,31 @@ impl McpRegistry {
             })
             .collect();
         let pending = servers.iter().filter(|s| s.filter.is_some()).count();
+        let changed = watch::Sender::new(0);
+        let pool = config.actor_credentials().and_then(|_| {
+            match Pool::new(
+                config.refresh_period(),
+                config.idle_timeout(),
+                config.session_limit(),
+                changed.clone(),
+            ) {
+                Ok(pool) => Some(Arc::new(pool)),
+                Err(e) => {
+                    tracing::error!(error = %e, "per-actor MCP sessions disabled");
+                    None
+                }
+            }
+        });
         let registry = Arc::new(Self {
+            pool,
+            metrics,
             shared: Arc::new(Shared {
                 config,
                 servers,
                 snapshot: watch::Sender::new(Arc::new(ToolSet::default())),
                 pending: watch::Sender::new(pending),
                 attempts: watch::Sender::new(0),
+                changed,
                 shutdown: watch::Sender::new(false),
             }),
             tasks: Mutex::new(None),
@@ -170,36 +188,49 @@ impl McpRegistry {
         let Some(peer) = state.peer() else {
             return ToolOutcome::failed("server unavailable");
         };
-        let timeout = self.shared.config.call_timeout();
-        let params = CallToolRequestParams::new(tool.name.clone()).with_arguments(arguments);
-        let span = tracing::debug_span!("mcp_tool_call", server = %tool.server, tool = %tool.name);
-        let answer = tokio::time::timeout(timeout, peer.call_tool(params))
-            .instrument(span)
-            .await;
-        match answer {
-            Ok(Ok(result)) => ToolOutcome::answered(ToolResult::from(result)),
-            Ok(Err(e)) => {
-                let reason = connection::service_error(&e);
-                if matches!(
-                    e,
-                    ServiceError::TransportSend(_) | ServiceError::TransportClosed
-                ) {
-                    // Let the server's task check the session now rather than at the next
-                    // refresh.
-                    state.check.notify_one();
-                }
-                let reason = state.redact(reason);
-                tracing::debug!(server = %tool.server, tool = %tool.name, error = %reason, "MCP tool call failed");
-                ToolOutcome::failed(reason)
-            }
-            Err(_) => ToolOutcome::failed(format!("timed out after {}", seconds(timeout))),
-        }
+        // On a transport error, let the server's task check the session now rather than
+        // at the next refresh.
+        call::call_tool(
+            peer,
+            tool,
+            arguments,
+            self.shared.config.call_timeout(),
+            || state.check.notify_one(),
+            |reason| state.redact(reason),
+        )
+        .await
+    }
+
+    /// The configuration the registry was started with.
+    pub(super) fn config(&self) -> &McpConfig {
+        &self.shared.config
+    }
+
+    /// Per configured server (configuration order): the server, its compiled filter
+    /// (`None`: never connected) and its current tools in the shared session.
+    pub(super) fn servers(
+        &self,
+    ) -> impl Iterator<Item = (&McpServer, Option<&ToolFilter>, Vec<InjectedTool>)> {
+        self.ensure_started();
+        self.shared
+            .servers
+            .iter()
+            .map(|s| (&s.server, s.filter.as_ref(), s.tools()))
+    }
+
+    /// A receiver that wakes whenever some tool list may have changed.
+    #[cfg(feature = "mcp-server")]
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changed.subscribe()
     }
 
     /// Closes every session (DELETE where the server issued one) and stops the tasks.
     /// Idempotent. Afterwards the tool set is empty.
     pub(crate) async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
+        if let Some(pool) = &self.pool {
+            pool.shutdown().await;
+        }
         let handles = self
             .tasks
             .lock()
@@ -279,6 +310,7 @@ impl Shared {
             }
             tracing::debug!(tools = next.tools().len(), "MCP tool set updated");
             *current = Arc::new(next);
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
             true
         });
     }
@@ -491,43 +523,5 @@ async fn serve_session(
                 return SessionEnd::Lost;
             }
         }
-    }
-}
-
-/// 1 s, 2 s, 4 s … capped at 60 s, for the n-th consecutive failure (n ≥ 1).
-fn backoff(failures: u32) -> Duration {
-    crate::backoff::delay(
-        BACKOFF_BASE,
-        BACKOFF_MAX,
-        failures.saturating_sub(1),
-        crate::backoff::Jitter::None,
-    )
-}
-
-/// `60s`, `1.5s`, `0.25s`.
-fn seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        let s = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    }
-}
-
-#[cfg(test)]
-mod unit_tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute() {
-        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-    }
-
-    #[test]
-    fn seconds_are_formatted_compactly() {
-        assert_eq!(seconds(Duration::from_secs(60)), "60s");
-        assert_eq!(seconds(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(seconds(Duration::from_millis(250)), "0.25s");
     }
 }

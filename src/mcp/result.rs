@@ -81,11 +81,7 @@ impl ToolOutcome {
     /// The Anthropic `tool_result.content` array, at most `max_bytes` of text plus base64
     /// image data (images dropped first, then text cut, with the truncation note).
     pub(crate) fn anthropic_content(&self, max_bytes: usize) -> Value {
-        let blocks = match &self.result {
-            Err(reason) => vec![Block::Text(format!("{FAILED_PREFIX}{reason}"))],
-            Ok(r) => r.content.clone(),
-        };
-        let blocks = limit_blocks(blocks, max_bytes);
+        let blocks = self.limited_blocks(max_bytes);
         Value::Array(
             blocks
                 .into_iter()
@@ -98,6 +94,17 @@ impl ToolOutcome {
                 })
                 .collect(),
         )
+    }
+
+    /// The content blocks, at most `max_bytes` of text plus base64 image data (images
+    /// dropped first, then text cut, with the truncation note); a failed call is one text
+    /// block `aibridge: tool call failed: {reason}`.
+    pub(crate) fn limited_blocks(&self, max_bytes: usize) -> Vec<Block> {
+        let blocks = match &self.result {
+            Err(reason) => vec![Block::Text(format!("{FAILED_PREFIX}{reason}"))],
+            Ok(r) => r.content.clone(),
+        };
+        limit_blocks(blocks, max_bytes)
     }
 
     /// The Chat `tool` message content / Responses `function_call_output.output`: the text

@@ -53,7 +53,7 @@ async fn started(config: McpConfig) -> Arc<McpRegistry> {
         .with_test_writer()
         .try_init();
     config.validate().unwrap();
-    let registry = McpRegistry::start(config);
+    let registry = McpRegistry::start(config, None);
     bounded("ready", registry.ready()).await;
     registry
 }
@@ -170,6 +170,7 @@ async fn server_down_at_start_does_not_block_and_joins_when_up() {
         McpConfig::new()
             .server(McpServer::new("late", url(addr)))
             .server(server("up", &up)),
+        None,
     );
     // `start` returned without waiting; `ready` resolves after the first (failed) attempt.
     bounded("ready", registry.ready()).await;
@@ -542,7 +543,7 @@ fn start_outside_a_runtime_defers_the_tasks() {
         .build()
         .unwrap();
     let srv = runtime.block_on(TestServer::start(MockTools::new(&["a"])));
-    let registry = McpRegistry::start(McpConfig::new().server(server("s", &srv)));
+    let registry = McpRegistry::start(McpConfig::new().server(server("s", &srv)), None);
     assert!(registry.snapshot().is_empty());
     runtime.block_on(async {
         bounded("ready", registry.ready()).await;

@@ -56,6 +56,8 @@
 //! `name`) take their values from the configuration or from fixed sets.
 
 mod labels;
+#[cfg(feature = "mcp")]
+mod mcp;
 
 pub use labels::{DEFAULT_MAX_LABEL_VALUES, MAX_LABEL_VALUE_BYTES, OTHER};
 
@@ -101,6 +103,8 @@ struct Inner {
     prompts_total: IntCounterVec,
     tokens_total: IntCounterVec,
     injected_tool_invocations_total: IntCounterVec,
+    #[cfg(feature = "mcp")]
+    mcp_actor_unavailable_total: IntCounterVec,
     non_injected_tool_selections_total: IntCounterVec,
     circuit_breaker_state: GaugeVec,
     circuit_breaker_trips_total: IntCounterVec,
@@ -287,6 +291,8 @@ impl MetricsBuilder {
                 "Injected MCP tool calls executed by the bridge.",
                 &["provider", "model", "server", "name"],
             )?,
+            #[cfg(feature = "mcp")]
+            mcp_actor_unavailable_total: mcp::register(r)?,
             non_injected_tool_selections_total: counter(
                 r,
                 "non_injected_tool_selections_total",
@@ -528,6 +534,11 @@ impl Metrics {
         {
             c.inc();
         }
+    }
+
+    #[cfg(feature = "mcp")]
+    pub(crate) fn mcp_actor_unavailable(&self, server: &str, reason: &str) {
+        mcp::inc(&self.inner.mcp_actor_unavailable_total, server, reason);
     }
 
     pub(crate) fn tool_selection(&self, l: &Labels, name: &str) {

@@ -326,6 +326,18 @@ impl Policy for RulesPolicy {
         let state = self.inner.state();
         let actor = req.actor.id();
         let rules = state.of(actor);
+        if req.api == crate::provider::Api::Mcp {
+            // The MCP endpoint for editors: no model and no tokens, so only the rate and
+            // the tool filter apply.
+            if let Some(rate) = rules.rate
+                && let Err(wait) = self.inner.limiters.check(actor, rate)
+            {
+                return Decision::Deny(rate_limited(rate, wait));
+            }
+            return Decision::Allow(Allow {
+                mcp_tools: rules.mcp_tools.clone(),
+            });
+        }
         if let Some(d) = rules.model(actor, req.model) {
             return Decision::Deny(d);
         }

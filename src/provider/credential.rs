@@ -116,7 +116,7 @@ impl Credential {
                 HeaderName::from_static("x-api-key"),
                 key.expose().to_owned(),
             ),
-            ProviderKind::OpenAi | ProviderKind::Copilot => {
+            ProviderKind::OpenAi | ProviderKind::Copilot | ProviderKind::Mcp => {
                 (header::AUTHORIZATION, format!("Bearer {}", key.expose()))
             }
         };
@@ -224,7 +224,7 @@ pub(crate) fn select_credential(
 ) -> Result<Credential, CredentialError> {
     let expected = match kind {
         ProviderKind::Anthropic => ANTHROPIC_EXPECTED,
-        ProviderKind::OpenAi | ProviderKind::Copilot => BEARER_EXPECTED,
+        ProviderKind::OpenAi | ProviderKind::Copilot | ProviderKind::Mcp => BEARER_EXPECTED,
     };
     let missing = CredentialError::Missing { expected };
     let configured = || key.and_then(|k| Credential::centralized(kind, k));

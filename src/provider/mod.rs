@@ -59,7 +59,9 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     fn route_prefix(&self) -> String {
         match self.kind() {
             ProviderKind::OpenAi => format!("/{}/v1", self.name()),
-            ProviderKind::Anthropic | ProviderKind::Copilot => format!("/{}", self.name()),
+            ProviderKind::Anthropic | ProviderKind::Copilot | ProviderKind::Mcp => {
+                format!("/{}", self.name())
+            }
         }
     }
     /// Upstream base URL (http or https; path allowed; no query, no fragment).

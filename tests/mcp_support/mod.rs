@@ -56,7 +56,17 @@ pub struct ReceivedCall {
 
 #[derive(Debug)]
 struct State {
-    tools: Vec<Tool>,
+    tools: std::sync::Mutex<Vec<Tool>>,
+    /// Per call: the tool name and the `Authorization` header it came with.
+    call_auth: watch::Sender<Vec<(String, Option<String>)>>,
+    /// `Authorization` values answered with 401 before MCP sees the request.
+    rejected: std::sync::Mutex<Vec<String>>,
+    /// Per MCP session id: every `Authorization` value its requests carried.
+    sessions: watch::Sender<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
+    /// Session ids the client closed with DELETE.
+    deleted: watch::Sender<std::collections::BTreeSet<String>>,
+    /// Peers of initialized sessions (for `notifications/tools/list_changed`).
+    peers: std::sync::Mutex<Vec<rmcp::Peer<RoleServer>>>,
     calls: watch::Sender<Vec<ReceivedCall>>,
     /// `hang`/`gated` calls that have started.
     started: watch::Sender<usize>,
@@ -103,7 +113,12 @@ impl McpTestServer {
             assert!(ALL_TOOLS.contains(n), "unknown test tool {n}");
         }
         let state = Arc::new(State {
-            tools: names.iter().map(|n| tool(n)).collect(),
+            tools: std::sync::Mutex::new(names.iter().map(|n| tool(n)).collect()),
+            call_auth: watch::Sender::new(Vec::new()),
+            rejected: std::sync::Mutex::new(Vec::new()),
+            sessions: watch::Sender::new(Default::default()),
+            deleted: watch::Sender::new(Default::default()),
+            peers: std::sync::Mutex::new(Vec::new()),
             calls: watch::Sender::new(Vec::new()),
             started: watch::Sender::new(0),
             cancelled: watch::Sender::new(0),
@@ -112,6 +127,7 @@ impl McpTestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handler_state = state.clone();
+        let http_state = state.clone();
         let mcp = StreamableHttpService::new(
             move || Ok(Handler(handler_state.clone())),
             Arc::new(LocalSessionManager::default()),
@@ -125,9 +141,11 @@ impl McpTestServer {
                 };
                 while connections.try_join_next().is_some() {}
                 let mcp = mcp.clone();
+                let state = http_state.clone();
                 let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
                     let mcp = mcp.clone();
-                    async move { Ok::<_, Infallible>(mcp.handle(req).await) }
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(state.serve(&mcp, req).await) }
                 });
                 connections.spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -191,6 +209,53 @@ impl McpTestServer {
         *self.state.cancelled.borrow()
     }
 
+    /// Per call so far: the tool name and its `Authorization` header.
+    pub fn call_auth(&self) -> Vec<(String, Option<String>)> {
+        self.state.call_auth.borrow().clone()
+    }
+
+    /// Answers requests carrying `Authorization: {value}` with 401 from now on.
+    pub fn reject(&self, value: &str) {
+        self.state.rejected.lock().unwrap().push(value.to_owned());
+    }
+
+    /// Per MCP session id: the `Authorization` values its requests carried.
+    pub fn sessions(
+        &self,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        self.state.sessions.borrow().clone()
+    }
+
+    /// Sessions opened and not closed with DELETE.
+    pub fn live_sessions(&self) -> usize {
+        let deleted = self.state.deleted.borrow().clone();
+        self.state
+            .sessions
+            .borrow()
+            .keys()
+            .filter(|id| !deleted.contains(*id))
+            .count()
+    }
+
+    /// Waits (bounded) until `n` sessions were closed with DELETE.
+    pub async fn wait_deleted(&self, n: usize) -> std::collections::BTreeSet<String> {
+        let mut rx = self.state.deleted.subscribe();
+        bounded("session DELETE", rx.wait_for(|d| d.len() >= n))
+            .await
+            .unwrap()
+            .clone()
+    }
+
+    /// Serves these tools from now on and sends `notifications/tools/list_changed` to
+    /// every initialized session.
+    pub async fn set_tools(&self, names: &[&str]) {
+        *self.state.tools.lock().unwrap() = names.iter().map(|n| tool(n)).collect();
+        let peers = self.state.peers.lock().unwrap().clone();
+        for peer in peers {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+
     /// Lets one waiting (or the next) `gated` call answer.
     pub fn release(&self) {
         self.state.release.notify_one();
@@ -209,9 +274,69 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+impl State {
+    /// The HTTP side: 401 for rejected credentials; notes which credential each session
+    /// uses and which sessions were deleted; MCP for the rest.
+    async fn serve(
+        &self,
+        mcp: &StreamableHttpService<Handler, LocalSessionManager>,
+        req: http::Request<Incoming>,
+    ) -> http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, Infallible>> {
+        use http_body_util::BodyExt;
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(a) = &auth
+            && self.rejected.lock().unwrap().contains(a)
+        {
+            return http::Response::builder()
+                .status(401)
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"unauthorized")).boxed())
+                .unwrap();
+        }
+        let session = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let delete = req.method() == http::Method::DELETE;
+        let resp = mcp.handle(req).await;
+        let session = session.or_else(|| {
+            resp.headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        if let Some(id) = session {
+            self.sessions.send_modify(|s| {
+                s.entry(id.clone())
+                    .or_default()
+                    .insert(auth.clone().unwrap_or_default());
+            });
+            if delete {
+                self.deleted.send_modify(|d| {
+                    d.insert(id);
+                });
+            }
+        }
+        resp
+    }
+}
+
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        self.0.peers.lock().unwrap().push(context.peer);
     }
 
     async fn list_tools(
@@ -219,7 +344,9 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.0.tools.clone()))
+        Ok(ListToolsResult::with_all_items(
+            self.0.tools.lock().unwrap().clone(),
+        ))
     }
 
     async fn call_tool(
@@ -229,6 +356,15 @@ impl ServerHandler for Handler {
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
         let args: Map<String, Value> = request.arguments.unwrap_or_default();
+        let auth = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get(http::header::AUTHORIZATION))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.0
+            .call_auth
+            .send_modify(|c| c.push((name.clone(), auth)));
         self.0.calls.send_modify(|c| {
             c.push(ReceivedCall {
                 name: name.clone(),

@@ -30,14 +30,28 @@ pub(crate) trait ToolExecutor: Send + Sync {
 }
 
 /// Where the tool loop gets its tools, bounds and executor (the MCP registry).
-pub(crate) trait ToolSource: ToolExecutor {
-    /// The injectable tools right now (sorted by id).
-    fn snapshot(&self) -> Vec<InjectedTool>;
+pub(crate) trait ToolSource: Send + Sync {
+    /// The tools `actor` gets right now (sorted by id) and the executor of their calls
+    /// (the actor's own MCP sessions where it has a credential of its own).
+    /// `allow` is the policy stage's per-actor tool filter (original names), if any.
+    fn tools_for<'a>(
+        &'a self,
+        actor: &'a crate::Actor,
+        allow: Option<crate::mcp::AllowTool>,
+    ) -> BoxFuture<'a, Offer>;
     /// Whether tools are injected into an `api` request for this model (the skip
     /// predicate).
     fn should_inject(&self, api: crate::provider::Api, model: &str) -> bool;
     /// The loop bounds.
     fn loop_config(&self) -> LoopConfig;
+}
+
+/// The tools an actor is offered and where their calls go.
+pub(crate) struct Offer {
+    /// Sorted by id.
+    pub(crate) tools: Vec<InjectedTool>,
+    /// Executes calls of these tools.
+    pub(crate) executor: Arc<dyn ToolExecutor>,
 }
 
 /// The injected tools of one interception (a snapshot, sorted by id), and those the

@@ -4,6 +4,7 @@ use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue, Uri};
 
+use super::credentials::McpCredentials;
 use crate::provider::{Api, Secret};
 
 /// Header names the MCP transport sets itself; a server may not override them.
@@ -49,6 +50,9 @@ pub struct McpConfig {
     max_result_bytes: usize,
     keep_alive_interval: Duration,
     skip_injection: Arc<dyn Fn(Api, &str) -> bool + Send + Sync>,
+    credentials: Option<Arc<dyn McpCredentials>>,
+    session_idle_timeout: Duration,
+    max_sessions: usize,
 }
 
 /// One MCP server, reached over the streamable HTTP transport.
@@ -133,7 +137,48 @@ impl McpConfig {
             max_result_bytes: 262_144,
             keep_alive_interval: Duration::from_secs(10),
             skip_injection: Arc::new(default_skip),
+            credentials: None,
+            session_idle_timeout: Duration::from_secs(600),
+            max_sessions: 256,
         }
+    }
+
+    /// Per-actor credentials: asked, for each actor and server, which headers that actor's
+    /// session with the server carries, or whether the actor may not use it. Without it
+    /// (the default) every actor uses the servers' static headers and one shared session
+    /// per server.
+    ///
+    /// An actor whose answer is [`McpCredential::Headers`](super::McpCredential::Headers)
+    /// gets a session of its own per (server, credential), with its own tool list (cached
+    /// and refreshed like the shared one: on `notifications/tools/list_changed` and every
+    /// `refresh_interval`).
+    #[must_use]
+    pub fn credentials(mut self, credentials: impl McpCredentials) -> Self {
+        self.credentials = Some(Arc::new(credentials));
+        self
+    }
+
+    /// [`credentials`](Self::credentials) from an `Arc`.
+    #[must_use]
+    pub fn credentials_arc(mut self, credentials: Arc<dyn McpCredentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// A per-credential session unused for this long is closed (DELETE) and forgotten
+    /// (default 10 min).
+    #[must_use]
+    pub fn session_idle_timeout(mut self, d: Duration) -> Self {
+        self.session_idle_timeout = d;
+        self
+    }
+
+    /// At most this many per-credential sessions are open at once (default 256); opening
+    /// one more closes the least recently used first.
+    #[must_use]
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
     }
 
     /// Adds a server. Servers configured earlier win when two tools get the same id.
@@ -218,7 +263,9 @@ impl McpConfig {
     /// Checks every invariant: server names (pattern, unique), URLs (http/https with a
     /// host), headers (valid values, no transport-reserved names), regexes, non-zero bounds.
     pub(crate) fn validate(&self) -> Result<(), McpConfigError> {
-        let limits: [(&'static str, bool); 5] = [
+        let limits: [(&'static str, bool); 7] = [
+            ("session_idle_timeout", self.session_idle_timeout.is_zero()),
+            ("max_sessions", self.max_sessions == 0),
             ("max_iterations", self.max_iterations == 0),
             ("max_result_bytes", self.max_result_bytes == 0),
             ("tool_timeout", self.tool_timeout.is_zero()),
@@ -272,6 +319,21 @@ impl McpConfig {
     pub(crate) fn refresh_period(&self) -> Duration {
         self.refresh_interval
     }
+
+    /// The host's per-actor credentials, if any.
+    pub(crate) fn actor_credentials(&self) -> Option<&Arc<dyn McpCredentials>> {
+        self.credentials.as_ref()
+    }
+
+    /// Idle time after which a per-credential session is closed.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.session_idle_timeout
+    }
+
+    /// Bound on live per-credential sessions.
+    pub(crate) fn session_limit(&self) -> usize {
+        self.max_sessions
+    }
 }
 
 impl Default for McpConfig {
@@ -290,6 +352,9 @@ impl fmt::Debug for McpConfig {
             .field("max_result_bytes", &self.max_result_bytes)
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("skip_injection_when", &format_args!("<fn>"))
+            .field("credentials", &self.credentials.is_some())
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("max_sessions", &self.max_sessions)
             .finish()
     }
 }
@@ -353,6 +418,19 @@ impl McpServer {
         &self.deny
     }
 
+    /// This server with `extra` headers (an actor's credential): an extra header replaces a
+    /// static one of the same name. Fails (with a reason naming the header, never its
+    /// value) on a transport-reserved name or an invalid value.
+    pub(crate) fn with_credential(&self, extra: &[(HeaderName, Secret)]) -> Result<Self, String> {
+        let mut out = self.clone();
+        for (name, value) in extra {
+            check_header(name, value)?;
+            out.headers.retain(|(n, _)| n != name);
+        }
+        out.headers.extend(extra.iter().cloned());
+        Ok(out)
+    }
+
     /// The URL without userinfo, as recorded and logged.
     pub(crate) fn display_url(&self) -> String {
         display_url(&self.url)
@@ -370,12 +448,7 @@ impl McpServer {
             return Err(self.invalid("the URL has no host"));
         }
         for (name, value) in &self.headers {
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(self.invalid(format!("header {name} is set by the MCP transport")));
-            }
-            if HeaderValue::from_str(value.expose()).is_err() {
-                return Err(self.invalid(format!("header {name} has an invalid value")));
-            }
+            check_header(name, value).map_err(|reason| self.invalid(reason))?;
         }
         for pattern in self.allow.iter().chain(&self.deny) {
             if let Err(e) = regex::Regex::new(pattern) {
@@ -419,6 +492,17 @@ impl fmt::Debug for McpServer {
 
 // === helpers ===
 
+/// A header the MCP transport may carry: not one it sets itself, a valid value.
+fn check_header(name: &HeaderName, value: &Secret) -> Result<(), String> {
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!("header {name} is set by the MCP transport"));
+    }
+    if HeaderValue::from_str(value.expose()).is_err() {
+        return Err(format!("header {name} has an invalid value"));
+    }
+    Ok(())
+}
+
 fn is_valid_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -440,156 +524,4 @@ fn display_url(url: &Uri) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use http::header;
-
-    use super::*;
-
-    fn server(name: &str, url: &str) -> McpServer {
-        McpServer::new(name, url.parse().unwrap())
-    }
-
-    #[test]
-    fn valid_config_passes() {
-        let config = McpConfig::new()
-            .server(server("a", "http://127.0.0.1:1/mcp"))
-            .server(
-                server("B-2_x", "https://example.com/mcp")
-                    .with_header(header::AUTHORIZATION, Secret::new("Bearer t")),
-            );
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn invalid_names_are_rejected() {
-        for name in ["", "_a", "-a", "a.b", "a b", "ä"] {
-            let err = McpConfig::new()
-                .server(server(name, "http://h/mcp"))
-                .validate()
-                .unwrap_err();
-            assert!(
-                matches!(err, McpConfigError::InvalidServer { .. }),
-                "{name}"
-            );
-        }
-    }
-
-    #[test]
-    fn duplicate_names_are_rejected() {
-        let err = McpConfig::new()
-            .server(server("a", "http://h/mcp"))
-            .server(server("a", "http://i/mcp"))
-            .validate()
-            .unwrap_err();
-        assert!(err.to_string().contains("used by another server"), "{err}");
-    }
-
-    #[test]
-    fn non_http_urls_are_rejected() {
-        for url in ["ftp://h/mcp", "/mcp", "ws://h/mcp"] {
-            let err = McpConfig::new()
-                .server(server("a", url))
-                .validate()
-                .unwrap_err();
-            assert!(matches!(err, McpConfigError::InvalidServer { .. }), "{url}");
-        }
-    }
-
-    #[test]
-    fn reserved_and_invalid_headers_are_rejected() {
-        let reserved = server("a", "http://h/mcp")
-            .with_header(HeaderName::from_static("mcp-session-id"), Secret::new("x"));
-        let invalid = server("a", "http://h/mcp")
-            .with_header(header::AUTHORIZATION, Secret::new("bad\nvalue"));
-        for s in [reserved, invalid] {
-            let err = McpConfig::new().server(s).validate().unwrap_err();
-            assert!(matches!(err, McpConfigError::InvalidServer { .. }));
-            assert!(!err.to_string().contains("bad\nvalue"));
-        }
-    }
-
-    #[test]
-    fn invalid_regex_is_rejected() {
-        let err = McpConfig::new()
-            .server(server("a", "http://h/mcp").with_allow("ok").with_deny("("))
-            .validate()
-            .unwrap_err();
-        let McpConfigError::InvalidRegex {
-            server, pattern, ..
-        } = err
-        else {
-            panic!("{err:?}")
-        };
-        assert_eq!((server.as_str(), pattern.as_str()), ("a", "("));
-    }
-
-    #[test]
-    fn zero_limits_are_rejected() {
-        let cases = [
-            (McpConfig::new().max_iterations(0), "max_iterations"),
-            (McpConfig::new().max_result_bytes(0), "max_result_bytes"),
-            (
-                McpConfig::new().tool_timeout(Duration::ZERO),
-                "tool_timeout",
-            ),
-            (
-                McpConfig::new().refresh_interval(Duration::ZERO),
-                "refresh_interval",
-            ),
-        ];
-        for (config, name) in cases {
-            let err = config.validate().unwrap_err();
-            assert!(matches!(err, McpConfigError::InvalidLimit { what } if what == name));
-        }
-    }
-
-    #[test]
-    fn default_predicate_skips_haiku() {
-        let config = McpConfig::new();
-        assert!(!config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
-        assert!(config.should_inject(Api::Messages, "claude-sonnet-4-5"));
-        let config = config.skip_injection_when(|_| false);
-        assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
-    }
-
-    #[test]
-    fn default_predicate_skips_haiku_on_messages_only() {
-        let config = McpConfig::new();
-        assert!(config.should_inject(Api::ChatCompletions, "claude-haiku-4.5"));
-        assert!(config.should_inject(Api::Responses, "claude-haiku-4.5"));
-        assert!(!config.should_inject(Api::Messages, "claude-haiku-4-5-20251001"));
-        // A model-only predicate applies to every API; an API-aware one sees the API.
-        let config = McpConfig::new().skip_injection_when(|m| m.contains("haiku"));
-        assert!(!config.should_inject(Api::Responses, "claude-haiku-4.5"));
-        let config = McpConfig::new().skip_injection_for(|api, _| api == Api::Responses);
-        assert!(!config.should_inject(Api::Responses, "gpt-4.1"));
-        assert!(config.should_inject(Api::Messages, "claude-3-5-haiku-20241022"));
-    }
-
-    #[test]
-    fn defaults() {
-        let c = McpConfig::new();
-        assert_eq!(c.iterations(), 10);
-        assert_eq!(c.call_timeout(), Duration::from_secs(60));
-        assert_eq!(c.result_limit(), 262_144);
-        assert_eq!(c.keep_alive(), Duration::from_secs(10));
-        assert_eq!(c.refresh_period(), Duration::from_secs(300));
-    }
-
-    #[test]
-    fn display_url_strips_userinfo() {
-        let s = server("a", "https://user:pw@example.com:8443/mcp?x=1");
-        assert_eq!(s.display_url(), "https://example.com:8443/mcp?x=1");
-        let dbg = format!("{s:?}");
-        assert!(!dbg.contains("pw"), "{dbg}");
-    }
-
-    #[test]
-    fn debug_redacts_header_values() {
-        let s = server("a", "http://h/mcp")
-            .with_header(header::AUTHORIZATION, Secret::new("Bearer top-secret"));
-        let dbg = format!("{:?}", McpConfig::new().server(s));
-        assert!(!dbg.contains("top-secret"), "{dbg}");
-        assert!(dbg.contains("authorization"), "{dbg}");
-    }
-}
+mod tests;
