@@ -4,6 +4,7 @@ mod ahead;
 mod breaker;
 mod call;
 mod config;
+mod inline;
 #[cfg(test)]
 mod tests;
 
