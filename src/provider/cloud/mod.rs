@@ -120,6 +120,50 @@ pub(crate) enum CountError {
     Send(#[source] reqwest::Error),
 }
 
+/// `impl Provider` for a cloud provider type with the fields `common` (`Common`) and
+/// `inner` (its transport state): kind Anthropic, the cloud routes, a `cloud` credential
+/// (the host's own is never forwarded), no actor headers, and its [`CloudTransport`].
+macro_rules! impl_cloud_provider {
+    ($ty:ty) => {
+        impl $crate::provider::Provider for $ty {
+            fn kind(&self) -> $crate::provider::ProviderKind {
+                $crate::provider::ProviderKind::Anthropic
+            }
+            fn name(&self) -> &str {
+                &self.common.name
+            }
+            fn base_url(&self) -> &http::Uri {
+                &self.common.base_url
+            }
+            fn routes(&self) -> &[$crate::provider::Route] {
+                $crate::provider::cloud::cloud_routes()
+            }
+            fn credential(
+                &self,
+                _client_headers: &http::HeaderMap,
+            ) -> Result<$crate::provider::Credential, $crate::provider::CredentialError> {
+                Ok($crate::provider::Credential::cloud(self.inner.hint()))
+            }
+            fn retry(&self) -> &$crate::provider::RetryConfig {
+                &self.common.retry
+            }
+            fn circuit_breaker(&self) -> Option<&$crate::provider::CircuitBreakerConfig> {
+                self.common.breaker.as_ref()
+            }
+            fn sends_actor_headers(&self) -> bool {
+                false
+            }
+            fn extra_headers(&self) -> &http::HeaderMap {
+                &self.common.extra_headers
+            }
+            fn cloud(&self) -> Option<$crate::provider::CloudTransport> {
+                Some($crate::provider::CloudTransport(self.inner.clone()))
+            }
+        }
+    };
+}
+pub(crate) use impl_cloud_provider;
+
 /// The route table of a cloud provider: Messages bridged; `/v1/models` and count_tokens
 /// answered by the bridge through the cloud; no other passthrough route.
 pub(crate) fn cloud_routes() -> &'static [super::Route] {

@@ -15,11 +15,8 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::super::common::{Common, common_setters};
 use super::super::credential::credential_hint;
-use super::super::{
-    CircuitBreakerConfig, Credential, CredentialError, Provider, ProviderKind, RetryConfig, Route,
-    Secret,
-};
-use super::{AuthError, CloudTransport, ModelMap, Transport, path_segment};
+use super::super::Secret;
+use super::{AuthError, ModelMap, Transport, path_segment};
 
 /// Claude through AWS Bedrock: an Anthropic Messages provider (name `bedrock`) whose calls
 /// go to Bedrock's InvokeModel and InvokeModelWithResponseStream, SigV4-signed.
@@ -138,38 +135,7 @@ impl Bedrock {
     }
 }
 
-impl Provider for Bedrock {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Anthropic
-    }
-    fn name(&self) -> &str {
-        &self.common.name
-    }
-    fn base_url(&self) -> &Uri {
-        &self.common.base_url
-    }
-    fn routes(&self) -> &[Route] {
-        super::cloud_routes()
-    }
-    fn credential(&self, _client_headers: &HeaderMap) -> Result<Credential, CredentialError> {
-        Ok(Credential::cloud(self.inner.hint()))
-    }
-    fn retry(&self) -> &RetryConfig {
-        &self.common.retry
-    }
-    fn circuit_breaker(&self) -> Option<&CircuitBreakerConfig> {
-        self.common.breaker.as_ref()
-    }
-    fn sends_actor_headers(&self) -> bool {
-        false
-    }
-    fn extra_headers(&self) -> &HeaderMap {
-        &self.common.extra_headers
-    }
-    fn cloud(&self) -> Option<CloudTransport> {
-        Some(CloudTransport(self.inner.clone()))
-    }
-}
+super::impl_cloud_provider!(Bedrock);
 
 impl Inner {
     async fn credentials(&self) -> Result<Credentials, AuthError> {

@@ -12,11 +12,8 @@ pub use self::token::{AccessToken, TokenError, TokenSource};
 
 use self::token::{Cached, MetadataServer, ServiceAccount};
 use super::super::common::{Common, common_setters};
-use super::super::{
-    CircuitBreakerConfig, Credential, CredentialError, Provider, ProviderKind, RetryConfig, Route,
-};
 use super::edit::{Members, json_string};
-use super::{AuthError, CloudTransport, ModelMap, Transport, path_segment};
+use super::{AuthError, ModelMap, Transport, path_segment};
 
 const VERSION: &str = "vertex-2023-10-16";
 
@@ -163,38 +160,7 @@ impl Vertex {
     }
 }
 
-impl Provider for Vertex {
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::Anthropic
-    }
-    fn name(&self) -> &str {
-        &self.common.name
-    }
-    fn base_url(&self) -> &Uri {
-        &self.common.base_url
-    }
-    fn routes(&self) -> &[Route] {
-        super::cloud_routes()
-    }
-    fn credential(&self, _client_headers: &HeaderMap) -> Result<Credential, CredentialError> {
-        Ok(Credential::cloud(self.inner.hint()))
-    }
-    fn retry(&self) -> &RetryConfig {
-        &self.common.retry
-    }
-    fn circuit_breaker(&self) -> Option<&CircuitBreakerConfig> {
-        self.common.breaker.as_ref()
-    }
-    fn sends_actor_headers(&self) -> bool {
-        false
-    }
-    fn extra_headers(&self) -> &HeaderMap {
-        &self.common.extra_headers
-    }
-    fn cloud(&self) -> Option<CloudTransport> {
-        Some(CloudTransport(self.inner.clone()))
-    }
-}
+super::impl_cloud_provider!(Vertex);
 
 impl Inner {
     fn model_url(&self, base: &str, model: &str) -> String {
