@@ -126,9 +126,15 @@
 //! None is on by default: most hosts bring their own [`Recorder`], and the default build
 //! pulls neither a SQL driver nor an MCP client.
 //!
-//! - `sqlite`: `recorder::SqliteRecorder` (sqlx with SQLite).
+//! - `sqlite`: `recorder::SqliteRecorder` (rusqlite on a writer thread; sqlx for the
+//!   migrations and reads; one bundled SQLite).
 //! - `postgres`: `recorder::PostgresRecorder` (sqlx with PostgreSQL and rustls).
-//! - `mcp`: the `mcp` module, MCP tool injection and the inner tool loop (rmcp).
+//! - `mcp`: the `mcp` module, MCP tool injection, the inner tool loop and per-actor MCP
+//!   credentials (rmcp).
+//! - `mcp-server`: implies `mcp`; `mcp::McpEndpoint`, the governed tools served to editors
+//!   over MCP (`RequestBridge::mcp_endpoint`).
+//! - `bedrock`: `provider::Bedrock`, Claude through AWS Bedrock (SigV4, EventStream).
+//! - `vertex`: `provider::Vertex`, Claude through Google Vertex AI.
 //! - `test-util`: test knobs for a host's tests (`MemoryRecorder::fail_next`).
 //! - `bench-internals`: hidden entry points for the crate's benchmarks; not a public API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
