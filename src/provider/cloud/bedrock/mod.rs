@@ -13,9 +13,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri, header};
 
+use super::super::Secret;
 use super::super::common::{Common, common_setters};
 use super::super::credential::credential_hint;
-use super::super::Secret;
 use super::{AuthError, ModelMap, Transport, path_segment};
 
 /// Claude through AWS Bedrock: an Anthropic Messages provider (name `bedrock`) whose calls
