@@ -399,6 +399,41 @@ pub(crate) fn truncate_error(mut s: String) -> String {
     s
 }
 
+/// The `error` object of an upstream's error body, as far as the bridge reads it: its
+/// `type`, its `code` (a string, or a number as text) and its `message`. `None` when the
+/// body is not JSON with an `error` object.
+pub(crate) struct UpstreamErrorObject {
+    pub(crate) kind: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
+}
+
+impl UpstreamErrorObject {
+    pub(crate) fn parse(body: &[u8]) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            error: Option<ErrorObj>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorObj {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            code: Option<serde_json::Value>,
+            message: Option<String>,
+        }
+        let e = serde_json::from_slice::<Envelope>(body).ok()?.error?;
+        Some(Self {
+            kind: e.kind,
+            code: e.code.and_then(|c| match c {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+            message: e.message,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,30 +68,8 @@ pub(crate) struct UpstreamError {
 impl UpstreamError {
     /// Reads the error object of an error `body`; `text` is the end record's text.
     pub(crate) fn parse(body: &[u8], text: String) -> Self {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            error: Option<ErrorObj>,
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrorObj {
-            #[serde(rename = "type")]
-            kind: Option<String>,
-            code: Option<serde_json::Value>,
-            message: Option<String>,
-        }
-        let obj = serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .and_then(|e| e.error);
-        let (kind, code, message) = match obj {
-            Some(e) => (
-                e.kind,
-                e.code.and_then(|c| match c {
-                    serde_json::Value::String(s) => Some(s),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                }),
-                e.message,
-            ),
+        let (kind, code, message) = match crate::error::UpstreamErrorObject::parse(body) {
+            Some(e) => (e.kind, e.code, e.message),
             None => (None, None, None),
         };
         Self {

@@ -408,26 +408,10 @@ pub(super) async fn read_all(
 /// `upstream returned {status}: {error.type}: {error.message}` (parts present; ≤ 1 KiB
 /// later). OpenAI-shaped errors name `error.code`, falling back to `error.type`.
 pub(crate) fn upstream_error_text(flavor: Flavor, status: StatusCode, body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        error: Option<ErrorObj>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorObj {
-        #[serde(rename = "type")]
-        kind: Option<String>,
-        code: Option<serde_json::Value>,
-        message: Option<String>,
-    }
     let mut text = format!("upstream returned {}", status.as_u16());
-    if let Ok(Envelope { error: Some(e) }) = serde_json::from_slice::<Envelope>(body) {
-        let code = e.code.and_then(|c| match c {
-            serde_json::Value::String(s) => Some(s),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+    if let Some(e) = crate::error::UpstreamErrorObject::parse(body) {
         let kind = match flavor {
-            Flavor::OpenAi => code.or(e.kind),
+            Flavor::OpenAi => e.code.or(e.kind),
             Flavor::Anthropic => e.kind,
         };
         for part in [kind, e.message].into_iter().flatten() {
