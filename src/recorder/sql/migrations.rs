@@ -35,6 +35,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         description: "token usage cost",
         sql: include_str!("../../../migrations/sqlite/0002_cost.sql"),
     },
+    Migration {
+        version: 3,
+        description: "daily spend per actor",
+        sql: include_str!("../../../migrations/sqlite/0003_spend_daily.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, oldest first.
@@ -49,6 +54,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         description: "token usage cost",
         sql: include_str!("../../../migrations/postgres/0002_cost.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "daily spend per actor",
+        sql: include_str!("../../../migrations/postgres/0003_spend_daily.sql"),
     },
 ];
 

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::policy::{ActorSpend, SpendSource};
 use crate::provider::{Api, CredentialKind, ProviderKind};
 use crate::recorder::{
     Interception, InterceptionEnded, ModelThought, Outcome, PromptUsage, RecordId, Recorder,
@@ -78,6 +79,11 @@ pub(super) trait Db: Send + Sync {
     async fn delete_interception(&self, id: RecordId);
     /// The applied versions in the migration bookkeeping table.
     async fn applied_versions(&self) -> Vec<i64>;
+    /// Deletes one token-usage row.
+    async fn delete_token_usage(&self, id: RecordId);
+    /// The spend per actor since `since` by the read before migration 0003: every
+    /// token-usage row of the window joined to its interception (the daily table's oracle).
+    async fn full_scan_spend(&self, since: SystemTime) -> Vec<ActorSpend>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -282,6 +288,160 @@ async fn counts(db: &dyn Db) -> Vec<i64> {
 // The suite
 // ---------------------------------------------------------------------------------------
 
+/// The rows of a full-scan spend read, sorted by actor.
+pub(super) fn to_spend(rows: Vec<(String, i64, i64, i64, i64, f64)>) -> Vec<ActorSpend> {
+    let n = |v: i64| u64::try_from(v).unwrap();
+    sorted(
+        rows.into_iter()
+            .map(|(a, i, o, r, w, usd)| ActorSpend::new(a, [n(i), n(o), n(r), n(w)], usd))
+            .collect(),
+    )
+}
+
+/// Sorted by actor, for comparing.
+fn sorted(mut rows: Vec<ActorSpend>) -> Vec<ActorSpend> {
+    rows.sort_by(|a, b| a.actor.cmp(&b.actor));
+    rows
+}
+
+/// Equal counts and equal dollars up to the order of the float additions.
+fn assert_same_spend(got: &[ActorSpend], want: &[ActorSpend], what: &str) {
+    let actors = |v: &[ActorSpend]| v.iter().map(|s| s.actor.clone()).collect::<Vec<_>>();
+    assert_eq!(actors(got), actors(want), "{what}: actors");
+    for (g, w) in got.iter().zip(want) {
+        let counts = |s: &ActorSpend| {
+            [
+                s.input_tokens,
+                s.output_tokens,
+                s.cache_read_tokens,
+                s.cache_write_tokens,
+            ]
+        };
+        assert_eq!(counts(g), counts(w), "{what}: {} tokens", g.actor);
+        assert!(
+            (g.cost_usd - w.cost_usd).abs() < 1e-9,
+            "{what}: {} cost {} vs {}",
+            g.actor,
+            g.cost_usd,
+            w.cost_usd
+        );
+    }
+}
+
+/// 2025-12-01T00:00:00Z.
+const DAY: u64 = 1_764_547_200;
+
+/// The daily spend table (migration 0003) gives what the full scan of the token-usage rows
+/// gave, on records around day boundaries, written twice, without a price, of 0 tokens, and
+/// after a token-usage row and a whole interception are deleted; for a window starting at a
+/// midnight (the daily rows alone) and within a day (its rest read row by row).
+pub(super) async fn spend_matches_a_full_scan(
+    rec: &dyn Recorder,
+    source: &dyn SpendSource,
+    db: &dyn Db,
+) {
+    let micros = |us: i64| {
+        let base = UNIX_EPOCH + Duration::from_secs(DAY);
+        if us >= 0 {
+            base + Duration::from_micros(us.unsigned_abs())
+        } else {
+            base - Duration::from_micros(us.unsigned_abs())
+        }
+    };
+    const H: i64 = 3_600_000_000;
+    let mut interceptions = Vec::new();
+    for actor in ["alice", "bob", "carol"] {
+        for _ in 0..2 {
+            let mut i = minimal_interception();
+            i.initiator_id = actor.to_owned();
+            rec.record_interception(&i).await.unwrap();
+            interceptions.push(i);
+        }
+    }
+    // (interception, offset from DAY in µs, input tokens, cost)
+    let plan: [(usize, i64, u64, Option<f64>); 14] = [
+        (0, -1, 10, Some(0.5)),         // alice, the last µs of the day before
+        (0, 0, 20, Some(0.25)),         // alice, the first µs of DAY
+        (1, 12 * H, 40, None),          // alice, unpriced
+        (1, 24 * H - 1, 80, Some(1.0)), // alice, the last µs of DAY
+        (0, 24 * H, 160, Some(2.0)),    // alice, the next day
+        (2, -25 * H, 1, Some(0.125)),   // bob, two days before
+        (2, 1, 2, Some(0.0625)),        // bob
+        (3, 30 * H, 0, None),           // bob, 0 tokens and no price
+        (3, 30 * H + 7, 4, Some(3.0)),  // bob
+        (4, 5 * H, 8, Some(4.0)),       // carol, deleted with its interception
+        (4, 50 * H, 16, Some(5.0)),     // carol, deleted with its interception
+        (5, 6 * H, 32, Some(6.0)),      // carol, its row deleted on its own
+        (5, 7 * H, 64, None),           // carol
+        (1, 48 * H, 128, Some(0.75)),   // alice, two days later
+    ];
+    let mut usages = Vec::new();
+    for (n, offset, input, cost) in plan {
+        let mut t = token_usage(interceptions[n].id);
+        t.created_at = micros(offset);
+        t.input_tokens = input;
+        t.output_tokens = input * 3;
+        t.cache_read_input_tokens = input * 5;
+        t.cache_write_input_tokens = input * 7;
+        t.cost_usd = cost;
+        rec.record_token_usage(&t).await.unwrap();
+        usages.push(t);
+    }
+    // Written again (a retried batch): counted once.
+    for n in [0, 3, 12] {
+        rec.record_token_usage(&usages[n]).await.unwrap();
+    }
+    let windows = [
+        -100 * H,
+        -25 * H,
+        -1,
+        0,
+        1,
+        12 * H,
+        24 * H - 1,
+        24 * H,
+        30 * H + 7,
+        48 * H,
+        200 * H,
+    ];
+    let check = |what: &'static str| async move {
+        for w in windows {
+            let since = micros(w);
+            let got = sorted(source.spend_since(since).await.unwrap());
+            let want = sorted(db.full_scan_spend(since).await);
+            assert_same_spend(&got, &want, &format!("{what}, since DAY{w:+}µs"));
+        }
+    };
+    check("written").await;
+    let all = sorted(source.spend_since(micros(-100 * H)).await.unwrap());
+    let alice = &all[0];
+    assert_eq!(alice.actor, "alice");
+    assert_eq!(
+        alice.input_tokens,
+        10 + 20 + 40 + 80 + 160 + 128,
+        "each once"
+    );
+    assert!((alice.cost_usd - 4.5).abs() < 1e-9, "{}", alice.cost_usd);
+
+    db.delete_token_usage(usages[11].id).await;
+    check("a token-usage row deleted").await;
+    db.delete_interception(interceptions[4].id).await;
+    check("an interception deleted").await;
+    db.delete_interception(interceptions[5].id).await;
+    check("every record of an actor deleted").await;
+    let actors: Vec<String> = source
+        .spend_since(micros(-100 * H))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.actor)
+        .collect();
+    assert!(
+        !actors.contains(&"carol".to_owned()),
+        "an actor without records has no spend row: {actors:?}"
+    );
+}
+
 /// Runs every check of the suite that needs a fresh, empty database.
 pub(super) async fn conformance(rec: &dyn Recorder, db: &dyn Db) {
     assert_eq!(
@@ -438,6 +598,11 @@ pub(super) async fn check_schema(db: &dyn Db) {
             "(created_at)",
         ),
         (
+            "aibridge_token_usages_response_idx",
+            "aibridge_token_usages",
+            "(provider_response_id)",
+        ),
+        (
             "aibridge_user_prompts_interception_idx",
             "aibridge_user_prompts",
             "(interception_id)",
@@ -468,13 +633,17 @@ pub(super) async fn check_schema(db: &dyn Db) {
             def.contains(columns),
             "{name}: columns {columns} in {def:?}"
         );
-        let partial = def.contains(" where ")
-            && def
-                .replace(['(', ')'], "")
-                .contains("client_session_id is not null");
+        let partial_on = |column: &str| {
+            def.contains(" where ")
+                && def
+                    .replace(['(', ')'], "")
+                    .contains(&format!("{column} is not null"))
+        };
+        let partial = partial_on("client_session_id") || partial_on("provider_response_id");
         assert_eq!(
             partial,
-            name == "aibridge_interceptions_session_idx",
+            name == "aibridge_interceptions_session_idx"
+                || name == "aibridge_token_usages_response_idx",
             "{name}: partial index in {def:?}"
         );
     }

@@ -16,8 +16,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use super::pg_server::{PgServer, free_port};
 use super::{
     Backend, Cell, Column, Db, Index, check_schema, concurrent_writes, conformance,
-    full_interception, minimal_interception, prompt_usage, token_usage, tool_usage,
+    full_interception, minimal_interception, prompt_usage, spend_matches_a_full_scan, token_usage,
+    tool_usage,
 };
+use crate::policy::ActorSpend;
 use crate::recorder::sql::PostgresRecorder;
 use crate::recorder::{Interception, RecordId, Recorder, RecorderError};
 
@@ -150,6 +152,34 @@ impl Db for PgDb {
             .await
             .unwrap()
     }
+
+    async fn delete_token_usage(&self, id: RecordId) {
+        let done = sqlx::query("DELETE FROM aibridge_token_usages WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+
+    async fn full_scan_spend(&self, since: std::time::SystemTime) -> Vec<ActorSpend> {
+        let rows: Vec<(String, i64, i64, i64, i64, f64)> = sqlx::query_as(
+            "SELECT i.initiator_id, \
+             COALESCE(SUM(t.input_tokens), 0)::BIGINT, \
+             COALESCE(SUM(t.output_tokens), 0)::BIGINT, \
+             COALESCE(SUM(t.cache_read_input_tokens), 0)::BIGINT, \
+             COALESCE(SUM(t.cache_write_input_tokens), 0)::BIGINT, \
+             COALESCE(SUM(t.cost_usd), 0)::DOUBLE PRECISION \
+             FROM aibridge_token_usages t \
+             JOIN aibridge_interceptions i ON i.id = t.interception_id \
+             WHERE t.created_at >= $1::TIMESTAMPTZ GROUP BY i.initiator_id",
+        )
+        .bind(crate::recorder::sql::format_timestamp(since).unwrap())
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        super::to_spend(rows)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -162,7 +192,7 @@ async fn postgres_conforms() {
     let url = server.create_database("conformance").await;
     let rec = PostgresRecorder::connect(&url).await.unwrap();
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     conformance(&rec, &db).await;
 }
 
@@ -207,7 +237,7 @@ async fn concurrent_migrations_succeed() {
         recorders.push(h.await.unwrap().unwrap());
     }
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     check_schema(&db).await;
     for rec in &recorders {
         rec.record_interception(&full_interception()).await.unwrap();
@@ -266,7 +296,7 @@ async fn migrations_wait_for_the_advisory_lock() {
         .await
         .unwrap();
     let rec = task.await.unwrap().unwrap();
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     rec.record_interception(&full_interception()).await.unwrap();
     // The lock is not left held by the recorder.
     let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'")
@@ -286,7 +316,7 @@ async fn migrations_are_idempotent() {
     drop(first);
     let second = PostgresRecorder::connect(&url).await.unwrap();
     let db = PgDb::connect(&url).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     assert!(db.row("aibridge_interceptions", i.id).await.is_some());
     second
         .record_interception(&full_interception())
@@ -313,9 +343,9 @@ async fn newer_schema_is_refused() {
     assert_eq!(
         err.to_string(),
         "cannot apply the database migrations: \
-         database schema version 7 is newer than this aibridge supports (2)"
+         database schema version 7 is newer than this aibridge supports (3)"
     );
-    assert_eq!(db.applied_versions().await, [1, 2, 7]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3, 7]);
     // The lock was released despite the failure: another connect gets the same answer
     // instead of hanging.
     let err = tokio::time::timeout(Duration::from_secs(30), PostgresRecorder::connect(&url))
@@ -626,7 +656,7 @@ async fn a_version_1_database_upgrades_in_place() {
     .unwrap();
 
     let rec = PostgresRecorder::connect(&url).await.unwrap();
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     let old_id: RecordId = "00000000-0000-4000-8000-000000000002".parse().unwrap();
     let old = db
         .row("aibridge_token_usages", old_id)
@@ -641,4 +671,127 @@ async fn a_version_1_database_upgrades_in_place() {
     rec.record_token_usage(&t).await.unwrap();
     let new = db.row("aibridge_token_usages", t.id).await.unwrap();
     assert_eq!(new["cost_usd"], Cell::Real(0.012_345));
+}
+
+/// The daily spend table gives the full scan's figures; and with two recorders (replicas)
+/// writing the same actors' records concurrently, the upserts of the daily rows lose
+/// nothing.
+#[tokio::test]
+async fn daily_spend_matches_a_full_scan() {
+    use crate::policy::SpendSource;
+    let server = PgServer::start();
+    let url = server.create_database("daily_spend").await;
+    let rec = Arc::new(PostgresRecorder::connect(&url).await.unwrap());
+    let db = PgDb::connect(&url).await;
+    spend_matches_a_full_scan(rec.as_ref(), rec.as_ref(), &db).await;
+
+    let other = Arc::new(PostgresRecorder::connect(&url).await.unwrap());
+    let i = minimal_interception();
+    rec.record_interception(&i).await.unwrap();
+    let write = |r: Arc<PostgresRecorder>| {
+        let id = i.id;
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let mut t = token_usage(id);
+                t.created_at = std::time::SystemTime::now();
+                r.record_token_usage(&t).await.unwrap();
+            }
+        })
+    };
+    let (a, b) = (write(rec.clone()), write(other.clone()));
+    a.await.unwrap();
+    b.await.unwrap();
+    let since = std::time::UNIX_EPOCH;
+    let mut got = rec.spend_since(since).await.unwrap();
+    got.sort_by(|a, b| a.actor.cmp(&b.actor));
+    let want = db.full_scan_spend(since).await;
+    assert_eq!(
+        got.iter()
+            .map(|s| (s.actor.clone(), s.tokens()))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|s| (s.actor.clone(), s.tokens()))
+            .collect::<Vec<_>>()
+    );
+    let user7 = got.iter().find(|s| s.actor == "user-7").unwrap();
+    assert_eq!(
+        user7.input_tokens,
+        100 * 1_200,
+        "every concurrent record counted once"
+    );
+}
+
+/// A database of migration 0002 with token usage over two days and two actors is upgraded
+/// in place: the daily spend table is filled from the existing rows, and later rows add to
+/// it.
+#[tokio::test]
+async fn a_version_2_database_upgrades_in_place_with_its_spend() {
+    use crate::policy::SpendSource;
+    let server = PgServer::start();
+    let url = server.create_database("upgrade_v2").await;
+    let db = PgDb::connect(&url).await;
+    for m in &crate::recorder::sql::migrations::POSTGRES[..2] {
+        sqlx::Executor::execute(&db.pool, m.sql).await.unwrap();
+    }
+    sqlx::Executor::execute(
+        &db.pool,
+        "CREATE TABLE aibridge_schema_migrations (
+             version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL);
+         INSERT INTO aibridge_schema_migrations VALUES (1, 'init', now()),
+             (2, 'token usage cost', now());
+         INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name, api, model,
+             streaming, client, credential_kind, started_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'alice', 'anthropic', 'anthropic',
+                 'messages', 'claude-x', false, 'unknown', 'centralized', now()),
+                ('00000000-0000-4000-8000-000000000002', 'bob', 'anthropic', 'anthropic',
+                 'messages', 'claude-x', false, 'unknown', 'centralized', now());
+         INSERT INTO aibridge_token_usages (id, interception_id, input_tokens, output_tokens,
+             cache_read_input_tokens, cache_write_input_tokens, created_at, cost_usd)
+         VALUES ('00000000-0000-4000-8000-000000000011', '00000000-0000-4000-8000-000000000001',
+                 10, 20, 1, 2, '2026-11-01T23:59:59.999999Z', 0.5),
+                ('00000000-0000-4000-8000-000000000012', '00000000-0000-4000-8000-000000000001',
+                 100, 200, 0, 0, '2026-11-02T00:00:00.000000Z', NULL),
+                ('00000000-0000-4000-8000-000000000013', '00000000-0000-4000-8000-000000000002',
+                 1000, 0, 0, 0, '2026-11-02T05:00:00.000000Z', 2.0);",
+    )
+    .await
+    .unwrap();
+
+    let rec = PostgresRecorder::connect(&url).await.unwrap();
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
+    let daily: Vec<(String, String, i64, i64, f64)> = sqlx::query_as(
+        "SELECT initiator_id, day::text, (input_tokens + output_tokens + cache_read_input_tokens \
+         + cache_write_input_tokens)::BIGINT, records, cost_usd FROM aibridge_spend_daily \
+         ORDER BY initiator_id, day",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        daily,
+        [
+            ("alice".to_owned(), "2026-11-01".to_owned(), 33, 1, 0.5),
+            ("alice".to_owned(), "2026-11-02".to_owned(), 300, 1, 0.0),
+            ("bob".to_owned(), "2026-11-02".to_owned(), 1000, 1, 2.0),
+        ]
+    );
+    let nov2 = std::time::UNIX_EPOCH + Duration::from_secs(1_793_577_600);
+    let mut before = rec.spend_since(nov2).await.unwrap();
+    before.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(before, db.full_scan_spend(nov2).await);
+
+    let i = full_interception(); // user-42
+    rec.record_interception(&i).await.unwrap();
+    let t = token_usage(i.id);
+    rec.record_token_usage(&t).await.unwrap();
+    let mut after = rec.spend_since(std::time::UNIX_EPOCH).await.unwrap();
+    after.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[2].actor, "user-42");
+    assert_eq!(
+        after[2].tokens(),
+        t.input_tokens + t.output_tokens + t.cache_read_input_tokens + t.cache_write_input_tokens
+    );
+    assert_eq!(after[0].tokens(), 333);
 }

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
 
-use super::{Backend, Cell, Column, Db, Index, concurrent_writes, conformance, full_interception};
+use super::{
+    Backend, Cell, Column, Db, Index, concurrent_writes, conformance, full_interception,
+    spend_matches_a_full_scan,
+};
+use crate::policy::ActorSpend;
 use crate::recorder::sql::SqliteRecorder;
 use crate::recorder::{RecordId, Recorder, RecorderError};
 
@@ -132,6 +136,32 @@ impl Db for SqliteDb {
             .await
             .unwrap()
     }
+
+    async fn delete_token_usage(&self, id: RecordId) {
+        let done = sqlx::query("DELETE FROM aibridge_token_usages WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+
+    async fn full_scan_spend(&self, since: std::time::SystemTime) -> Vec<ActorSpend> {
+        let rows: Vec<(String, i64, i64, i64, i64, f64)> = sqlx::query_as(
+            "SELECT i.initiator_id, \
+             COALESCE(SUM(t.input_tokens), 0), COALESCE(SUM(t.output_tokens), 0), \
+             COALESCE(SUM(t.cache_read_input_tokens), 0), \
+             COALESCE(SUM(t.cache_write_input_tokens), 0), TOTAL(t.cost_usd) \
+             FROM aibridge_token_usages t \
+             JOIN aibridge_interceptions i ON i.id = t.interception_id \
+             WHERE t.created_at >= ?1 GROUP BY i.initiator_id",
+        )
+        .bind(crate::recorder::sql::format_timestamp(since).unwrap())
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        super::to_spend(rows)
+    }
 }
 
 /// A temporary directory with a database file URL in it.
@@ -154,7 +184,7 @@ async fn file_database_conforms() {
 async fn memory_database_conforms() {
     let rec = SqliteRecorder::connect("sqlite::memory:").await.unwrap();
     let db = SqliteDb::of(&rec);
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     conformance(&rec, &db).await;
 }
 
@@ -208,7 +238,7 @@ async fn migrations_are_idempotent() {
     // A third instance while the second is still open.
     let third = SqliteRecorder::connect(&url).await.unwrap();
     let db = SqliteDb::open(&path).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     assert_eq!(db.count("aibridge_interceptions").await, 1);
     assert!(db.row("aibridge_interceptions", i.id).await.is_some());
     second
@@ -237,7 +267,7 @@ async fn concurrent_connects_to_a_new_file_all_succeed() {
         recorders.push(h.await.unwrap().unwrap());
     }
     let db = SqliteDb::open(&path).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     for rec in &recorders {
         rec.record_interception(&full_interception()).await.unwrap();
     }
@@ -251,7 +281,7 @@ async fn newer_schema_is_refused() {
     let db = SqliteDb::open(&path).await;
     sqlx::query(
         "INSERT INTO aibridge_schema_migrations (version, description, applied_at)
-         VALUES (3, 'from the future', '2030-01-01T00:00:00.000000Z')",
+         VALUES (4, 'from the future', '2030-01-01T00:00:00.000000Z')",
     )
     .execute(&db.pool)
     .await
@@ -262,10 +292,10 @@ async fn newer_schema_is_refused() {
     assert_eq!(
         err.to_string(),
         "cannot apply the database migrations: \
-         database schema version 3 is newer than this aibridge supports (2)"
+         database schema version 4 is newer than this aibridge supports (3)"
     );
     // Nothing was changed.
-    assert_eq!(db.applied_versions().await, [1, 2, 3]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -614,7 +644,7 @@ async fn a_version_1_database_upgrades_in_place() {
 
     let rec = SqliteRecorder::connect(&url).await.unwrap();
     let db = SqliteDb::open(&path).await;
-    assert_eq!(db.applied_versions().await, [1, 2]);
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
     let old = db
         .row(
             "aibridge_token_usages",
@@ -699,4 +729,101 @@ async fn presented_response_ids_resolve_to_the_last_of_their_interception() {
         Some("resp_3")
     );
     assert_eq!(rec.last_upstream_id("resp_unknown").await.unwrap(), None);
+}
+
+/// The daily spend table gives the full scan's figures (file database: the writer thread's
+/// connection runs the triggers, the read pool reads).
+#[tokio::test]
+async fn daily_spend_matches_a_full_scan() {
+    let (_dir, path, url) = temp_db();
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    spend_matches_a_full_scan(&rec, &rec, &db).await;
+}
+
+/// A database of migration 0002 with token usage over two days and two actors is upgraded
+/// in place: the daily spend table is filled from the existing rows, and later rows add to
+/// it.
+#[tokio::test]
+async fn a_version_2_database_upgrades_in_place_with_its_spend() {
+    use crate::policy::SpendSource;
+    let (_dir, path, url) = temp_db();
+    let opts = SqliteConnectOptions::from_str(&url).unwrap();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    for m in &crate::recorder::sql::migrations::SQLITE[..2] {
+        sqlx::Executor::execute(&pool, m.sql).await.unwrap();
+    }
+    sqlx::Executor::execute(
+        &pool,
+        "CREATE TABLE aibridge_schema_migrations (
+             version INTEGER NOT NULL PRIMARY KEY, description TEXT NOT NULL,
+             applied_at TEXT NOT NULL);
+         INSERT INTO aibridge_schema_migrations VALUES
+             (1, 'init', '2026-11-01T00:00:00.000000Z'),
+             (2, 'token usage cost', '2026-11-02T00:00:00.000000Z');
+         INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name, api, model,
+             streaming, client, credential_kind, started_at)
+         VALUES ('00000000-0000-4000-8000-000000000001', 'alice', 'anthropic', 'anthropic',
+                 'messages', 'claude-x', 0, 'unknown', 'centralized', '2026-11-01T23:00:00.000000Z'),
+                ('00000000-0000-4000-8000-000000000002', 'bob', 'anthropic', 'anthropic',
+                 'messages', 'claude-x', 0, 'unknown', 'centralized', '2026-11-02T01:00:00.000000Z');
+         INSERT INTO aibridge_token_usages (id, interception_id, input_tokens, output_tokens,
+             cache_read_input_tokens, cache_write_input_tokens, created_at, cost_usd)
+         VALUES ('00000000-0000-4000-8000-000000000011', '00000000-0000-4000-8000-000000000001',
+                 10, 20, 1, 2, '2026-11-01T23:59:59.999999Z', 0.5),
+                ('00000000-0000-4000-8000-000000000012', '00000000-0000-4000-8000-000000000001',
+                 100, 200, 0, 0, '2026-11-02T00:00:00.000000Z', NULL),
+                ('00000000-0000-4000-8000-000000000013', '00000000-0000-4000-8000-000000000002',
+                 1000, 0, 0, 0, '2026-11-02T05:00:00.000000Z', 2.0);",
+    )
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let rec = SqliteRecorder::connect(&url).await.unwrap();
+    let db = SqliteDb::open(&path).await;
+    assert_eq!(db.applied_versions().await, [1, 2, 3]);
+    let daily: Vec<(String, String, i64, i64, f64)> = sqlx::query_as(
+        "SELECT initiator_id, day, input_tokens + output_tokens + cache_read_input_tokens \
+         + cache_write_input_tokens, records, cost_usd FROM aibridge_spend_daily \
+         ORDER BY initiator_id, day",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        daily,
+        [
+            ("alice".to_owned(), "2026-11-01".to_owned(), 33, 1, 0.5),
+            ("alice".to_owned(), "2026-11-02".to_owned(), 300, 1, 0.0),
+            ("bob".to_owned(), "2026-11-02".to_owned(), 1000, 1, 2.0),
+        ]
+    );
+    let nov2 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_793_577_600);
+    assert_eq!(
+        crate::recorder::sql::format_timestamp(nov2).unwrap(),
+        "2026-11-02T00:00:00.000000Z"
+    );
+    let mut before = rec.spend_since(nov2).await.unwrap();
+    before.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(before, db.full_scan_spend(nov2).await);
+
+    let i = full_interception(); // user-42
+    rec.record_interception(&i).await.unwrap();
+    let t = super::token_usage(i.id);
+    rec.record_token_usage(&t).await.unwrap();
+    let since = std::time::UNIX_EPOCH;
+    let mut after = rec.spend_since(since).await.unwrap();
+    after.sort_by(|a, b| a.actor.cmp(&b.actor));
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[2].actor, "user-42");
+    assert_eq!(
+        after[2].tokens(),
+        t.input_tokens + t.output_tokens + t.cache_read_input_tokens + t.cache_write_input_tokens
+    );
+    assert_eq!(after[0].tokens(), 333);
 }
