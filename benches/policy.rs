@@ -13,7 +13,7 @@ use std::hint::black_box;
 use aibridge::Actor;
 use aibridge::async_trait;
 use aibridge::policy::{
-    Budget, Decision, Policy, PolicyRequest, Rate, RatePer, Rules, RulesPolicy, Window,
+    Budget, ClientTools, Decision, Policy, PolicyRequest, Rate, RatePer, Rules, RulesPolicy, Window,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     let actor = Actor::new("alice");
     let tools = vec!["read_file".to_owned(), "bash".to_owned()];
     let mut req = PolicyRequest::new(&actor, "anthropic", "claude-sonnet-4-5-20250929");
-    req.client_tools = &tools;
+    req.client_tools = ClientTools::new(&tools);
     let rules_policy = RulesPolicy::builder().rules(rules()).build().unwrap();
     let mut g = c.benchmark_group("policy_allowed_path");
     g.bench_function("allow_all", |b| {

@@ -13,7 +13,7 @@ use crate::Actor;
 use crate::body::Body;
 use crate::error::{BridgeError, Flavor};
 use crate::pipeline::Shared;
-use crate::policy::{Decision, Denial, Policy, PolicyRequest, ToolFilter};
+use crate::policy::{ClientTools, Decision, Denial, Policy, PolicyRequest, ToolFilter};
 use crate::provider::{Api, CredentialKind, Provider};
 use crate::recorder::{Interception, Outcome};
 use crate::upstream::route_label;
@@ -49,9 +49,6 @@ pub(crate) async fn check(
     client: &str,
     session_id: Option<&str>,
 ) -> Verdict {
-    let client_tools: Vec<String> = super::request::client_tool_names(req.body)
-        .into_iter()
-        .collect();
     let mut ask = PolicyRequest::new(req.actor, req.provider.name(), &req.info.model);
     ask.provider_kind = req.provider.kind();
     ask.api = req.api;
@@ -60,7 +57,12 @@ pub(crate) async fn check(
     ask.session_id = session_id;
     ask.credential_kind = req.credential_kind;
     ask.body_len = req.body.len();
-    ask.client_tools = &client_tools;
+    // Parsed from the body only if the policy asks (the built-in one does not).
+    ask.client_tools = ClientTools::from_body(req.body, |body| {
+        super::request::client_tool_names(body)
+            .into_iter()
+            .collect()
+    });
     match policy.check(&ask).await {
         Decision::Allow(a) => match a.mcp_tools {
             Some(f) => Verdict::Narrow(f),

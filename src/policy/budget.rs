@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Candidate, Glob, GlobSet, GlobSetBuilder};
 
 use super::ledger::Amount;
 use super::prices::Prices;
@@ -54,8 +54,19 @@ impl Compiled {
 
     /// Model access: `deny_models` wins over `models`.
     pub(crate) fn model(&self, actor: &str, model: &str) -> Option<Denial> {
-        let denied = self.deny_models.as_ref().is_some_and(|d| d.is_match(model))
-            || self.models.as_ref().is_some_and(|m| !m.is_match(model));
+        if self.deny_models.is_none() && self.models.is_none() {
+            return None;
+        }
+        // One candidate (globset's path split) for both lists.
+        let candidate = Candidate::new(model);
+        let denied = self
+            .deny_models
+            .as_ref()
+            .is_some_and(|d| d.is_match_candidate(&candidate))
+            || self
+                .models
+                .as_ref()
+                .is_some_and(|m| !m.is_match_candidate(&candidate));
         denied.then(|| {
             Denial::new(
                 DenyKind::Forbidden,

@@ -38,6 +38,9 @@ impl Amount {
 #[derive(Debug, Default)]
 struct WindowState {
     start: Option<SystemTime>,
+    /// The end of the window starting at `start` (cached: no calendar arithmetic per
+    /// request while `now` stays in the window).
+    end: Option<SystemTime>,
     /// The store's sums at the last successful read.
     store: HashMap<String, Amount>,
     /// This process's records since that read began.
@@ -57,6 +60,19 @@ impl WindowState {
                 ..Self::default()
             };
         }
+    }
+
+    /// Rolls to the window `now` is in, computing its bounds only when `now` is outside
+    /// the cached ones.
+    fn roll_to(&mut self, window: Window, now: SystemTime) {
+        if let (Some(start), Some(end)) = (self.start, self.end)
+            && start <= now
+            && now < end
+        {
+            return;
+        }
+        self.roll(window.start(now));
+        self.end = Some(window.end(now));
     }
 
     fn spent(&self, actor: &str) -> Amount {
@@ -84,7 +100,7 @@ impl Ledger {
         let mut all = lock(&self.windows);
         for w in windows {
             let state = all.entry(*w).or_default();
-            state.roll(w.start(at));
+            state.roll_to(*w, at);
             for map in [&mut state.since_read, &mut state.own] {
                 match map.get_mut(actor) {
                     Some(a) => a.add(amount),
@@ -100,7 +116,7 @@ impl Ledger {
     pub(crate) fn spent(&self, window: Window, actor: &str, now: SystemTime) -> Amount {
         let mut all = lock(&self.windows);
         let state = all.entry(window).or_default();
-        state.roll(window.start(now));
+        state.roll_to(window, now);
         state.spent(actor)
     }
 
@@ -239,6 +255,23 @@ mod tests {
         let s = l.spent(W, "a", now);
         assert_eq!(s.tokens, 107);
         assert!((s.usd - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_cached_bounds_follow_the_clock_both_ways() {
+        let now = SystemTime::now();
+        let l = Ledger::default();
+        l.add(&[W], "a", amount(10), now);
+        let tomorrow = now + Duration::from_secs(86_400);
+        l.add(&[W], "a", amount(3), tomorrow);
+        assert_eq!(l.spent(W, "a", tomorrow).tokens, 3);
+        // Back to today (a test clock): its window starts over too.
+        assert_eq!(l.spent(W, "a", now).tokens, 0);
+        // The last instant of the window is in it; its end is not.
+        let end = W.end(now);
+        l.add(&[W], "a", amount(1), end - Duration::from_nanos(1));
+        assert_eq!(l.spent(W, "a", end - Duration::from_nanos(1)).tokens, 1);
+        assert_eq!(l.spent(W, "a", end).tokens, 0);
     }
 
     #[test]

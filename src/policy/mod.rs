@@ -45,6 +45,7 @@
 
 mod budget;
 mod builtin;
+mod client_tools;
 mod clock;
 mod ledger;
 mod prices;
@@ -60,6 +61,7 @@ use async_trait::async_trait;
 
 pub(crate) use self::budget::retry_secs as retry_after_secs;
 pub use self::builtin::{BudgetStatus, DEFAULT_REFRESH, RulesPolicy, RulesPolicyBuilder};
+pub use self::client_tools::ClientTools;
 pub use self::clock::{Clock, SystemClock};
 pub use self::prices::{Price, Prices};
 pub use self::rules::{ActorRules, Budget, Rate, RatePer, Rules, Unpriced, Window};
@@ -111,8 +113,9 @@ pub struct PolicyRequest<'a> {
     pub credential_kind: CredentialKind,
     /// The request body size in bytes.
     pub body_len: usize,
-    /// The names of the client's own tools in the request (not the injected ones).
-    pub client_tools: &'a [String],
+    /// The names of the client's own tools in the request (not the injected ones), read
+    /// from the body on first use.
+    pub client_tools: ClientTools<'a>,
 }
 
 impl<'a> PolicyRequest<'a> {
@@ -131,7 +134,7 @@ impl<'a> PolicyRequest<'a> {
             session_id: None,
             credential_kind: CredentialKind::Centralized,
             body_len: 0,
-            client_tools: &[],
+            client_tools: ClientTools::default(),
         }
     }
 }
