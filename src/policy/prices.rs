@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use globset::{Glob, GlobMatcher};
+use globset::{Candidate, Glob, GlobSet, GlobSetBuilder};
 
 use super::PolicyError;
 use crate::recorder::TokenUsage;
@@ -48,8 +48,48 @@ impl Price {
 #[derive(Clone)]
 struct Entry {
     pattern: Arc<str>,
-    matcher: GlobMatcher,
+    glob: Glob,
     price: Price,
+}
+
+/// Entries and one compiled set of their globs: a lookup matches the model once against
+/// the set (literal, prefix and suffix globs without a regex) instead of once per entry.
+#[derive(Clone)]
+struct Table {
+    entries: Vec<Entry>,
+    set: GlobSet,
+}
+
+impl Table {
+    fn new(entries: Vec<Entry>) -> Result<Self, globset::Error> {
+        let mut b = GlobSetBuilder::new();
+        for e in &entries {
+            b.add(e.glob.clone());
+        }
+        Ok(Self {
+            set: b.build()?,
+            entries,
+        })
+    }
+
+    /// The price of the longest matching pattern (the later of equally long ones).
+    fn best(&self, model: &Candidate<'_>) -> Option<Price> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        thread_local! {
+            static MATCHES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        MATCHES.with_borrow_mut(|found| {
+            self.set.matches_candidate_into(model, found);
+            found.sort_unstable();
+            found
+                .iter()
+                .map(|&i| &self.entries[i])
+                .max_by_key(|e| e.pattern.len())
+                .map(|e| e.price)
+        })
+    }
 }
 
 /// A price table: globs on the model name to [`Price`]s. A host entry wins over every
@@ -65,8 +105,8 @@ struct Entry {
 /// ```
 #[derive(Clone)]
 pub struct Prices {
-    host: Vec<Entry>,
-    builtin: Arc<[Entry]>,
+    host: Table,
+    builtin: Arc<Table>,
 }
 
 impl fmt::Debug for Prices {
@@ -74,9 +114,14 @@ impl fmt::Debug for Prices {
         f.debug_struct("Prices")
             .field(
                 "host",
-                &self.host.iter().map(|e| &*e.pattern).collect::<Vec<_>>(),
+                &self
+                    .host
+                    .entries
+                    .iter()
+                    .map(|e| &*e.pattern)
+                    .collect::<Vec<_>>(),
             )
-            .field("builtin", &self.builtin.len())
+            .field("builtin", &self.builtin.entries.len())
             .finish()
     }
 }
@@ -97,16 +142,16 @@ impl Prices {
             .filter_map(|(pattern, price)| entry(pattern, *price).ok())
             .collect();
         Self {
-            host: Vec::new(),
-            builtin,
+            host: empty_table(),
+            builtin: Arc::new(Table::new(builtin).unwrap_or_else(|_| empty_table())),
         }
     }
 
     /// A table without any entry (every model unpriced).
     pub fn empty() -> Self {
         Self {
-            host: Vec::new(),
-            builtin: Arc::from([]),
+            host: empty_table(),
+            builtin: Arc::new(empty_table()),
         }
     }
 
@@ -131,14 +176,18 @@ impl Prices {
                 ));
             }
         }
-        let e = entry(pattern, price).map_err(|e| PolicyError::invalid(field, e.to_string()))?;
-        self.host.push(e);
+        let e = entry(pattern, price)
+            .map_err(|e| PolicyError::invalid(field.clone(), e.to_string()))?;
+        let mut entries = std::mem::take(&mut self.host.entries);
+        entries.push(e);
+        self.host = Table::new(entries).map_err(|e| PolicyError::invalid(field, e.to_string()))?;
         Ok(self)
     }
 
     /// The price of a model, if any entry matches it.
     pub fn price(&self, model: &str) -> Option<Price> {
-        best(&self.host, model).or_else(|| best(&self.builtin, model))
+        let model = Candidate::new(model);
+        self.host.best(&model).or_else(|| self.builtin.best(&model))
     }
 
     /// What `usage` of `model` cost; `None` when the model has no price.
@@ -150,17 +199,16 @@ impl Prices {
 fn entry(pattern: &str, price: Price) -> Result<Entry, globset::Error> {
     Ok(Entry {
         pattern: Arc::from(pattern),
-        matcher: Glob::new(pattern)?.compile_matcher(),
+        glob: Glob::new(pattern)?,
         price,
     })
 }
 
-fn best(entries: &[Entry], model: &str) -> Option<Price> {
-    entries
-        .iter()
-        .filter(|e| e.matcher.is_match(model))
-        .max_by_key(|e| e.pattern.len())
-        .map(|e| e.price)
+fn empty_table() -> Table {
+    Table {
+        entries: Vec::new(),
+        set: GlobSet::empty(),
+    }
 }
 
 /// The built-in prices, US dollars per million tokens: input, output, cache read, cache
@@ -248,7 +296,7 @@ mod tests {
 
     #[test]
     fn every_builtin_pattern_compiles() {
-        assert_eq!(Prices::builtin().builtin.len(), BUILTIN.len());
+        assert_eq!(Prices::builtin().builtin.entries.len(), BUILTIN.len());
     }
 
     #[test]
