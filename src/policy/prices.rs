@@ -1,7 +1,8 @@
 //! [`Prices`]: US dollars per million tokens per model pattern, and the built-in table.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use globset::{Candidate, Glob, GlobSet, GlobSetBuilder};
 
@@ -107,6 +108,30 @@ impl Table {
 pub struct Prices {
     host: Table,
     builtin: Arc<Table>,
+    /// Each model's answer once found: a bridge prices every token record, for a handful
+    /// of models.
+    known: Arc<Known>,
+}
+
+/// The lookups already made, model → price; at most [`Known::MAX`] models (the model is
+/// client input: past the bound, lookups are made again rather than remembered).
+#[derive(Default)]
+struct Known(RwLock<HashMap<Box<str>, Option<Price>>>);
+
+impl Known {
+    const MAX: usize = 256;
+
+    fn get(&self, model: &str) -> Option<Option<Price>> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(model).copied()
+    }
+
+    fn put(&self, model: &str, price: Option<Price>) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() < Self::MAX {
+            map.insert(model.into(), price);
+        }
+    }
 }
 
 impl fmt::Debug for Prices {
@@ -144,6 +169,7 @@ impl Prices {
         Self {
             host: empty_table(),
             builtin: Arc::new(Table::new(builtin).unwrap_or_else(|_| empty_table())),
+            known: Arc::default(),
         }
     }
 
@@ -152,6 +178,7 @@ impl Prices {
         Self {
             host: empty_table(),
             builtin: Arc::new(empty_table()),
+            known: Arc::default(),
         }
     }
 
@@ -181,13 +208,22 @@ impl Prices {
         let mut entries = std::mem::take(&mut self.host.entries);
         entries.push(e);
         self.host = Table::new(entries).map_err(|e| PolicyError::invalid(field, e.to_string()))?;
+        self.known = Arc::default();
         Ok(self)
     }
 
     /// The price of a model, if any entry matches it.
     pub fn price(&self, model: &str) -> Option<Price> {
-        let model = Candidate::new(model);
-        self.host.best(&model).or_else(|| self.builtin.best(&model))
+        if let Some(known) = self.known.get(model) {
+            return known;
+        }
+        let candidate = Candidate::new(model);
+        let price = self
+            .host
+            .best(&candidate)
+            .or_else(|| self.builtin.best(&candidate));
+        self.known.put(model, price);
+        price
     }
 
     /// What `usage` of `model` cost; `None` when the model has no price.
@@ -334,6 +370,26 @@ mod tests {
             (cost - (0.003 + 0.030 + 0.003 + 0.015)).abs() < 1e-12,
             "{cost}"
         );
+    }
+
+    #[test]
+    fn remembered_answers_are_bounded_and_forgotten_when_an_entry_is_added() {
+        let p = Prices::builtin();
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input, 0.15);
+        assert_eq!(p.known.get("gpt-4o-mini"), Some(p.price("gpt-4o-mini")));
+        // A later host entry is seen although the model's answer was remembered.
+        let p = p
+            .with("gpt-4o-mini", Price::new(9.0, 9.0, 9.0, 9.0))
+            .unwrap();
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input, 9.0);
+        // Client-chosen models do not grow the memory past its bound, and lookups past
+        // it still answer.
+        for i in 0..Known::MAX + 50 {
+            assert_eq!(p.price(&format!("mystery-{i}")), None);
+        }
+        assert_eq!(p.known.0.read().unwrap().len(), Known::MAX);
+        assert_eq!(p.price("gpt-5-nano-x").unwrap().input, 0.05);
+        assert_eq!(p.known.get("gpt-5-nano-x"), None);
     }
 
     #[test]
