@@ -39,6 +39,7 @@ mod mcp_headers;
 mod policy;
 mod policy_file;
 mod routes;
+mod runtime;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -167,8 +168,12 @@ async fn signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    runtime::run(gateway)
+}
+
+/// The gateway, on the runtime of `runtime.rs`.
+async fn gateway() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
