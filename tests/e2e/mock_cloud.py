@@ -3,7 +3,9 @@
 
 The mock Bedrock recomputes the SigV4 signature of every call (canonical request, string to
 sign, signing key: the AWS algorithm, written here independently of the gateway's signer) and
-answers 403 if it differs; it answers blocking JSON or AWS EventStream. The mock Vertex issues
+answers 403 if it differs; it answers 400 ValidationException to an InvokeModel body Bedrock
+would reject (cloud-anthropic.md's rules: Anthropic-only fields and headers, unknown beta
+flags, adaptive thinking); it answers blocking JSON or AWS EventStream. The mock Vertex issues
 a bearer token at its token endpoint (the service-account key's `token_uri`), requires it on
 every call and answers JSON or SSE. Every request is kept (`MockCloud.calls()`), with the
 decoded Anthropic body, the signature check's verdict and the id of the message answered.
@@ -159,6 +161,42 @@ def sigv4_problem(method, raw_path, headers, payload):
     return None
 
 
+# --------------------------------------------------------------------------- Bedrock's body rules
+
+# The beta flags Bedrock accepts in `anthropic_beta` (cloud-anthropic.md).
+BEDROCK_BETAS = {
+    "computer-use-2025-01-24", "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14", "output-128k-2025-02-19", "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07", "context-management-2025-06-27", "effort-2025-11-24",
+    "tool-search-tool-2025-10-19", "tool-examples-2025-10-29",
+}
+
+
+def bedrock_invoke_problem(headers, body):
+    """None if an InvokeModel call is one Bedrock accepts (the rules of cloud-anthropic.md:
+    no Anthropic-only field or header, known beta flags in the body, no adaptive thinking on
+    a model without it), else what Bedrock would reject."""
+    for name in ("x-api-key", "anthropic-version", "anthropic-beta"):
+        if headers.get(name) is not None:
+            return "header %s is not accepted" % name
+    for key in ("model", "stream", "metadata", "service_tier", "container", "inference_geo"):
+        if key in body:
+            return "extraneous key [%s] is not permitted" % key
+    if body.get("anthropic_version") != "bedrock-2023-05-31":
+        return "anthropic_version must be bedrock-2023-05-31"
+    betas = body.get("anthropic_beta", [])
+    unknown = [b for b in betas if b not in BEDROCK_BETAS]
+    if unknown:
+        return "invalid beta flag(s) %s" % unknown
+    if "output_config" in body and "effort-2025-11-24" not in betas:
+        return "extraneous key [output_config] is not permitted"
+    if "context_management" in body and "context-management-2025-06-27" not in betas:
+        return "extraneous key [context_management] is not permitted"
+    if (body.get("thinking") or {}).get("type") not in (None, "enabled", "disabled"):
+        return "thinking.type %r is not supported by this model" % body["thinking"]["type"]
+    return None
+
+
 # --------------------------------------------------------------------------- the mock
 
 class MockCloud:
@@ -176,10 +214,12 @@ class MockCloud:
             def log_message(self, *args):
                 pass
 
-            def reply(self, entry, status, ctype, data):
+            def reply(self, entry, status, ctype, data, headers=None):
                 entry["status"] = status
                 self.send_response(status)
                 self.send_header("content-type", ctype)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -220,6 +260,11 @@ class MockCloud:
                     assert body["anthropic_version"] == "bedrock-2023-05-31"
                     if self.path.endswith("/count-tokens"):
                         return self.reply(entry, 200, "application/json", b'{"inputTokens":17}')
+                    entry["problem"] = bedrock_invoke_problem(self.headers, body)
+                    if entry["problem"]:
+                        return self.reply(entry, 400, "application/json", json.dumps(
+                            {"message": entry["problem"]}).encode(),
+                            {"x-amzn-errortype": "ValidationException"})
                     msg = cloud.answer(body, "msg_b%d" % n)
                     entry["reply_id"] = msg["id"]
                     if self.path.endswith("/invoke-with-response-stream"):
