@@ -6,9 +6,10 @@ gateway token as `ANTHROPIC_AUTH_TOKEN`; the gateway signs (SigV4) or authorizes
 token) the cloud call for the mapped model. Claude Code always streams, so both stream paths
 run: Bedrock's EventStream re-encoded as SSE, Vertex's SSE relayed. Per cloud:
 
-- a text turn: exit 0, the mock model's text as the result, one main-turn call at the mapped
-  model's streaming path, correctly signed or authorized, and its interception, prompt and
-  token rows recorded with the mapped model;
+- a text turn (the default model, and `--model claude-haiku-4-5`, which maps to the small
+  model): exit 0, the mock model's text as the result, one main-turn call at the mapped
+  model's streaming path, correctly signed or authorized and (Bedrock) with a body Bedrock
+  accepts, and its interception, prompt and token rows recorded with the mapped model;
 - a tool round trip: the mock model answers with a `Read` tool call for a file the test
   wrote; Claude Code reads it and sends the `tool_result` back; the second call must carry
   the file's content, the result must be the mock's final text, and the tool call must be
@@ -35,9 +36,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ACTOR, GATEWAY_TOKEN, RECORD_DEADLINE, REPO
-from mock_cloud import (AWS_SECRET, BEDROCK_MODEL, GOOGLE_TOKEN, TEXT, VERTEX_MODEL,
-                        VERTEX_PROJECT, VERTEX_REGION, cloud_gateway, has_tool_result,
-                        message)
+from mock_cloud import (AWS_SECRET, BEDROCK_MODEL, BEDROCK_SMALL, GOOGLE_TOKEN, TEXT,
+                        VERTEX_MODEL, VERTEX_PROJECT, VERTEX_REGION, VERTEX_SMALL, cloud_gateway,
+                        has_tool_result, message)
 
 CLAUDE_VERSION = "2.1.332"
 CLAUDE_BIN = REPO / ".e2e" / "node" / "node_modules" / ".bin" / "claude"
@@ -48,11 +49,20 @@ FINAL_TEXT = "I read the note."
 TOOL_CALL_ID = "toolu_cc_read1"
 NOTE_CONTENT = "aibridge e2e note: the answer is 42 (marker 7f3c9a)"
 
-CLOUDS = [
-    ("bedrock", BEDROCK_MODEL, "/model/%s/invoke-with-response-stream" % BEDROCK_MODEL),
-    ("vertex", VERTEX_MODEL, "/v1/projects/%s/locations/%s/publishers/anthropic/models/%s"
-                             ":streamRawPredict" % (VERTEX_PROJECT, VERTEX_REGION, VERTEX_MODEL)),
-]
+
+
+def stream_path(name, model):
+    """The cloud's streaming path for a mapped model."""
+    if name == "bedrock":
+        return "/model/%s/invoke-with-response-stream" % model
+    return "/v1/projects/%s/locations/%s/publishers/anthropic/models/%s:streamRawPredict" % (
+        VERTEX_PROJECT, VERTEX_REGION, model)
+
+
+CLOUDS = [(name, model, stream_path(name, model))
+          for name, model in (("bedrock", BEDROCK_MODEL), ("vertex", VERTEX_MODEL))]
+SMALL = [(name, model, stream_path(name, model))
+         for name, model in (("bedrock", BEDROCK_SMALL), ("vertex", VERTEX_SMALL))]
 
 
 def claude_binary():
@@ -99,7 +109,7 @@ def cc_cloud(tmp_path_factory):
 
 def run_claude(claude, tmp_path, base_url, prompt, *args):
     """`claude -p PROMPT --output-format json ARGS` in tmp_path/work with a fresh HOME;
-    returns (parsed JSON result, stderr)."""
+    returns its parsed JSON result."""
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir(exist_ok=True)
@@ -126,7 +136,7 @@ def run_claude(claude, tmp_path, base_url, prompt, *args):
         result = json.loads(proc.stdout)
     except ValueError:
         pytest.fail("claude printed no JSON result: %r" % proc.stdout[-4000:])
-    return result, proc.stderr
+    return result
 
 
 def main_turns(calls):
@@ -182,13 +192,18 @@ def tool_result_text(block):
     return "".join(b.get("text", "") for b in content or [] if isinstance(b, dict))
 
 
-@pytest.mark.parametrize("name,model,path", CLOUDS)
-def test_claude_code_text_turn(claude, cc_cloud, tmp_path, name, model, path):
+@pytest.mark.parametrize("name,model,path,args",
+                         [pytest.param(*c, (), id=c[0]) for c in CLOUDS]
+                         + [pytest.param(*c, ("--model", "claude-haiku-4-5"), id=c[0] + "-haiku")
+                            for c in SMALL])
+def test_claude_code_text_turn(claude, cc_cloud, tmp_path, name, model, path, args):
+    """The default model maps to the main cloud model; `--model claude-haiku-4-5` (Claude
+    Code's haiku body: thinking with a budget, fewer betas) to the small one."""
     gw, cloud, script = cc_cloud
     script.tool_call = None
     mark = len(cloud.calls())
-    result, stderr = run_claude(claude, tmp_path, "%s/api/v2/aibridge/%s" % (gw.url, name),
-                                "say hello")
+    result = run_claude(claude, tmp_path, "%s/api/v2/aibridge/%s" % (gw.url, name),
+                                "say hello", *args)
     assert result.get("is_error") is False, result
     assert result["result"] == TEXT, result
 
@@ -207,7 +222,7 @@ def test_claude_code_text_turn(claude, cc_cloud, tmp_path, name, model, path):
     assert gw.db.rows("aibridge_tool_usages", row["id"]) == []
 
 
-@pytest.mark.parametrize("name,model,path", CLOUDS)
+@pytest.mark.parametrize("name,model,path", [pytest.param(*c, id=c[0]) for c in CLOUDS])
 def test_claude_code_tool_round_trip(claude, cc_cloud, tmp_path, name, model, path):
     gw, cloud, script = cc_cloud
     note = tmp_path / "work" / "note.txt"
@@ -218,7 +233,7 @@ def test_claude_code_tool_round_trip(claude, cc_cloud, tmp_path, name, model, pa
                         "input": tool_input}
     mark = len(cloud.calls())
     try:
-        result, stderr = run_claude(claude, tmp_path, "%s/api/v2/aibridge/%s" % (gw.url, name),
+        result = run_claude(claude, tmp_path, "%s/api/v2/aibridge/%s" % (gw.url, name),
                                     "read note.txt", "--max-turns", "3")
     finally:
         script.tool_call = None
