@@ -50,7 +50,6 @@ TOOL_CALL_ID = "toolu_cc_read1"
 NOTE_CONTENT = "aibridge e2e note: the answer is 42 (marker 7f3c9a)"
 
 
-
 def stream_path(name, model):
     """The cloud's streaming path for a mapped model."""
     if name == "bedrock":
@@ -67,6 +66,8 @@ SMALL = [(name, model, stream_path(name, model))
 
 def claude_binary():
     path = Path(os.environ.get("AIBRIDGE_CLAUDE_BIN") or CLAUDE_BIN)
+    if not path.is_absolute():
+        path = REPO / path
     if os.access(path, os.X_OK):
         return path
     reason = ("Claude Code is not installed at %s: `bash scripts/install-deps.sh` installs "
