@@ -1,6 +1,7 @@
 //! The tokio runtime of the gateway: `AIBRIDGE_WORKER_THREADS` worker threads (unset: one
 //! per core this process may run on, tokio's default).
 
+use std::future::Future;
 use std::process::ExitCode;
 
 /// The runtime, or a message for a bad `AIBRIDGE_WORKER_THREADS`.
@@ -31,8 +32,8 @@ fn worker_threads(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<usize>,
 }
 
 /// Runs `main` on the runtime; exit code 2 when the runtime cannot be configured.
-pub(crate) fn run<F: std::future::Future<Output = ExitCode>>(main: impl FnOnce() -> F) -> ExitCode {
-    match build(&|name| std::env::var(name).ok()) {
+pub(crate) fn run<F: Future<Output = ExitCode>>(main: impl FnOnce() -> F) -> ExitCode {
+    match build(&crate::config::env) {
         Ok(rt) => rt.block_on(main()),
         Err(e) => {
             eprintln!("aibridge gateway: {e}");
