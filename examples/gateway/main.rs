@@ -40,6 +40,7 @@ mod policy;
 mod policy_file;
 mod routes;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 #[path = "../usage/mod.rs"]
@@ -169,13 +170,13 @@ async fn signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = match telemetry::init(&config::env) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("aibridge gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -187,6 +188,7 @@ async fn main() -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
+    let app = telemetry.wrap(app);
     let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -234,5 +236,7 @@ async fn main() -> ExitCode {
     }
     // Connections end once their responses do; give them until 35 s after the signal.
     let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
+    // Last: the spans of everything above, the records' included.
+    telemetry.shutdown().await;
     ExitCode::SUCCESS
 }
