@@ -1,7 +1,7 @@
 //! The example gateway: a real, environment-configured AI gateway built on axum and aibridge.
 //!
 //! ```text
-//! cargo run --release --features sqlite,postgres,mcp --example gateway
+//! cargo run --release --features sqlite,postgres,mcp,otel --example gateway
 //! ```
 //!
 //! Configuration comes only from environment variables (the table in `README.md`); it
@@ -9,7 +9,9 @@
 //!
 //! Besides the bridge it serves `/healthz`, `/metrics` (behind a bearer token when
 //! `AIBRIDGE_METRICS_TOKEN` is set) and `/usage`, a server-rendered usage report (see the
-//! `usage` module and `docs/usage-queries.md`).
+//! `usage` module and `docs/usage-queries.md`). Built with feature `otel` and given
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, it exports the library's spans over OTLP/HTTP, each
+//! interception in its caller's W3C trace (`telemetry` module).
 //!
 //! # What a host must set itself
 //!

@@ -236,6 +236,17 @@ mod tests {
     }
 
     #[test]
+    fn the_logged_endpoint_has_no_credentials() {
+        let t = target(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://user:s3cret@otlp.example:4318/v1/traces?api_key=s3cret",
+        )])
+        .unwrap()
+        .unwrap();
+        assert_eq!(t.shown_endpoint(), "https://otlp.example:4318/v1/traces");
+    }
+
+    #[test]
     fn bad_values_are_errors_naming_the_variable() {
         let e = target(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).unwrap_err();
         assert!(e.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
