@@ -156,9 +156,10 @@ pub(crate) fn init(get: &dyn Fn(&str) -> Option<String>) -> Result<Telemetry, St
     #[cfg(not(feature = "otel"))]
     {
         registry.init();
-        if target.is_some() {
+        if let Some(t) = &target {
             tracing::warn!(
-                "OTEL_EXPORTER_OTLP_*ENDPOINT is set but this gateway is built without feature `otel`: no traces are exported"
+                endpoint = %t.shown_endpoint(),
+                "an OTLP endpoint is set but this gateway is built without feature `otel`: no traces are exported"
             );
         }
         Ok(Telemetry {})
