@@ -101,8 +101,14 @@ impl Collector {
             .collect()
     }
 
-    /// Waits (bounded) until the received spans satisfy `done`.
-    async fn wait_for(&self, what: &str, done: impl Fn(&[(Option<String>, Span)]) -> bool) {
+    /// Waits (bounded) until the received spans satisfy `done`; `logs` (the gateway's)
+    /// go into the failure message.
+    async fn wait_for(
+        &self,
+        what: &str,
+        logs: &str,
+        done: impl Fn(&[(Option<String>, Span)]) -> bool,
+    ) {
         let mut rx = self.got.subscribe();
         let waited = tokio::time::timeout(DEADLINE, async {
             loop {
@@ -117,7 +123,7 @@ impl Collector {
         .await;
         assert!(
             waited.is_ok() && done(&self.spans()),
-            "the collector never got {what}; spans: {:#?}",
+            "the collector never got {what}; spans: {:#?}\ngateway log:\n{logs}",
             self.spans()
                 .iter()
                 .map(|(_, s)| &s.name)
@@ -324,6 +330,12 @@ async fn the_gateway_exports_one_streamed_interception_as_a_span_tree_in_the_cal
         ("OTEL_SERVICE_NAME", SERVICE_NAME.to_owned()),
     ])
     .await;
+    assert!(
+        gw.logs().contains("exporting traces over OTLP/HTTP"),
+        "the gateway does not export (a binary built without feature `otel`, or an old one? \
+         `cargo build --all-features --example gateway`):\n{}",
+        gw.logs()
+    );
 
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v2/aibridge{}", gw.url, api.path()))
@@ -353,7 +365,7 @@ async fn the_gateway_exports_one_streamed_interception_as_a_span_tree_in_the_cal
     // A graceful shutdown flushes the batch exporter before the process exits.
     assert_eq!(gw.terminate().await, Some(0), "{}", gw.logs());
     collector
-        .wait_for("the interception with its record", |spans| {
+        .wait_for("the interception with its record", &gw.logs(), |spans| {
             let Some(i) = spans
                 .iter()
                 .find(|(_, s)| s.name == "aibridge.interception")
