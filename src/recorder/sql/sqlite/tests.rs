@@ -255,3 +255,47 @@ async fn a_dropped_recorder_stops_its_writer_after_writing_what_was_queued() {
     let conn = Connection::open(&path).unwrap();
     assert_eq!(count(&conn, "aibridge_interceptions"), 1);
 }
+
+/// The size of a file, 0 when it does not exist.
+fn size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[tokio::test]
+async fn commits_never_checkpoint_the_checkpointer_thread_does() {
+    use crate::recorder::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aibridge.db");
+    let wal = dir.path().join("aibridge.db-wal");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    // A checkpointer that would first run in an hour: only its last checkpoint runs.
+    let mut rec =
+        SqliteRecorder::connect_with_checkpoint(&url, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+    let before = size(&path);
+    // About 6 MiB of prompts: 1,500 WAL pages, past SQLite's automatic checkpoint (1,000).
+    let i = minimal_interception();
+    rec.record_interception(&i).await.unwrap();
+    for n in 0..1500 {
+        let mut p = prompt_usage(i.id);
+        p.prompt = format!("{n:04}{}", "x".repeat(4096));
+        rec.record_prompt_usage(&p).await.unwrap();
+    }
+    // Nothing was copied into the database file on a commit: it is all in the WAL.
+    assert!(size(&wal) > 6_000_000, "WAL {} bytes", size(&wal));
+    assert!(
+        size(&path) < before + 1_000_000,
+        "database file grew from {before} to {} bytes: a commit checkpointed",
+        size(&path)
+    );
+    // The checkpointer's checkpoint copies it.
+    rec.stop_checkpointer();
+    assert!(
+        size(&path) > 6_000_000,
+        "database file {} bytes",
+        size(&path)
+    );
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(count(&conn, "aibridge_user_prompts"), 1500);
+}
