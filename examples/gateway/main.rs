@@ -41,6 +41,7 @@ mod mcp_headers;
 mod policy;
 mod policy_file;
 mod routes;
+mod runtime;
 mod server;
 mod telemetry;
 #[cfg(test)]
@@ -170,8 +171,12 @@ async fn signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    runtime::run(gateway)
+}
+
+/// The gateway, on the runtime of `runtime.rs`.
+async fn gateway() -> ExitCode {
     let telemetry = match telemetry::init(&config::env) {
         Ok(t) => t,
         Err(e) => {

@@ -1,6 +1,5 @@
 //! [`SqliteRecorder`]: writes the records into a SQLite database.
 
-mod checkpoint;
 mod job;
 mod lanes;
 #[cfg(test)]
@@ -47,8 +46,7 @@ const WRITER_QUEUE: usize = 1024;
 ///
 /// The database runs in WAL journal mode with `synchronous = NORMAL` (durable across a
 /// crash of the process; a power loss may lose the most recent records), foreign keys
-/// enforced and a 5 s busy timeout. A thread of the recorder's own checkpoints the WAL
-/// into the database file twice a second, so that no write waits for a checkpoint.
+/// enforced and a 5 s busy timeout.
 ///
 /// Writes are handed to one writer thread of the recorder's own, which runs them
 /// synchronously on one connection (SQLite serialises writes anyway) with prepared
@@ -82,8 +80,6 @@ pub struct SqliteRecorder {
     url: String,
     /// The lanes of the writer thread.
     lanes: Arc<Lanes>,
-    /// The checkpointer thread, for a database file (stops when dropped).
-    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl SqliteRecorder {
@@ -114,12 +110,11 @@ impl SqliteRecorder {
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, RecorderError> {
-        Self::open(url, WRITER_QUEUE, checkpoint::INTERVAL).await
+        Self::open(url, WRITER_QUEUE).await
     }
 
-    /// [`connect`](Self::connect) with room for `queue` writes waiting for the writer and
-    /// a checkpoint of a database file `every` so often.
-    async fn open(url: &str, queue: usize, every: Duration) -> Result<Self, RecorderError> {
+    /// [`connect`](Self::connect) with room for `queue` writes waiting for the writer.
+    async fn open(url: &str, queue: usize) -> Result<Self, RecorderError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?
             .journal_mode(SqliteJournalMode::Wal)
@@ -151,21 +146,9 @@ impl SqliteRecorder {
             .await
             .map_err(|e| RecorderError::Migrate(migrate_error(url, e)))?;
         drop(conn);
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let writer = open_writer(&options, in_memory)
+        let writer = open_writer(&options, url)
             .await
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
-        let checkpointer = if in_memory {
-            None
-        } else {
-            let conn = open_writer(&options, false)
-                .await
-                .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
-            Some(
-                checkpoint::spawn(conn, every)
-                    .map_err(|e| RecorderError::Connect(connect_error(url, e)))?,
-            )
-        };
         let lanes = Arc::new(Lanes::new(queue));
         spawn_writer(writer, lanes.clone())
             .map_err(|e| RecorderError::Connect(connect_error(url, e)))?;
@@ -173,7 +156,6 @@ impl SqliteRecorder {
             pool,
             url: redact_url(url),
             lanes,
-            _checkpointer: checkpointer,
         })
     }
 
@@ -199,15 +181,11 @@ impl Drop for SqliteRecorder {
     }
 }
 
-/// Opens a `rusqlite` connection (the writer thread's or the checkpointer's) to the
-/// database SQLx opened with `options` (migrated already): the same file, or for an
-/// in-memory database the same shared one. On a file, the connection never checkpoints on
-/// commit (the checkpointer thread does: `checkpoint.rs`).
-async fn open_writer(
-    options: &SqliteConnectOptions,
-    in_memory: bool,
-) -> Result<Connection, BoxError> {
+/// Opens the writer thread's connection to the database SQLx opened with `options`
+/// (migrated already): the same file, or for an in-memory database the same shared one.
+async fn open_writer(options: &SqliteConnectOptions, url: &str) -> Result<Connection, BoxError> {
     let path = options.get_filename().to_path_buf();
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     tokio::task::spawn_blocking(move || {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_URI
@@ -219,12 +197,6 @@ async fn open_writer(
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL is a property of the file (set by SQLx's connection); these are per connection.
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
-        if !in_memory {
-            conn.execute_batch(&format!(
-                "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {};",
-                checkpoint::WAL_SIZE_LIMIT
-            ))?;
-        }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok::<_, BoxError>(conn)
     })
@@ -251,22 +223,7 @@ impl SqliteRecorder {
         url: &str,
         queue: usize,
     ) -> Result<Self, RecorderError> {
-        Self::open(url, queue, checkpoint::INTERVAL).await
-    }
-
-    /// [`connect`](Self::connect) with a checkpoint every `every`.
-    pub(in crate::recorder::sql) async fn connect_with_checkpoint(
-        url: &str,
-        every: Duration,
-    ) -> Result<Self, RecorderError> {
-        Self::open(url, WRITER_QUEUE, every).await
-    }
-
-    /// Stops the checkpointer thread and waits until its last checkpoint is done.
-    pub(in crate::recorder::sql) fn stop_checkpointer(&mut self) {
-        if let Some(c) = self._checkpointer.take() {
-            c.stop_and_wait();
-        }
+        Self::open(url, queue).await
     }
 
     /// Room left in the writer's queue.
