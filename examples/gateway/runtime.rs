@@ -31,8 +31,8 @@ fn worker_threads(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<usize>,
 }
 
 /// Runs `main` on the runtime; exit code 2 when the runtime cannot be configured.
-pub(crate) fn run<F: std::future::Future<Output = ExitCode>>(main: impl FnOnce() -> F) -> ExitCode {
-    match build(&|name| std::env::var(name).ok()) {
+pub(crate) fn run<F: Future<Output = ExitCode>>(main: impl FnOnce() -> F) -> ExitCode {
+    match build(&crate::config::env) {
         Ok(rt) => rt.block_on(main()),
         Err(e) => {
             eprintln!("aibridge gateway: {e}");
