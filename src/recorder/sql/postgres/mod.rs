@@ -222,8 +222,13 @@ impl PostgresRecorder {
 #[cfg(test)]
 impl PostgresRecorder {
     /// The recorder's pool, for tests.
-    pub(super) fn pool(&self) -> &PgPool {
+    pub(in crate::recorder::sql) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Queued records no writer has taken up yet, for tests.
+    pub(in crate::recorder::sql) fn waiting(&self) -> usize {
+        self.pipeline.waiting()
     }
 }
 

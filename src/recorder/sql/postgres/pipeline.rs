@@ -71,6 +71,14 @@ impl Pipeline {
     }
 }
 
+#[cfg(test)]
+impl Pipeline {
+    /// Records handed over that no writer has taken up yet.
+    pub(super) fn waiting(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
 /// The next group: the first record waiting (waiting for one if there is none), and every
 /// other record already waiting, up to `max_batch`. `None` once the pipeline is dropped
 /// and empty.
