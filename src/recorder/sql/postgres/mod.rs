@@ -108,6 +108,9 @@ impl PostgresRecorder {
     /// Migrations run under a PostgreSQL advisory lock, so several replicas may start at
     /// once against the same database.
     ///
+    /// The writer tasks of the queued records are spawned on the current Tokio runtime:
+    /// use the recorder on the runtime it was connected on.
+    ///
     /// # Errors
     ///
     /// [`RecorderError::Connect`] if the URL is invalid or the database cannot be reached;
