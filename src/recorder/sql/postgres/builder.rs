@@ -67,6 +67,7 @@ impl PostgresRecorderBuilder {
         let shape = Shape {
             writers: self.writers,
             max_batch: self.max_batch,
+            retries: 1,
         };
         PostgresRecorder::open(&self.url, self.max_connections, shape).await
     }

@@ -17,9 +17,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection};
 
-use self::classify::{db_error, is_dropped_connection};
 use self::pipeline::{Pipeline, Shape};
-use self::rows::{EndedRow, PromptRow, Row, ThoughtRow, TokenRow, ToolRow};
+use self::rows::{EndedRow, InterceptionRow, PromptRow, Row, ThoughtRow, TokenRow, ToolRow};
 use self::text::{pg_json, pg_opt, pg_text};
 use super::{
     WriteError, connect_error, count, extra_json, format_timestamp, metadata_json, migrate_error,
@@ -61,13 +60,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `UUID`, timestamps `TIMESTAMPTZ`, JSON `JSONB`, counts `BIGINT`, flags `BOOLEAN`).
 ///
 /// Writes go through two connection pools (statements are prepared once per connection):
-/// one of up to 4 connections, opened at connect, for the awaited `record_interception`
-/// alone (the fast lane: one statement, it never waits behind queued records for a
-/// connection, and while the database is unreachable it fails within 0.75 s), one of up to
-/// `max_connections` for every other record. Those are batched: a few writer tasks (4 by
-/// default, see [`PostgresRecorderBuilder::writers`]) each take every record that queued up
-/// while they were busy (up to 256) as one group and write it in one transaction with one
-/// statement per kind (`INSERT … SELECT * FROM UNNEST(…)` with one array per column, so
+/// one of up to 4 connections, opened at connect, for `record_interception` alone (the fast
+/// lane: it never waits behind other records for a connection, and while the database is
+/// unreachable it fails within 0.75 s), one of up to `max_connections` for every other
+/// record. Both are batched: writer tasks (one per connection of the fast lane; 4 by
+/// default for the others, see [`PostgresRecorderBuilder::writers`]) each take every record
+/// that queued up while they were busy (up to 256) as one group and write it in one
+/// transaction with one statement per kind (`INSERT … SELECT * FROM UNNEST(…)` with one array per column, so
 /// one prepared statement per kind whatever the number of rows), the ends of interceptions
 /// last. A group that fails for a reason of the data (a child whose interception is
 /// missing, a value the server rejects) is written again row by row, so the bad record
@@ -89,8 +88,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Debug` prints the database URL with its password replaced by `***`.
 pub struct PostgresRecorder {
     pub(super) pool: PgPool,
-    /// The pool of the awaited `record_interception`.
-    fast: PgPool,
+    /// The writers of `record_interception`, on a pool of their own (the fast lane).
+    interceptions: Pipeline,
     /// The writers of every other record (on `pool`).
     pipeline: Pipeline,
     url: String,
@@ -206,9 +205,17 @@ impl PostgresRecorder {
             .await
             .map_err(|e| connect_err(&e))?;
         let pipeline = Pipeline::start(pool.clone(), shape);
+        // One writer per connection; a connection the database dropped (it restarted) is
+        // replaced, and the group tried again, once per pooled connection at most.
+        let lane = Shape {
+            writers: fast_size as usize,
+            max_batch: shape.max_batch,
+            retries: fast_size as usize,
+        };
+        let interceptions = Pipeline::start(fast, lane);
         Ok(Self {
             pool,
-            fast,
+            interceptions,
             pipeline,
             url: redact_url(url),
         })
@@ -247,49 +254,24 @@ impl fmt::Debug for PostgresRecorder {
 impl Recorder for PostgresRecorder {
     async fn record_interception(&self, rec: &Interception) -> Result<(), BoxError> {
         let write = async {
-            let metadata = pg_json(Cow::Owned(metadata_json(&rec.metadata)?));
-            let started_at = format_timestamp(rec.started_at)?;
-            // A connection the database dropped (it restarted) fails at once; the insert
-            // is idempotent, so it is tried again on another connection, once per pooled
-            // connection at most. A pool timeout (the database is unreachable) is final.
-            let mut attempt = 0;
-            loop {
-                let r = sqlx::query(
-                    "INSERT INTO aibridge_interceptions (
-                         id, initiator_id, provider, provider_name, api, model, streaming,
-                         client, client_session_id, user_agent, credential_kind,
-                         credential_hint, correlating_tool_call_id, metadata, started_at
-                     ) VALUES (
-                         $1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                         $14::jsonb, $15::timestamptz
-                     )
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(rec.id.to_string())
-                .bind(pg_text(&rec.initiator_id))
-                .bind(rec.provider.as_str())
-                .bind(pg_text(&rec.provider_name))
-                .bind(rec.api.as_str())
-                .bind(pg_text(&rec.model))
-                .bind(rec.streaming)
-                .bind(pg_text(&rec.client))
-                .bind(pg_opt(&rec.client_session_id))
-                .bind(pg_opt(&rec.user_agent))
-                .bind(rec.credential_kind.as_str())
-                .bind(pg_opt(&rec.credential_hint))
-                .bind(pg_opt(&rec.correlating_tool_call_id))
-                .bind(metadata.as_ref())
-                .bind(started_at.as_str())
-                .execute(&self.fast)
-                .await;
-                match r {
-                    Ok(_) => return Ok::<_, BoxError>(()),
-                    Err(e) if attempt < FAST_CONNECTIONS && is_dropped_connection(&e) => {
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(db_error(e)),
-                }
-            }
+            let row = Row::Interception(Box::new(InterceptionRow {
+                id: rec.id.to_string(),
+                initiator_id: pg_text(&rec.initiator_id).into_owned(),
+                provider: rec.provider.as_str(),
+                provider_name: pg_text(&rec.provider_name).into_owned(),
+                api: rec.api.as_str(),
+                model: pg_text(&rec.model).into_owned(),
+                streaming: rec.streaming,
+                client: pg_text(&rec.client).into_owned(),
+                client_session_id: owned(&rec.client_session_id),
+                user_agent: owned(&rec.user_agent),
+                credential_kind: rec.credential_kind.as_str(),
+                credential_hint: owned(&rec.credential_hint),
+                correlating_tool_call_id: owned(&rec.correlating_tool_call_id),
+                metadata: pg_json(Cow::Owned(metadata_json(&rec.metadata)?)).into_owned(),
+                started_at: format_timestamp(rec.started_at)?,
+            }));
+            self.interceptions.write(row).await
         };
         write
             .await

@@ -37,6 +37,9 @@ pub(super) struct Shape {
     pub(super) writers: usize,
     /// Most records in one group (1: every record is its own statement, as without batching).
     pub(super) max_batch: usize,
+    /// Times a group is tried again on another connection when its connection was dropped
+    /// (the server restarted).
+    pub(super) retries: usize,
 }
 
 // === impl Pipeline ===
@@ -51,7 +54,7 @@ impl Pipeline {
             let (rx, pool) = (rx.clone(), pool.clone());
             tokio::spawn(async move {
                 while let Some(group) = next_group(&rx, max_batch).await {
-                    write_group(&pool, group).await;
+                    write_group(&pool, group, shape.retries).await;
                 }
             });
         }
@@ -107,9 +110,9 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>, max_batch: usize) -> Option
 /// interception is missing, a value the server rejects), the transaction is rolled back
 /// and the group is written again row by row, each row on its own, so the bad row fails
 /// alone and the others land. If the connection was dropped (the server restarted), the
-/// group is tried once more on another connection. Any other error fails every record of
+/// group is tried again on another connection, up to `retries` times. Any other error fails every record of
 /// the group, and the record queue retries them (every write is idempotent).
-async fn write_group(pool: &PgPool, mut group: Vec<Job>) {
+async fn write_group(pool: &PgPool, mut group: Vec<Job>, retries: usize) {
     group.retain(|job| !job.done.is_closed());
     if group.is_empty() {
         return;
@@ -130,7 +133,7 @@ async fn write_group(pool: &PgPool, mut group: Vec<Job>) {
                 break write_rows(&mut conn, &rows).await;
             }
             Ok((_, Err(e))) | Err(e) => {
-                if attempt == 0 && is_dropped_connection(&e) {
+                if attempt < retries && is_dropped_connection(&e) {
                     attempt += 1;
                     continue;
                 }

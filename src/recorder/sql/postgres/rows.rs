@@ -7,10 +7,11 @@ use sqlx::Postgres;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 
-/// What a row is. Declared in the order a group's statements run (the derived `Ord`): the
-/// children of interceptions first, the ends of interceptions last.
+/// What a row is. Declared in the order a group's statements run (the derived `Ord`):
+/// interceptions first, then their children, the ends of interceptions last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Kind {
+    Interception,
     Token,
     Prompt,
     Tool,
@@ -22,11 +23,32 @@ pub(super) enum Kind {
 /// the statement casts, JSON as text already made acceptable to `JSONB`).
 #[derive(Debug)]
 pub(super) enum Row {
+    Interception(Box<InterceptionRow>),
     Token(TokenRow),
     Prompt(PromptRow),
     Tool(ToolRow),
     Thought(ThoughtRow),
     Ended(EndedRow),
+}
+
+/// An `aibridge_interceptions` row (without its end).
+#[derive(Debug)]
+pub(super) struct InterceptionRow {
+    pub(super) id: String,
+    pub(super) initiator_id: String,
+    pub(super) provider: &'static str,
+    pub(super) provider_name: String,
+    pub(super) api: &'static str,
+    pub(super) model: String,
+    pub(super) streaming: bool,
+    pub(super) client: String,
+    pub(super) client_session_id: Option<String>,
+    pub(super) user_agent: Option<String>,
+    pub(super) credential_kind: &'static str,
+    pub(super) credential_hint: Option<String>,
+    pub(super) correlating_tool_call_id: Option<String>,
+    pub(super) metadata: String,
+    pub(super) started_at: String,
 }
 
 /// An `aibridge_token_usages` row.
@@ -88,6 +110,18 @@ pub(super) struct EndedRow {
     pub(super) error: Option<String>,
 }
 
+const INTERCEPTION_SQL: &str = "INSERT INTO aibridge_interceptions (
+         id, initiator_id, provider, provider_name, api, model, streaming, client,
+         client_session_id, user_agent, credential_kind, credential_hint,
+         correlating_tool_call_id, metadata, started_at
+     )
+     SELECT * FROM UNNEST(
+         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+         $14::jsonb[], $15::timestamptz[]
+     )
+     ON CONFLICT (id) DO NOTHING";
+
 const TOKEN_SQL: &str = "INSERT INTO aibridge_token_usages (
          id, interception_id, provider_response_id, input_tokens, output_tokens,
          cache_read_input_tokens, cache_write_input_tokens, extra, created_at, cost_usd
@@ -135,6 +169,7 @@ const ENDED_SQL: &str = "UPDATE aibridge_interceptions AS i
 impl Row {
     pub(super) fn kind(&self) -> Kind {
         match self {
+            Row::Interception(_) => Kind::Interception,
             Row::Token(_) => Kind::Token,
             Row::Prompt(_) => Kind::Prompt,
             Row::Tool(_) => Kind::Tool,
@@ -146,6 +181,7 @@ impl Row {
     /// The record's id (for ends: the interception's).
     pub(super) fn id(&self) -> &str {
         match self {
+            Row::Interception(r) => &r.id,
             Row::Token(r) => &r.id,
             Row::Prompt(r) => &r.id,
             Row::Tool(r) => &r.id,
@@ -168,6 +204,24 @@ pub(super) fn query<'r>(kind: Kind, rows: &[&'r Row]) -> Query<'r, Postgres, PgA
         };
     }
     match kind {
+        Kind::Interception => sqlx::query(INTERCEPTION_SQL)
+            .bind(column!(Interception, |r| r.id.as_str()))
+            .bind(column!(Interception, |r| r.initiator_id.as_str()))
+            .bind(column!(Interception, |r| r.provider))
+            .bind(column!(Interception, |r| r.provider_name.as_str()))
+            .bind(column!(Interception, |r| r.api))
+            .bind(column!(Interception, |r| r.model.as_str()))
+            .bind(column!(Interception, |r| r.streaming))
+            .bind(column!(Interception, |r| r.client.as_str()))
+            .bind(column!(Interception, |r| r.client_session_id.as_deref()))
+            .bind(column!(Interception, |r| r.user_agent.as_deref()))
+            .bind(column!(Interception, |r| r.credential_kind))
+            .bind(column!(Interception, |r| r.credential_hint.as_deref()))
+            .bind(column!(Interception, |r| r
+                .correlating_tool_call_id
+                .as_deref()))
+            .bind(column!(Interception, |r| r.metadata.as_str()))
+            .bind(column!(Interception, |r| r.started_at.as_str())),
         Kind::Token => {
             let tokens = |n: usize| column!(Token, |r| r.tokens[n]);
             sqlx::query(TOKEN_SQL)

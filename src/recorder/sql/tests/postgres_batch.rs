@@ -255,7 +255,9 @@ async fn a_bad_row_in_a_group_fails_alone() {
     // The two good ones and the blocker's.
     assert_eq!(tokens, 3);
     assert_eq!(
-        xmins(&db, "aibridge_user_prompts", &[prompt.id]).await.len(),
+        xmins(&db, "aibridge_user_prompts", &[prompt.id])
+            .await
+            .len(),
         1
     );
     let outcome: Option<String> =
@@ -306,12 +308,11 @@ async fn records_through_the_queue_all_land_with_groups_in_flight() {
     assert_eq!(open, 0);
     // Batched: fewer transactions than rows (a child's row shares its transaction with
     // others of its group).
-    let txids: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT xmin::text) FROM aibridge_token_usages",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let txids: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text) FROM aibridge_token_usages")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(txids < 600, "{txids} transactions for 600 token usages");
 }
 
@@ -321,14 +322,20 @@ async fn builder_settings_are_checked_and_debug_hides_the_password() {
     let url = server.url("postgres");
     let b = PostgresRecorder::builder("postgres://u:hunter2@127.0.0.1:1/db").writers(2);
     let shown = format!("{b:?}");
-    assert!(!shown.contains("hunter2") && shown.contains("writers: 2"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("writers: 2"),
+        "{shown}"
+    );
     for builder in [
         PostgresRecorder::builder(&url).writers(0),
         PostgresRecorder::builder(&url).max_batch(0),
         PostgresRecorder::builder(&url).max_connections(0),
     ] {
         let err = builder.connect().await.unwrap_err();
-        assert!(matches!(err, crate::recorder::RecorderError::Connect(_)), "{err}");
+        assert!(
+            matches!(err, crate::recorder::RecorderError::Connect(_)),
+            "{err}"
+        );
     }
     // Row by row still writes.
     let rec = PostgresRecorder::builder(&url)
