@@ -5,7 +5,9 @@
 //! one of 10 connections: the write path before batching) and batched with 1, 2, 4 and 8
 //! writers (groups in flight). Reports records per second into the server and the latency
 //! of the awaited `record_interception` (p50/p99), under that load and alone (one
-//! interception at a time).
+//! interception at a time), and the CPU time per 1,000 records of the bench process (the
+//! record queue and the recorder) plus the server's processes (from `/proc`; the machine
+//! may be shared, so CPU time is the steadier figure): records/s is wall time.
 //!
 //! `cargo bench --bench postgres_recorder --features bench-internals,postgres`
 //!
@@ -49,6 +51,57 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of
+/// 1/100 s, Linux's `USER_HZ`).
+fn cpu_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The parent process id, from `/proc/<pid>/stat`.
+fn parent_of(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds of this process and of the server (its postmaster and every backend).
+fn cpu(server: u32) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    out.insert("self".to_owned(), cpu_of("self").unwrap_or(0.0));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if (pid == server.to_string() || parent_of(&pid) == Some(server))
+            && let Some(t) = cpu_of(&pid)
+        {
+            out.insert(pid, t);
+        }
+    }
+    out
+}
+
+/// CPU milliseconds per 1,000 records between two snapshots.
+fn cpu_per_1000(
+    before: &std::collections::HashMap<String, f64>,
+    after: &std::collections::HashMap<String, f64>,
+    records: u64,
+) -> f64 {
+    let spent: f64 = after
+        .iter()
+        .map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0))
+        .sum();
+    spent * 1e3 / records.max(1) as f64 * 1000.0
+}
+
 fn latency(run: &QueueRun) -> (f64, f64) {
     let mut l = run.awaited.clone();
     l.sort();
@@ -70,8 +123,9 @@ fn main() {
     writeln!(
         out,
         "{n} interceptions ({} records) per run, {concurrency} in flight\n\n\
-         | round | recorder | awaited: records/s | awaited p50 / p99 ms | queued: records/s | \
-         alone p50 / p99 ms | lost |\n|---|---|---|---|---|---|---|",
+         | round | recorder | awaited: records/s | CPU ms / 1k records | awaited p50 / p99 ms | \
+         queued: records/s | CPU ms / 1k records | alone p50 / p99 ms | lost |\n\
+         |---|---|---|---|---|---|---|---|---|",
         n * 5
     )
     .ok();
@@ -92,14 +146,21 @@ fn main() {
                 // Warm-up: every connection opened, every statement prepared.
                 record_through_queue(rec.clone(), 500, concurrency, false).await;
                 record_through_queue(rec.clone(), 500, concurrency, true).await;
+                let pid = server.pid().expect("the server's pid");
+                let t0 = cpu(pid);
                 let awaited = record_through_queue(rec.clone(), n, concurrency, false).await;
+                let t1 = cpu(pid);
                 let queued = record_through_queue(rec.clone(), n, concurrency, true).await;
+                let t2 = cpu(pid);
+                let cpu_awaited = cpu_per_1000(&t0, &t1, awaited.written);
+                let cpu_queued = cpu_per_1000(&t1, &t2, queued.written);
                 let alone = record_through_queue(rec.clone(), 1000, 1, false).await;
                 let rate = |r: &QueueRun| r.written as f64 / r.elapsed.as_secs_f64();
                 let (p50, p99) = latency(&awaited);
                 let (a50, a99) = latency(&alone);
                 format!(
-                    "| {round} | {name} | {:.0} | {p50:.2} / {p99:.2} | {:.0} | {a50:.3} / {a99:.3} | {} |",
+                    "| {round} | {name} | {:.0} | {cpu_awaited:.0} | {p50:.2} / {p99:.2} | {:.0} | \
+                     {cpu_queued:.0} | {a50:.3} / {a99:.3} | {} |",
                     rate(&awaited),
                     rate(&queued),
                     awaited.lost + queued.lost + alone.lost,
