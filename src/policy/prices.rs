@@ -1,7 +1,8 @@
 //! [`Prices`]: US dollars per million tokens per model pattern, and the built-in table.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use globset::{Glob, GlobMatcher};
 
@@ -67,6 +68,30 @@ struct Entry {
 pub struct Prices {
     host: Vec<Entry>,
     builtin: Arc<[Entry]>,
+    /// Each model's answer once found: a lookup matches every glob of the table (about
+    /// 40 regex searches), and a bridge prices every token record, for a handful of models.
+    known: Arc<Known>,
+}
+
+/// The lookups already made, model → price; at most [`Known::MAX`] models (the model is
+/// client input: past the bound, lookups are made again rather than remembered).
+#[derive(Default)]
+struct Known(RwLock<HashMap<Box<str>, Option<Price>>>);
+
+impl Known {
+    const MAX: usize = 256;
+
+    fn get(&self, model: &str) -> Option<Option<Price>> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(model).copied()
+    }
+
+    fn put(&self, model: &str, price: Option<Price>) {
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() < Self::MAX {
+            map.insert(model.into(), price);
+        }
+    }
 }
 
 impl fmt::Debug for Prices {
@@ -99,6 +124,7 @@ impl Prices {
         Self {
             host: Vec::new(),
             builtin,
+            known: Arc::default(),
         }
     }
 
@@ -107,6 +133,7 @@ impl Prices {
         Self {
             host: Vec::new(),
             builtin: Arc::from([]),
+            known: Arc::default(),
         }
     }
 
@@ -133,12 +160,18 @@ impl Prices {
         }
         let e = entry(pattern, price).map_err(|e| PolicyError::invalid(field, e.to_string()))?;
         self.host.push(e);
+        self.known = Arc::default();
         Ok(self)
     }
 
     /// The price of a model, if any entry matches it.
     pub fn price(&self, model: &str) -> Option<Price> {
-        best(&self.host, model).or_else(|| best(&self.builtin, model))
+        if let Some(known) = self.known.get(model) {
+            return known;
+        }
+        let price = best(&self.host, model).or_else(|| best(&self.builtin, model));
+        self.known.put(model, price);
+        price
     }
 
     /// What `usage` of `model` cost; `None` when the model has no price.
@@ -286,6 +319,26 @@ mod tests {
             (cost - (0.003 + 0.030 + 0.003 + 0.015)).abs() < 1e-12,
             "{cost}"
         );
+    }
+
+    #[test]
+    fn remembered_answers_are_bounded_and_forgotten_when_an_entry_is_added() {
+        let p = Prices::builtin();
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input, 0.15);
+        assert_eq!(p.known.get("gpt-4o-mini"), Some(p.price("gpt-4o-mini")));
+        // A later host entry is seen although the model's answer was remembered.
+        let p = p
+            .with("gpt-4o-mini", Price::new(9.0, 9.0, 9.0, 9.0))
+            .unwrap();
+        assert_eq!(p.price("gpt-4o-mini").unwrap().input, 9.0);
+        // Client-chosen models do not grow the memory past its bound, and lookups past
+        // it still answer.
+        for i in 0..Known::MAX + 50 {
+            assert_eq!(p.price(&format!("mystery-{i}")), None);
+        }
+        assert_eq!(p.known.0.read().unwrap().len(), Known::MAX);
+        assert_eq!(p.price("gpt-5-nano-x").unwrap().input, 0.05);
+        assert_eq!(p.known.get("gpt-5-nano-x"), None);
     }
 
     #[test]

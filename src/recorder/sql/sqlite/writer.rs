@@ -44,10 +44,9 @@ pub(super) fn spawn_writer(conn: Connection, lanes: Arc<Lanes>) -> std::io::Resu
 /// transaction reports that error (every write is idempotent, so the record queue's retries
 /// are safe even if part of it was written).
 ///
-/// The fast lane: when `lanes` has awaited interceptions waiting after a statement, the
-/// transaction is committed there (its jobs answered), the waiting interceptions are
-/// written as a group of their own, and the rest of this group goes on in a new
-/// transaction. An awaited `record_interception` so waits for one statement and one commit
+/// The fast lane: when `lanes` has awaited interceptions waiting after a statement, they
+/// are written in the open transaction, which is committed there (its jobs and theirs
+/// answered), and the rest of this group goes on in a new transaction. An awaited `record_interception` so waits for one statement and one commit
 /// at most, not for a whole group.
 pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<Job>) {
     if group.is_empty() {
@@ -70,27 +69,32 @@ pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<J
         return fail(jobs, &e);
     }
     for (n, range) in statements.iter().enumerate() {
-        let run: Vec<&Job> = jobs[range.clone()].iter().flatten().collect();
-        let kind = run[0].kind;
-        if let Err(e) = execute(conn, kind, &run) {
-            if run.len() == 1 {
-                results[range.start] = Err(classify(e));
-            } else {
-                for (i, job) in range.clone().zip(&run) {
-                    if let Err(e) = execute(conn, kind, &[job]) {
-                        results[i] = Err(classify(e));
-                    }
-                }
-            }
-        }
+        write_run(conn, &jobs, range.clone(), &mut results);
         let last = n + 1 == statements.len();
         if !last && lanes.is_some_and(Lanes::fast_waiting) {
-            let to = range.end;
-            commit_and_answer(conn, &mut jobs[from..to], &mut results[from..to]);
-            from = to;
-            if let Some(lanes) = lanes {
-                write_group(conn, None, lanes.take_fast());
+            // The waiting interceptions join the open transaction and one commit answers
+            // them with everything written so far (one commit, not two: each commit
+            // writes the touched pages to the WAL again).
+            let mut fast: Vec<Option<Job>> = lanes
+                .map(Lanes::take_fast)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Some)
+                .collect();
+            fast.sort_by_key(|j| j.as_ref().map(|j| j.kind));
+            let mut fast_results: Vec<Result<(), BoxError>> = fast.iter().map(|_| Ok(())).collect();
+            for run in plan(&fast) {
+                write_run(conn, &fast, run, &mut fast_results);
             }
+            let to = range.end;
+            let committed = commit(conn);
+            answer_committed(
+                &mut jobs[from..to],
+                &mut results[from..to],
+                committed.as_ref(),
+            );
+            answer_committed(&mut fast, &mut fast_results, committed.as_ref());
+            from = to;
             if let Err(e) = conn.execute_batch("BEGIN") {
                 let rest: Vec<Option<Job>> = jobs[from..].iter_mut().map(Option::take).collect();
                 return fail(rest, &e);
@@ -98,7 +102,37 @@ pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<J
         }
     }
     let to = jobs.len();
-    commit_and_answer(conn, &mut jobs[from..to], &mut results[from..to]);
+    let committed = commit(conn);
+    answer_committed(
+        &mut jobs[from..to],
+        &mut results[from..to],
+        committed.as_ref(),
+    );
+}
+
+/// Writes `jobs[range]` (one kind) in one statement; if it fails, one by one, so each
+/// failing record gets its own error in `results` and the others stay written.
+fn write_run(
+    conn: &Connection,
+    jobs: &[Option<Job>],
+    range: std::ops::Range<usize>,
+    results: &mut [Result<(), BoxError>],
+) {
+    let run: Vec<&Job> = jobs[range.clone()].iter().flatten().collect();
+    let Some(kind) = run.first().map(|j| j.kind) else {
+        return;
+    };
+    if let Err(e) = execute(conn, kind, &run) {
+        if run.len() == 1 {
+            results[range.start] = Err(classify(e));
+        } else {
+            for (i, job) in range.zip(&run) {
+                if let Err(e) = execute(conn, kind, &[job]) {
+                    results[i] = Err(classify(e));
+                }
+            }
+        }
+    }
 }
 
 /// The statements of a sorted group: index ranges of one kind, 64, 32, … rows long.
@@ -121,17 +155,22 @@ fn plan(jobs: &[Option<Job>]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Commits the open transaction and answers its jobs (with the commit's error if it fails).
-fn commit_and_answer(
-    conn: &Connection,
-    jobs: &mut [Option<Job>],
-    results: &mut [Result<(), BoxError>],
-) {
-    let committed = conn.execute_batch("COMMIT");
-    if let Err(e) = &committed {
+/// Commits the open transaction; on failure rolls it back and gives the error's text.
+fn commit(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch("COMMIT").map_err(|e| {
         // Leave no transaction open behind a failed commit.
         let _ = conn.execute_batch("ROLLBACK");
-        let msg = format!("commit failed: {e}");
+        format!("commit failed: {e}")
+    })
+}
+
+/// Answers jobs written in a transaction: their own results, or the commit's error.
+fn answer_committed(
+    jobs: &mut [Option<Job>],
+    results: &mut [Result<(), BoxError>],
+    committed: Result<&(), &String>,
+) {
+    if let Err(msg) = committed {
         for r in results.iter_mut() {
             *r = Err(msg.clone().into());
         }
