@@ -36,6 +36,9 @@ const CONFIGS: [(&str, usize, usize); 5] = [
     ("batched, 8 writers", 8, 256),
 ];
 
+/// A bench binary takes its settings from the environment, as `cargo bench` passes no
+/// arguments through.
+#[allow(clippy::disallowed_methods)]
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
