@@ -20,10 +20,34 @@ pub struct PostgresRecorderBuilder {
     max_batch: usize,
 }
 
+// === impl PostgresRecorder ===
+
+impl PostgresRecorder {
+    /// A builder to configure the pool and the batching of the queued records before
+    /// connecting (for `url`, as in [`connect`](Self::connect)).
+    ///
+    /// ```no_run
+    /// use aibridge::recorder::PostgresRecorder;
+    ///
+    /// # async fn run() -> Result<(), aibridge::recorder::RecorderError> {
+    /// let recorder = PostgresRecorder::builder("postgres://aibridge:secret@db/aibridge")
+    ///     .max_connections(16)
+    ///     .writers(8)
+    ///     .connect()
+    ///     .await?;
+    /// # drop(recorder);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder(url: &str) -> PostgresRecorderBuilder {
+        PostgresRecorderBuilder::new(url)
+    }
+}
+
 // === impl PostgresRecorderBuilder ===
 
 impl PostgresRecorderBuilder {
-    pub(super) fn new(url: &str) -> Self {
+    fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
             max_connections: DEFAULT_MAX_CONNECTIONS,

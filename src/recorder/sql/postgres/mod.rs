@@ -146,28 +146,12 @@ impl PostgresRecorder {
             .await
     }
 
-    /// A builder to configure the pool and the batching of the queued records before
-    /// connecting (for `url`, as in [`connect`](Self::connect)).
-    ///
-    /// ```no_run
-    /// use aibridge::recorder::PostgresRecorder;
-    ///
-    /// # async fn run() -> Result<(), aibridge::recorder::RecorderError> {
-    /// let recorder = PostgresRecorder::builder("postgres://aibridge:secret@db/aibridge")
-    ///     .max_connections(16)
-    ///     .writers(8)
-    ///     .connect()
-    ///     .await?;
-    /// # drop(recorder);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn builder(url: &str) -> PostgresRecorderBuilder {
-        PostgresRecorderBuilder::new(url)
-    }
-
     /// Connects (see [`PostgresRecorderBuilder::connect`]).
-    async fn open(url: &str, max_connections: u32, shape: Shape) -> Result<Self, RecorderError> {
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        shape: Shape,
+    ) -> Result<Self, RecorderError> {
         let connect_err = |e: &dyn fmt::Display| RecorderError::Connect(connect_error(url, e));
         if max_connections == 0 {
             return Err(connect_err(&"max_connections must be at least 1"));
