@@ -76,9 +76,13 @@ start_gateway() {
   # one, GW_POLICY for the others; none when unset.
   local policy=${GW_POLICY:-}
   [ "$name" = before ] && policy=${BASELINE_POLICY:-}
+  # AIBRIDGE_WORKER_THREADS likewise: BASELINE_WORKERS for "before", GW_WORKERS for the others.
+  local workers=${GW_WORKERS:-}
+  [ "$name" = before ] && workers=${BASELINE_WORKERS:-}
   env -i PATH="$PATH" HOME="$HOME" \
     ${mcp:+AIBRIDGE_MCP_SERVERS="bench=$mcp"} \
     ${policy:+AIBRIDGE_POLICY="$policy"} \
+    ${workers:+AIBRIDGE_WORKER_THREADS="$workers"} \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
     AIBRIDGE_DATABASE_URL="${GW_DATABASE_URL:-sqlite://$WORK/$name.db?mode=rwc}" \
     AIBRIDGE_TOKENS=tok-bench:bench \

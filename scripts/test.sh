@@ -5,12 +5,14 @@
 #   2. cargo build --all-features --example gateway --example mcp_test_server
 #      the example gateway and the MCP test server used by the end-to-end tests
 #      (and the gateway's own unit tests: cargo test --example gateway)
-#   3. tests/e2e (pytest)               the official SDKs against the gateway, in .venv
+#   3. tests/e2e (pytest)               the official SDKs and Claude Code against the gateway,
+#                                       in .venv (Claude Code from .e2e/node, install-deps.sh)
 #   4. fuzz/ci.sh                       every fuzz target for FUZZ_SECS (default 30) seconds,
 #                                       libFuzzer on the stable toolchain (FUZZ=0 skips it)
 #
 # Needs the Rust toolchain and python3 (3.11+) with venv support (Debian: python3-venv),
-# PostgreSQL server binaries and Chromium: `bash scripts/test.sh --install` installs them first.
+# PostgreSQL server binaries, Chromium and Claude Code (npm): `bash scripts/test.sh --install`
+# installs them first.
 # The Python packages come from tests/e2e/requirements.txt and are installed into .venv.
 # Every step runs even if an earlier one failed (except the e2e tests, which need the
 # gateway binary); the script prints a summary and exits non-zero if anything failed.

@@ -352,3 +352,150 @@ pub async fn record_interceptions(
         .await;
     failed.into_inner()
 }
+
+/// What [`record_through_queue`] measured.
+#[derive(Debug, Clone)]
+pub struct QueueRun {
+    /// Records the queue wrote (interceptions, children and ends).
+    pub written: u64,
+    /// Records that failed or were dropped.
+    pub lost: u64,
+    /// From the first record to the queue drained.
+    pub elapsed: std::time::Duration,
+    /// The latency of each awaited `record_interception` (empty with `queued`).
+    pub awaited: Vec<std::time::Duration>,
+}
+
+/// Drives `n` interceptions through the bridge's record queue into `recorder`, at most
+/// `concurrency` starting at once, as the gateway does: the interception record (awaited
+/// before the upstream call, or with `queued` queued ahead of its children), then its token
+/// usage, prompt and tool usage, then its end (5 records each). Waits until the queue has
+/// drained.
+pub async fn record_through_queue(
+    recorder: std::sync::Arc<dyn crate::recorder::Recorder>,
+    n: usize,
+    concurrency: usize,
+    queued: bool,
+) -> QueueRun {
+    use futures::StreamExt as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Instant, SystemTime};
+
+    use crate::provider::{Api, CredentialKind, ProviderKind};
+    use crate::recorder::queue::RecordQueue;
+    use crate::recorder::{
+        Delivery, Interception, InterceptionEnded, InterceptionRecord, Outcome, PromptUsage,
+        Record, RecordId, RecordQueueConfig, TokenUsage, ToolUsage,
+    };
+
+    let how = if queued {
+        InterceptionRecord::Queued
+    } else {
+        InterceptionRecord::Awaited
+    };
+    let config = RecordQueueConfig::default()
+        .with_capacity(n * 5 + 16)
+        .with_interception(how);
+    let queue = RecordQueue::start_with(recorder, config, Default::default());
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let c = counts.clone();
+    queue.set_hook(Arc::new(move |_, outcome| {
+        let i = usize::from(outcome != Delivery::Written);
+        c[i].fetch_add(1, Ordering::Relaxed);
+    }));
+    let started = Instant::now();
+    let awaited = std::sync::Mutex::new(Vec::with_capacity(if queued { 0 } else { n }));
+    futures::stream::iter(0..n)
+        .for_each_concurrent(concurrency.max(1), |_| async {
+            let id = RecordId::new();
+            let now = SystemTime::now();
+            let rec = Interception {
+                id,
+                initiator_id: "bench".to_owned(),
+                metadata: Default::default(),
+                provider: ProviderKind::Anthropic,
+                provider_name: "anthropic".to_owned(),
+                api: Api::Messages,
+                model: "claude-sonnet-4-5".to_owned(),
+                streaming: true,
+                client: "Claude Code".to_owned(),
+                client_session_id: Some("session-1".to_owned()),
+                user_agent: Some("claude-cli/2.0 (external, cli)".to_owned()),
+                credential_kind: CredentialKind::Centralized,
+                credential_hint: Some("sk-ant-…abcd".to_owned()),
+                correlating_tool_call_id: None,
+                started_at: now,
+            };
+            let sink = if queued {
+                match queue.record_interception_ahead(rec) {
+                    Ok(sink) => sink,
+                    Err(_) => return,
+                }
+            } else {
+                let t = Instant::now();
+                let r = queue.record_interception(rec).await;
+                awaited
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t.elapsed());
+                if r.is_err() {
+                    return;
+                }
+                queue.sink(id)
+            };
+            let response = Some("msg_01".to_owned());
+            sink.push(Record::TokenUsage(TokenUsage {
+                id: RecordId::new(),
+                interception_id: id,
+                provider_response_id: response.clone(),
+                input_tokens: 12,
+                output_tokens: 200,
+                cache_read_input_tokens: 0,
+                cache_write_input_tokens: 0,
+                extra: Default::default(),
+                cost_usd: Some(0.0031),
+                created_at: now,
+            }))
+            .await;
+            sink.push(Record::PromptUsage(PromptUsage {
+                id: RecordId::new(),
+                interception_id: id,
+                provider_response_id: response.clone(),
+                prompt: "Say hello in one short sentence, please.".to_owned(),
+                created_at: now,
+            }))
+            .await;
+            sink.push(Record::ToolUsage(ToolUsage {
+                id: RecordId::new(),
+                interception_id: id,
+                provider_response_id: response,
+                tool: "Read".to_owned(),
+                tool_call_id: "toolu_01".to_owned(),
+                server_url: None,
+                input: r#"{"file_path":"/src/main.rs"}"#.to_owned(),
+                injected: false,
+                provider_executed: false,
+                invocation_error: None,
+                created_at: now,
+            }))
+            .await;
+            sink.end(InterceptionEnded {
+                id,
+                ended_at: SystemTime::now(),
+                outcome: Outcome::Completed,
+                error: None,
+            })
+            .await;
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    queue.drain(deadline).await;
+    let elapsed = started.elapsed();
+    QueueRun {
+        written: counts[0].load(Ordering::Relaxed),
+        lost: counts[1].load(Ordering::Relaxed),
+        elapsed,
+        awaited: awaited.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
+}

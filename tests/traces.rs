@@ -27,6 +27,7 @@ use tracing_subscriber::registry::LookupSpan;
 const TOOL: &str = "coder_list_workspaces";
 const TOOL_ID: &str = "bmcp_coder_coder_list_workspaces";
 const MCP_SECRET: &str = "mcp-secret-token-0123456789";
+const MCP_QUERY_SECRET: &str = "mcp-query-secret-9876543210";
 
 #[derive(Debug, Clone)]
 struct SpanRec {
@@ -94,7 +95,9 @@ async fn one_streamed_interception_with_a_tool_call_makes_the_span_tree() {
     let api = Api::Messages;
     let upstream = MockUpstream::start().await;
     let mcp = McpTestServer::start(&[TOOL]).await;
-    let server = McpServer::new("coder", mcp.url()).with_header(
+    // A credential in the server URL's query must reach no span either.
+    let url = format!("{}?key={MCP_QUERY_SECRET}", mcp.url());
+    let server = McpServer::new("coder", url.parse().unwrap()).with_header(
         http::header::AUTHORIZATION,
         aibridge::provider::Secret::new(MCP_SECRET),
     );
@@ -187,7 +190,7 @@ async fn one_streamed_interception_with_a_tool_call_makes_the_span_tree() {
     // No secret in any attribute.
     for s in &all {
         for (k, v) in &s.fields {
-            for secret in [ANTHROPIC_KEY, OPENAI_KEY, MCP_SECRET] {
+            for secret in [ANTHROPIC_KEY, OPENAI_KEY, MCP_SECRET, MCP_QUERY_SECRET] {
                 assert!(!v.contains(secret), "{} {k}={v}", s.name);
             }
         }

@@ -164,7 +164,7 @@ impl Config {
     clippy::disallowed_methods,
     reason = "the example host is configured by its environment"
 )]
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 

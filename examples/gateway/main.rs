@@ -1,7 +1,7 @@
 //! The example gateway: a real, environment-configured AI gateway built on axum and aibridge.
 //!
 //! ```text
-//! cargo run --release --features sqlite,postgres,mcp --example gateway
+//! cargo run --release --features sqlite,postgres,mcp,otel --example gateway
 //! ```
 //!
 //! Configuration comes only from environment variables (the table in `README.md`); it
@@ -9,7 +9,9 @@
 //!
 //! Besides the bridge it serves `/healthz`, `/metrics` (behind a bearer token when
 //! `AIBRIDGE_METRICS_TOKEN` is set) and `/usage`, a server-rendered usage report (see the
-//! `usage` module and `docs/usage-queries.md`).
+//! `usage` module and `docs/usage-queries.md`). Built with feature `otel` and given
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, it exports the library's spans over OTLP/HTTP, each
+//! interception in its caller's W3C trace (`telemetry` module).
 //!
 //! # What a host must set itself
 //!
@@ -39,7 +41,9 @@ mod mcp_headers;
 mod policy;
 mod policy_file;
 mod routes;
+mod runtime;
 mod server;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 #[path = "../usage/mod.rs"]
@@ -167,15 +171,19 @@ async fn signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
+    runtime::run(gateway)
+}
+
+/// The gateway, on the runtime of `runtime.rs`.
+async fn gateway() -> ExitCode {
+    let telemetry = match telemetry::init(&config::env) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("aibridge gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -187,6 +195,7 @@ async fn main() -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
+    let app = telemetry.wrap(app);
     let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -234,5 +243,7 @@ async fn main() -> ExitCode {
     }
     // Connections end once their responses do; give them until 35 s after the signal.
     let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
+    // Last: the spans of everything above, the records' included.
+    telemetry.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -424,7 +424,9 @@ async fn run_server(shared: Arc<Shared>, index: usize) {
             outcome = attempt.instrument(span.clone()) => outcome,
         };
         match &outcome {
-            Ok((_, tools)) => span.record("tool_count", tools.len()),
+            Ok((_, tools)) => {
+                span.record("tool_count", i64::try_from(tools.len()).unwrap_or(i64::MAX))
+            }
             Err(e) => span.record("error", e.as_str()),
         };
         shared.attempts.send_modify(|n| *n += 1);

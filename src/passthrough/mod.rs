@@ -102,7 +102,7 @@ where
     match sent {
         Ok(resp) => {
             let status = resp.status();
-            span.record("status", status.as_u16());
+            span.record("status", i64::from(status.as_u16()));
             let headers = passthrough_response_headers(resp.headers());
             let body = until_cancelled(resp.bytes_stream().map_err(BoxError::from), cancel);
             let mut out = Response::new(Body::new(http_body_util::StreamBody::new(

@@ -58,12 +58,12 @@ pub use self::record::{
 };
 pub use self::response_ids::ResponseIds;
 
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use self::sql::PostgresRecorder;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use self::sql::SqliteRecorder;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use self::sql::{PostgresRecorder, PostgresRecorderBuilder};
 
 pub(crate) use self::record::{Delivery, Record};
 

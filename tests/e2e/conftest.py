@@ -291,7 +291,7 @@ class Gateway:
 
 def gateway_binary():
     return binary("AIBRIDGE_GATEWAY_BIN",
-                  "cargo build --features sqlite,postgres,mcp --example gateway")
+                  "cargo build --all-features --example gateway")
 
 
 @contextlib.contextmanager

@@ -186,7 +186,7 @@ pub(super) async fn call(
         match &sent {
             Err(_) => span.record("error_kind", "timeout"),
             Ok(Err(err)) => span.record("error_kind", crate::upstream::connect_error_kind(err)),
-            Ok(Ok(resp)) => span.record("status", resp.status().as_u16()),
+            Ok(Ok(resp)) => span.record("status", i64::from(resp.status().as_u16())),
         };
         let delay = match sent {
             Err(_) => {
@@ -276,7 +276,10 @@ pub(super) async fn call(
                 }
             }
         };
-        span.record("retry_delay_ms", delay.as_millis() as u64);
+        span.record(
+            "retry_delay_ms",
+            i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+        );
         drop(span);
         let waiting = Instant::now();
         tokio::select! {
@@ -297,8 +300,9 @@ pub(super) async fn call(
 fn upstream_span(ctx: &Ctx, attempt: u32) -> tracing::Span {
     tracing::info_span!(
         "aibridge.upstream",
-        iteration = ctx.iteration,
-        attempt = attempt + 1,
+        // Signed integers: OpenTelemetry attributes have no unsigned ones.
+        iteration = i64::from(ctx.iteration),
+        attempt = i64::from(attempt) + 1,
         url = crate::upstream::url_for_span(&ctx.url),
         status = tracing::field::Empty,
         error_kind = tracing::field::Empty,

@@ -86,8 +86,16 @@ pub(crate) async fn drive(
     let span = tracing::Span::current();
     span.record("outcome", outcome.as_str());
     let (input, output) = ctx.sink.tokens();
-    span.record("gen_ai.usage.input_tokens", input);
-    span.record("gen_ai.usage.output_tokens", output);
+    // Signed: OpenTelemetry attributes have no unsigned integer (a `u64` would be exported
+    // as text by `tracing-opentelemetry`).
+    span.record(
+        "gen_ai.usage.input_tokens",
+        i64::try_from(input).unwrap_or(i64::MAX),
+    );
+    span.record(
+        "gen_ai.usage.output_tokens",
+        i64::try_from(output).unwrap_or(i64::MAX),
+    );
     if let Some((first, _)) = ctx.sink.response_ids() {
         span.record("gen_ai.response.id", first.as_str());
     }

@@ -509,7 +509,9 @@ fn is_valid_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `scheme://host[:port]/path?query`, without any `user:password@`.
+/// `scheme://host[:port]/path`: without any `user:password@`, and without the query (a
+/// server may take its key there: `?api_key=…`). This is the form of the URL in logs,
+/// spans, errors, `Debug` and the tool records.
 fn display_url(url: &Uri) -> String {
     let Some(authority) = url.authority() else {
         return url.to_string();
@@ -519,8 +521,7 @@ fn display_url(url: &Uri) -> String {
         .rsplit_once('@')
         .map_or(authority.as_str(), |(_, host)| host);
     let scheme = url.scheme_str().unwrap_or("http");
-    let path = url.path_and_query().map_or("", |p| p.as_str());
-    format!("{scheme}://{host_port}{path}")
+    format!("{scheme}://{host_port}{}", url.path())
 }
 
 #[cfg(test)]

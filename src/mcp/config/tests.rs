@@ -136,10 +136,10 @@ fn defaults() {
 
 #[test]
 fn display_url_strips_userinfo() {
-    let s = server("a", "https://user:pw@example.com:8443/mcp?x=1");
-    assert_eq!(s.display_url(), "https://example.com:8443/mcp?x=1");
+    let s = server("a", "https://user:pw@example.com:8443/mcp?api_key=k3y");
+    assert_eq!(s.display_url(), "https://example.com:8443/mcp");
     let dbg = format!("{s:?}");
-    assert!(!dbg.contains("pw"), "{dbg}");
+    assert!(!dbg.contains("pw") && !dbg.contains("k3y"), "{dbg}");
 }
 
 #[test]

@@ -143,8 +143,8 @@ impl RecordQueue {
         Self { shared, tx }
     }
 
-    /// Installs a per-record outcome hook (tests).
-    #[cfg(test)]
+    /// Installs a per-record outcome hook (tests and benchmarks).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn set_hook(&self, hook: DeliveryHook) {
         *self.shared.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }

@@ -20,7 +20,7 @@ mod sqlite;
 mod tests;
 
 #[cfg(feature = "postgres")]
-pub use self::postgres::PostgresRecorder;
+pub use self::postgres::{PostgresRecorder, PostgresRecorderBuilder};
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteRecorder;
 
@@ -302,7 +302,7 @@ pub(crate) fn classify(err: sqlx::Error, permanent_code: fn(&str) -> bool) -> Bo
 }
 
 #[cfg(feature = "postgres")]
-fn is_permanent(err: &sqlx::Error, permanent_code: fn(&str) -> bool) -> bool {
+pub(crate) fn is_permanent(err: &sqlx::Error, permanent_code: fn(&str) -> bool) -> bool {
     match err {
         sqlx::Error::Database(db) => {
             !matches!(db.kind(), sqlx::error::ErrorKind::Other)

@@ -10,6 +10,8 @@
 mod pg_server;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_batch;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

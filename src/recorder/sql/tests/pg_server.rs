@@ -143,6 +143,12 @@ impl PgServer {
         );
     }
 
+    /// The process id of the running server (its postmaster), from `postmaster.pid`.
+    pub fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// The URL of a database of this server.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

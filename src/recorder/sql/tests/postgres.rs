@@ -28,12 +28,12 @@ use crate::recorder::{Interception, RecordId, Recorder, RecorderError};
 // ---------------------------------------------------------------------------------------
 
 /// Raw access to a PostgreSQL database; rows come back in the SQLite encoding.
-struct PgDb {
-    pool: PgPool,
+pub(super) struct PgDb {
+    pub(super) pool: PgPool,
 }
 
 impl PgDb {
-    async fn connect(url: &str) -> Self {
+    pub(super) async fn connect(url: &str) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .connect(url)
