@@ -147,11 +147,7 @@ impl PostgresRecorder {
     }
 
     /// Connects (see [`PostgresRecorderBuilder::connect`]).
-    async fn open(
-        url: &str,
-        max_connections: u32,
-        shape: Shape,
-    ) -> Result<Self, RecorderError> {
+    async fn open(url: &str, max_connections: u32, shape: Shape) -> Result<Self, RecorderError> {
         let connect_err = |e: &dyn fmt::Display| RecorderError::Connect(connect_error(url, e));
         if max_connections == 0 {
             return Err(connect_err(&"max_connections must be at least 1"));
