@@ -1,5 +1,7 @@
-//! The tokio runtime of the gateway: `AIBRIDGE_WORKER_THREADS` worker threads (unset: one
-//! per core this process may run on, tokio's default).
+//! The tokio runtime of the gateway: `AIBRIDGE_WORKER_THREADS` worker threads; unset, one
+//! fewer than the cores this process may run on (at least one), which leaves a core to the
+//! recorder's writer thread and the rest of the machine. On 2 cores, unpinned, one worker
+//! cost 7–31 % less CPU per request than two (BENCHMARKS.md, "Worker threads").
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -10,9 +12,8 @@ pub(crate) fn build(
 ) -> Result<tokio::runtime::Runtime, String> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = worker_threads(get)? {
-        builder.worker_threads(n);
-    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    builder.worker_threads(worker_threads(get)?.unwrap_or_else(|| default_workers(cores)));
     builder
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
@@ -29,6 +30,11 @@ fn worker_threads(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<usize>,
             "AIBRIDGE_WORKER_THREADS: {v:?} is not a whole number from 1 to 1024"
         )),
     }
+}
+
+/// The workers when `AIBRIDGE_WORKER_THREADS` is unset: one fewer than `cores`, at least one.
+fn default_workers(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// Runs `main` on the runtime; exit code 2 when the runtime cannot be configured.
@@ -66,6 +72,16 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn unset_leaves_one_core_to_the_rest() {
+        assert_eq!(super::default_workers(1), 1);
+        assert_eq!(super::default_workers(2), 1);
+        assert_eq!(super::default_workers(8), 7);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let rt = super::build(&|_| None).unwrap();
+        assert_eq!(rt.metrics().num_workers(), super::default_workers(cores));
     }
 
     #[test]

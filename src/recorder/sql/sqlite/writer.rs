@@ -189,12 +189,13 @@ fn fail(jobs: Vec<Option<Job>>, e: &rusqlite::Error) {
     answer(jobs.into_iter().zip(results));
 }
 
-/// Sends each job its result (a caller that is gone is no error) and frees its queue place.
+/// Frees each job's queue place and sends it its result (a caller that is gone is no
+/// error): the place first, so that a caller who sees its answer also sees the room.
 fn answer(jobs: impl Iterator<Item = (Option<Job>, Result<(), BoxError>)>) {
     for (job, r) in jobs {
         if let Some(job) = job {
-            let _ = job.done.send(r);
             drop(job.permit);
+            let _ = job.done.send(r);
         }
     }
 }
