@@ -79,10 +79,14 @@ start_gateway() {
   # AIBRIDGE_WORKER_THREADS likewise: BASELINE_WORKERS for "before", GW_WORKERS for the others.
   local workers=${GW_WORKERS:-}
   [ "$name" = before ] && workers=${BASELINE_WORKERS:-}
+  # AIBRIDGE_RECORD_INTERCEPTION likewise: BASELINE_RECORD for "before", GW_RECORD for the others.
+  local record=${GW_RECORD:-}
+  [ "$name" = before ] && record=${BASELINE_RECORD:-}
   env -i PATH="$PATH" HOME="$HOME" \
     ${mcp:+AIBRIDGE_MCP_SERVERS="bench=$mcp"} \
     ${policy:+AIBRIDGE_POLICY="$policy"} \
     ${workers:+AIBRIDGE_WORKER_THREADS="$workers"} \
+    ${record:+AIBRIDGE_RECORD_INTERCEPTION="$record"} \
     AIBRIDGE_LISTEN=127.0.0.1:0 \
     AIBRIDGE_DATABASE_URL="${GW_DATABASE_URL:-sqlite://$WORK/$name.db?mode=rwc}" \
     AIBRIDGE_TOKENS=tok-bench:bench \

@@ -12,7 +12,8 @@
 # as a target "before", for before/after figures in one run), GW_POLICY and BASELINE_POLICY
 # (an AIBRIDGE_POLICY file for this build's gateways and for the "before" one: the same
 # binary as BASELINE_GATEWAY with GW_POLICY alone measures the policy stage), GW_WORKERS and
-# BASELINE_WORKERS (AIBRIDGE_WORKER_THREADS, the same way), NULL_PROXY=0 (leave out the
+# BASELINE_WORKERS (AIBRIDGE_WORKER_THREADS, the same way), GW_RECORD and BASELINE_RECORD
+# (AIBRIDGE_RECORD_INTERCEPTION: awaited or queued), NULL_PROXY=0 (leave out the
 # do-nothing proxy, examples/null_proxy.rs, that shows the floor of any extra HTTP hop).
 # Not run in CI: it takes minutes and its figures depend on the machine.
 set -euo pipefail
