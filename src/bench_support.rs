@@ -277,10 +277,7 @@ pub async fn record_interceptions(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::SystemTime;
 
-    use crate::provider::{Api, CredentialKind, ProviderKind};
-    use crate::recorder::{
-        Interception, InterceptionEnded, Outcome, PromptUsage, RecordId, TokenUsage,
-    };
+    use crate::recorder::{InterceptionEnded, Outcome, PromptUsage, RecordId, TokenUsage};
 
     let failed = AtomicUsize::new(0);
     let count = |r: Result<(), crate::BoxError>| {
@@ -294,23 +291,7 @@ pub async fn record_interceptions(
             let now = SystemTime::now();
             count(
                 recorder
-                    .record_interception(&Interception {
-                        id,
-                        initiator_id: "bench".to_owned(),
-                        metadata: Default::default(),
-                        provider: ProviderKind::Anthropic,
-                        provider_name: "anthropic".to_owned(),
-                        api: Api::Messages,
-                        model: "claude-sonnet-4-5".to_owned(),
-                        streaming: true,
-                        client: "Claude Code".to_owned(),
-                        client_session_id: Some("session-1".to_owned()),
-                        user_agent: Some("claude-cli/2.0 (external, cli)".to_owned()),
-                        credential_kind: CredentialKind::Centralized,
-                        credential_hint: Some("sk-ant-…abcd".to_owned()),
-                        correlating_tool_call_id: None,
-                        started_at: now,
-                    })
+                    .record_interception(&bench_interception(id, now))
                     .await,
             );
             let usage = TokenUsage {
@@ -382,11 +363,10 @@ pub async fn record_through_queue(
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Instant, SystemTime};
 
-    use crate::provider::{Api, CredentialKind, ProviderKind};
     use crate::recorder::queue::RecordQueue;
     use crate::recorder::{
-        Delivery, Interception, InterceptionEnded, InterceptionRecord, Outcome, PromptUsage,
-        Record, RecordId, RecordQueueConfig, TokenUsage, ToolUsage,
+        Delivery, InterceptionEnded, InterceptionRecord, Outcome, PromptUsage, Record, RecordId,
+        RecordQueueConfig, TokenUsage, ToolUsage,
     };
 
     let how = if queued {
@@ -410,23 +390,7 @@ pub async fn record_through_queue(
         .for_each_concurrent(concurrency.max(1), |_| async {
             let id = RecordId::new();
             let now = SystemTime::now();
-            let rec = Interception {
-                id,
-                initiator_id: "bench".to_owned(),
-                metadata: Default::default(),
-                provider: ProviderKind::Anthropic,
-                provider_name: "anthropic".to_owned(),
-                api: Api::Messages,
-                model: "claude-sonnet-4-5".to_owned(),
-                streaming: true,
-                client: "Claude Code".to_owned(),
-                client_session_id: Some("session-1".to_owned()),
-                user_agent: Some("claude-cli/2.0 (external, cli)".to_owned()),
-                credential_kind: CredentialKind::Centralized,
-                credential_hint: Some("sk-ant-…abcd".to_owned()),
-                correlating_tool_call_id: None,
-                started_at: now,
-            };
+            let rec = bench_interception(id, now);
             let sink = if queued {
                 match queue.record_interception_ahead(rec) {
                     Ok(sink) => sink,
@@ -497,5 +461,30 @@ pub async fn record_through_queue(
         lost: counts[1].load(Ordering::Relaxed),
         elapsed,
         awaited: awaited.into_inner().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
+/// The interception the recorder benchmarks write: a Claude Code Messages stream.
+fn bench_interception(
+    id: crate::recorder::RecordId,
+    now: std::time::SystemTime,
+) -> crate::recorder::Interception {
+    use crate::provider::{Api, CredentialKind, ProviderKind};
+    crate::recorder::Interception {
+        id,
+        initiator_id: "bench".to_owned(),
+        metadata: Default::default(),
+        provider: ProviderKind::Anthropic,
+        provider_name: "anthropic".to_owned(),
+        api: Api::Messages,
+        model: "claude-sonnet-4-5".to_owned(),
+        streaming: true,
+        client: "Claude Code".to_owned(),
+        client_session_id: Some("session-1".to_owned()),
+        user_agent: Some("claude-cli/2.0 (external, cli)".to_owned()),
+        credential_kind: CredentialKind::Centralized,
+        credential_hint: Some("sk-ant-…abcd".to_owned()),
+        correlating_tool_call_id: None,
+        started_at: now,
     }
 }
