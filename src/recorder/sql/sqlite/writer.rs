@@ -58,11 +58,8 @@ pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<J
         answer(group.into_iter().map(Some).zip(std::iter::once(r)));
         return;
     }
-    let mut jobs: Vec<Option<Job>> = group.into_iter().map(Some).collect();
-    // Same-kind records sit together once sorted by kind (stable: arrival order within it).
-    jobs.sort_by_key(|j| j.as_ref().map(|j| j.kind));
+    let (mut jobs, mut results) = sorted(group);
     let statements = plan(&jobs);
-    let mut results: Vec<Result<(), BoxError>> = jobs.iter().map(|_| Ok(())).collect();
     // Jobs [from..] are not answered yet; the open transaction holds [from..to].
     let mut from = 0;
     if let Err(e) = conn.execute_batch("BEGIN") {
@@ -71,18 +68,11 @@ pub(super) fn write_group(conn: &Connection, lanes: Option<&Lanes>, group: Vec<J
     for (n, range) in statements.iter().enumerate() {
         write_run(conn, &jobs, range.clone(), &mut results);
         let last = n + 1 == statements.len();
-        if !last && lanes.is_some_and(Lanes::fast_waiting) {
+        if let Some(lanes) = lanes.filter(|l| !last && l.fast_waiting()) {
             // The waiting interceptions join the open transaction and one commit answers
             // them with everything written so far (one commit, not two: each commit
             // writes the touched pages to the WAL again).
-            let mut fast: Vec<Option<Job>> = lanes
-                .map(Lanes::take_fast)
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect();
-            fast.sort_by_key(|j| j.as_ref().map(|j| j.kind));
-            let mut fast_results: Vec<Result<(), BoxError>> = fast.iter().map(|_| Ok(())).collect();
+            let (mut fast, mut fast_results) = sorted(lanes.take_fast());
             for run in plan(&fast) {
                 write_run(conn, &fast, run, &mut fast_results);
             }
@@ -133,6 +123,15 @@ fn write_run(
             }
         }
     }
+}
+
+/// A group's jobs sorted by kind, so that same-kind records sit together (stable: arrival
+/// order within a kind), and a result for each, `Ok` until a write says otherwise.
+fn sorted(group: Vec<Job>) -> (Vec<Option<Job>>, Vec<Result<(), BoxError>>) {
+    let mut jobs: Vec<Option<Job>> = group.into_iter().map(Some).collect();
+    jobs.sort_by_key(|j| j.as_ref().map(|j| j.kind));
+    let results = jobs.iter().map(|_| Ok(())).collect();
+    (jobs, results)
 }
 
 /// The statements of a sorted group: index ranges of one kind, 64, 32, … rows long.
