@@ -78,18 +78,15 @@ impl Table {
         if self.entries.is_empty() {
             return None;
         }
-        thread_local! {
-            static MATCHES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        MATCHES.with_borrow_mut(|found| {
-            self.set.matches_candidate_into(model, found);
-            found.sort_unstable();
-            found
-                .iter()
-                .map(|&i| &self.entries[i])
-                .max_by_key(|e| e.pattern.len())
-                .map(|e| e.price)
-        })
+        // Ascending indices, so that `max_by_key` (the last of equal maxima) picks the later
+        // of equally long patterns. Made only for models `Prices` has not answered yet.
+        let mut found = self.set.matches_candidate(model);
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|i| &self.entries[i])
+            .max_by_key(|e| e.pattern.len())
+            .map(|e| e.price)
     }
 }
 
